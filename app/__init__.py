@@ -1,0 +1,1 @@
+"""agentcaps: the token core, counter stores, HTTP service, SDK and CLI."""

@@ -1,0 +1,37 @@
+"""The standard macaroon HMAC-SHA256 chain, and the prefix ids that counters and revocation key on.
+
+sig_0 = HMAC(HMAC("macaroons-key-generator", root_key), identifier); sig_i = HMAC(sig_{i-1}, caveat_i).
+A prefix id is a one-way digest of sig_i: it names the chain up to caveat i without revealing sig_i,
+which would let anyone extend that prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+KEY_GENERATOR = b"macaroons-key-generator"
+_PREFIX_TAG = b"agentcaps/prefix\x00"
+
+
+def derived_key(root_key: bytes) -> bytes:
+    return hmac.digest(KEY_GENERATOR, root_key, "sha256")
+
+
+def signatures(root_key: bytes, identifier: bytes, caveats: tuple[bytes, ...]) -> list[bytes]:
+    """[sig_0, sig_1, ..., sig_n]: the chain after the identifier and after each caveat."""
+    sig = hmac.digest(derived_key(root_key), identifier, "sha256")
+    sigs = [sig]
+    for caveat in caveats:
+        sig = hmac.digest(sig, caveat, "sha256")
+        sigs.append(sig)
+    return sigs
+
+
+def extend(signature: bytes, caveat: bytes) -> bytes:
+    """Attenuate: the signature after appending one first-party caveat (offline, no key needed)."""
+    return hmac.digest(signature, caveat, "sha256")
+
+
+def prefix_id(signature: bytes) -> str:
+    return hashlib.sha256(_PREFIX_TAG + signature).hexdigest()[:32]

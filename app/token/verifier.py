@@ -1,0 +1,63 @@
+"""Verify a serialized token: strict decode, limits, HMAC chain in constant time, then the caveat analysis.
+
+The result, a VerifiedChain, depends only on the token's bytes and the key ring, so it is cached in a bounded
+LRU keyed by the exact token string (a hit was strictly decoded when it went in). The cache holds no per-call
+decision: expiry, tools, arguments, revocation and counters are decided on every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+
+import msgspec
+
+from app.errors import InvalidToken
+from app.token import chain, codec
+from app.token.identifier import unverified_identifier
+from app.token.keys import KeyRing
+from caveats.chain import Analysis, analyse
+
+CACHE_SIZE = 4096
+
+
+class VerifiedChain(msgspec.Struct, frozen=True):
+    """A token whose signature holds. `prefixes[i]` names the chain through caveat i-1 (`prefixes[0]`: none)."""
+
+    token_id: str
+    key_id: str
+    location: str
+    prefixes: tuple[str, ...]
+    analysis: Analysis
+
+    @property
+    def chain_id(self) -> str:
+        """The whole chain's prefix id: what revoking this exact token marks."""
+        return self.prefixes[-1]
+
+    def counter_prefix(self, index: int) -> str:
+        """The prefix id of the chain that ends at caveat `index`: the key of its budget or rate counter."""
+        return self.prefixes[index + 1]
+
+
+class Verifier:
+    def __init__(self, ring: KeyRing, cache_size: int = CACHE_SIZE) -> None:
+        self.ring = ring
+        self.verify = functools.lru_cache(maxsize=cache_size)(self._verify)
+
+    def _verify(self, token: str) -> VerifiedChain:
+        raw = codec.decode(token)
+        kid, token_id = unverified_identifier(raw.identifier)
+        root_key = self.ring.root_key(kid, bytes.fromhex(token_id), raw.location)
+        if root_key is None:
+            raise InvalidToken("token was signed with an unknown key id")
+        sigs = chain.signatures(root_key, raw.identifier, raw.caveats)
+        if not hmac.compare_digest(sigs[-1], raw.signature):
+            raise InvalidToken("token signature does not verify")
+        return VerifiedChain(
+            token_id=token_id,
+            key_id=kid,
+            location=raw.location.decode("utf-8", errors="replace"),
+            prefixes=tuple(chain.prefix_id(s) for s in sigs),
+            analysis=analyse(raw.caveats),
+        )

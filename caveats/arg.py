@@ -1,0 +1,91 @@
+"""`arg.amount <= 500`, `arg.currency in usd,eur`, `arg.repo = acme/web`: the call's argument at a dot-path.
+
+Numbers compare as exact decimals (JSON numbers reach us as int or Decimal, never float); a string in the
+decimal grammar compares as a number too. A missing argument, or one that is an object, array or null, denies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from caveats.base import Caveat, Context
+from caveats.denial import Code, Denial
+from caveats.grammar import CaveatSyntaxError
+
+PREFIX = "arg."
+_PATH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(?:\.[A-Za-z0-9_-]{1,64}){0,7}")
+_NUMBER_RE = re.compile(r"-?[0-9]{1,12}(?:\.[0-9]{1,6})?")
+_ITEM = r"[!-+\--~]{1,256}"  # printable ASCII but space and comma
+_VALUE_RE = re.compile(_ITEM)
+_LIST_RE = re.compile(rf"{_ITEM}(?:,{_ITEM}){{0,63}}")
+_ORDER = {"<": Decimal.__lt__, "<=": Decimal.__le__, ">": Decimal.__gt__, ">=": Decimal.__ge__}
+_MISSING = object()
+
+
+def lookup(args: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = args
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def as_number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return Decimal(value) if value == value else None  # NaN never compares
+    if isinstance(value, str) and _NUMBER_RE.fullmatch(value):
+        return Decimal(value)
+    return None
+
+
+def equals(value: Any, text: str) -> bool:
+    """An argument equals caveat text: booleans as true/false, numbers numerically, strings exactly."""
+    if isinstance(value, bool):
+        return text == ("true" if value else "false")
+    if isinstance(value, int | Decimal):
+        return _NUMBER_RE.fullmatch(text) is not None and as_number(value) == Decimal(text)
+    return isinstance(value, str) and value == text
+
+
+class Arg(Caveat, frozen=True):
+    KEY: ClassVar[str] = "arg.*"
+    OPS: ClassVar[frozenset[str]] = frozenset({"=", "!=", "in", "<", "<=", ">", ">="})
+    path: tuple[str, ...]
+    op: str
+    values: tuple[str, ...]
+
+    @classmethod
+    def parse_arg(cls, key: str, op: str, value: str) -> Arg:
+        path = key[len(PREFIX) :]
+        if not _PATH_RE.fullmatch(path):
+            raise CaveatSyntaxError(f"argument path must be dot-separated names, got {path!r}")
+        if op in _ORDER:
+            if not _NUMBER_RE.fullmatch(value):
+                raise CaveatSyntaxError(f"'{op}' needs a decimal number, got {value!r}")
+        elif not (_LIST_RE if op == "in" else _VALUE_RE).fullmatch(value):
+            raise CaveatSyntaxError(f"argument value must be printable ASCII without spaces, got {value!r}")
+        return cls(tuple(path.split(".")), op, tuple(value.split(",")) if op == "in" else (value,))
+
+    def holds(self, value: Any) -> bool:
+        if self.op in _ORDER:
+            number = as_number(value)
+            return number is not None and _ORDER[self.op](number, Decimal(self.values[0]))
+        if isinstance(value, Mapping | list) or value is None:
+            return False
+        matched = any(equals(value, text) for text in self.values)
+        return not matched if self.op == "!=" else matched
+
+    def check(self, ctx: Context, hop: int) -> Denial | None:
+        name = ".".join(self.path)
+        value = lookup(ctx.args, self.path)
+        if value is _MISSING:
+            return Denial(Code.ARG_MISMATCH, f"argument '{name}' is missing")
+        if self.holds(value):
+            return None
+        return Denial(Code.ARG_MISMATCH, f"argument '{name}' is not {self.op} {','.join(self.values)}")

@@ -1,0 +1,25 @@
+"""`audience in payments-srv,search-srv`: the verifying tool server is one of these."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from caveats.base import Caveat, Context
+from caveats.denial import Code, Denial
+from caveats.grammar import parse_names
+
+
+class Audience(Caveat, frozen=True):
+    KEY: ClassVar[str] = "audience"
+    OPS: ClassVar[frozenset[str]] = frozenset({"in"})
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, op: str, value: str) -> Audience:
+        return cls(parse_names(value, "audience"))
+
+    def check(self, ctx: Context, hop: int) -> Denial | None:
+        if ctx.audience in self.names:
+            return None
+        who = f"'{ctx.audience}'" if ctx.audience else "a verifier that named no audience"
+        return Denial(Code.AUDIENCE_MISMATCH, f"{who} is not in {','.join(self.names)}")

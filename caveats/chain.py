@@ -1,0 +1,165 @@
+"""A whole caveat chain read as the language sees it: hops, delegation path, the tightest limit of each kind.
+
+Pure and key-free: the verifier builds one after the signature holds; the offline SDK builds one to show a
+token. `evaluate` decides the stateless caveats of one call; budgets and rates go to the counter store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from caveats.base import Caveat, Context
+from caveats.budget import Budget
+from caveats.delegate import Delegate
+from caveats.denial import Code, Denial
+from caveats.depth import Depth
+from caveats.expires import Expires
+from caveats.money import Amount
+from caveats.rate import Rate
+from caveats.registry import parse, text_of
+from caveats.tools import Tools
+
+
+class Counter(msgspec.Struct, frozen=True):
+    """A budget or rate caveat: `index` in the chain (its prefix ends there), its hop and text.
+
+    `expires_at` is the earliest expiry at or before it: no token derived from its prefix outlives that.
+    """
+
+    index: int
+    hop: int
+    caveat: str
+    expires_at: int | None
+
+
+class BudgetCounter(Counter, frozen=True):
+    limit: Amount
+
+
+class RateCounter(Counter, frozen=True):
+    count: int
+    window: int
+
+
+class Step(msgspec.Struct, frozen=True):
+    index: int
+    hop: int
+    caveat: str
+    check: Caveat
+
+
+class Analysis(msgspec.Struct, frozen=True):
+    texts: tuple[str, ...]
+    hops: tuple[int, ...]
+    parsed: tuple[Caveat | Denial, ...]
+    delegation: tuple[str, ...]
+    steps: tuple[Step, ...]  # the per-call checks, in chain order
+    static_denial: Denial | None  # malformed, unknown or depth: fails whatever the call
+    static_index: int
+    budgets: tuple[BudgetCounter, ...]
+    rates: tuple[RateCounter, ...]
+    expires_at: int | None
+    tools: tuple[str, ...] | None  # the effective allowlist; None when unrestricted
+
+    @property
+    def holder(self) -> str | None:
+        return self.delegation[-1] if self.delegation else None
+
+    def evaluate(self, ctx: Context) -> Denial | None:
+        """The first failing stateless caveat in chain order, then the budget currency rule; None if all hold."""
+        for step in self.steps:
+            if self.static_denial is not None and self.static_index < step.index:
+                return self.static_denial
+            denial = step.check.check(ctx, step.hop)
+            if denial is not None:
+                return denial.at(step.caveat, step.hop)
+        if self.static_denial is not None:
+            return self.static_denial
+        if ctx.cost is not None and self.budgets:
+            return self.currency_denial(ctx.cost)
+        return None
+
+    def currency_denial(self, cost: Amount) -> Denial | None:
+        if any(b.limit.currency == cost.currency for b in self.budgets):
+            return None
+        first = self.budgets[0]
+        return Denial(
+            Code.CURRENCY_MISMATCH,
+            f"the call costs {cost.currency} but the token's budgets are in "
+            f"{','.join(sorted({b.limit.currency for b in self.budgets}))}",
+        ).at(first.caveat, first.hop)
+
+
+def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
+    texts: list[str] = []
+    hops: list[int] = []
+    parsed: list[Caveat | Denial] = []
+    delegation: list[str] = []
+    steps: list[Step] = []
+    budgets: list[BudgetCounter] = []
+    rates: list[RateCounter] = []
+    expires_at: int | None = None
+    tools: tuple[str, ...] | None = None
+    for index, raw in enumerate(raw_caveats):
+        text = text_of(raw) if isinstance(raw, bytes) else raw
+        caveat = parse(raw)
+        if isinstance(caveat, Delegate):
+            delegation.append(caveat.agent)
+        hop = max(len(delegation) - 1, 0)
+        texts.append(text)
+        hops.append(hop)
+        parsed.append(caveat)
+        if isinstance(caveat, Expires):
+            expires_at = caveat.at if expires_at is None else min(expires_at, caveat.at)
+        if isinstance(caveat, Budget):
+            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
+        elif isinstance(caveat, Rate):
+            rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
+        elif isinstance(caveat, Tools):
+            tools = caveat.patterns if tools is None else intersect(tools, caveat.patterns)
+        if isinstance(caveat, Caveat) and type(caveat).check is not Caveat.check and not isinstance(caveat, Depth):
+            steps.append(Step(index, hop, text, caveat))
+    static_denial, static_index = _static_denial(parsed, texts, hops, len(delegation))
+    return Analysis(
+        tuple(texts),
+        tuple(hops),
+        tuple(parsed),
+        tuple(delegation),
+        tuple(steps),
+        static_denial,
+        static_index,
+        tuple(budgets),
+        tuple(rates),
+        expires_at,
+        tools,
+    )
+
+
+def _static_denial(
+    parsed: list[Caveat | Denial], texts: list[str], hops: list[int], delegations: int
+) -> tuple[Denial | None, int]:
+    """The first caveat that fails whatever the call: unparseable, unknown key, or depth already exceeded."""
+    ctx = Context(now=0, tool="", hops=delegations)
+    for index, caveat in enumerate(parsed):
+        denial = caveat if isinstance(caveat, Denial) else None
+        if isinstance(caveat, Depth):
+            denial = caveat.check(ctx, hops[index])
+        if denial is not None:
+            return denial.at(texts[index], hops[index]), index
+    return None, -1
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Every tool that pattern `inner` matches is matched by pattern `outer`."""
+    return inner.startswith(outer[:-1]) if outer.endswith("*") else inner == outer
+
+
+def intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The patterns allowed by both lists (pairwise, the more specific of two overlapping patterns)."""
+    out: list[str] = []
+    for p in (*a, *b):
+        if p not in out and any(covers(q, p) for q in a) and any(covers(q, p) for q in b):
+            out.append(p)
+    return tuple(out)

@@ -1,0 +1,20 @@
+"""`delegate = researcher`: records a delegation hop to the named agent; it always holds itself."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from caveats.base import Caveat
+from caveats.grammar import NAME_RE, CaveatSyntaxError
+
+
+class Delegate(Caveat, frozen=True):
+    KEY: ClassVar[str] = "delegate"
+    OPS: ClassVar[frozenset[str]] = frozenset({"="})
+    agent: str
+
+    @classmethod
+    def parse(cls, op: str, value: str) -> Delegate:
+        if not NAME_RE.fullmatch(value):
+            raise CaveatSyntaxError(f"delegate must name one agent, got {value!r}")
+        return cls(value)

@@ -1,0 +1,28 @@
+"""`depth <= 2`: at most this many further `delegate` caveats follow this one in the chain."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from caveats.base import Caveat, Context
+from caveats.denial import Code, Denial
+from caveats.grammar import parse_uint
+
+MAX_DEPTH = 1000
+
+
+class Depth(Caveat, frozen=True):
+    KEY: ClassVar[str] = "depth"
+    OPS: ClassVar[frozenset[str]] = frozenset({"<="})
+    limit: int
+
+    @classmethod
+    def parse(cls, op: str, value: str) -> Depth:
+        return cls(parse_uint(value, "depth", MAX_DEPTH))
+
+    def check(self, ctx: Context, hop: int) -> Denial | None:
+        # The chain opens with the root's `delegate` (hop 0), so hop h has seen h + 1 of them.
+        after = ctx.hops - (hop + 1)
+        if after <= self.limit:
+            return None
+        return Denial(Code.DEPTH_EXCEEDED, f"{after} delegations follow a limit of {self.limit}")

@@ -1,0 +1,68 @@
+"""Money: the only amount parser. Amounts are integer micro-units (10^-6) with a currency, never floats."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import msgspec
+
+from caveats.grammar import CaveatSyntaxError
+
+MICROS = 1_000_000
+AMOUNT_RE = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,6}))?")
+CURRENCY_RE = re.compile(r"[A-Z][A-Z0-9_]{1,15}")
+_MONEY_RE = re.compile(r"([0-9.]+) ([A-Z0-9_]+)")
+
+
+class Amount(msgspec.Struct, frozen=True, order=True):
+    """An exact amount: `micros` millionths of one `currency` unit."""
+
+    currency: str
+    micros: int
+
+    def __str__(self) -> str:
+        return f"{format_micros(self.micros)} {self.currency}"
+
+
+def parse_micros(text: str) -> int:
+    """`12.50` -> 12_500_000. ASCII digits only, at most 12 before and 6 after the point."""
+    m = AMOUNT_RE.fullmatch(text)
+    if m is None:
+        raise CaveatSyntaxError(
+            f"amount must be digits with at most 12 before and 6 after the decimal point, got {text!r}"
+        )
+    whole, frac = m.group(1), m.group(2) or ""
+    return int(whole) * MICROS + int(frac.ljust(6, "0") or "0")
+
+
+def parse_currency(text: str) -> str:
+    if not CURRENCY_RE.fullmatch(text):
+        raise CaveatSyntaxError(f"currency must be 2-16 of A-Z, 0-9, _ starting with a letter, got {text!r}")
+    return text
+
+
+def parse_money(text: str) -> Amount:
+    """`5.00 USD` -> Amount("USD", 5_000_000)."""
+    m = _MONEY_RE.fullmatch(text)
+    if m is None:
+        raise CaveatSyntaxError(f"expected an amount and a currency like '5.00 USD', got {text!r}")
+    return Amount(parse_currency(m.group(2)), parse_micros(m.group(1)))
+
+
+def format_micros(micros: int) -> str:
+    """12_500_000 -> '12.50': at least two decimals, no trailing zeros beyond them."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS)
+    digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{whole}.{digits}"
+
+
+def decimal_to_micros(value: Decimal) -> int | None:
+    """An exact Decimal as micro-units, or None if it has finer precision than a micro-unit or is not finite."""
+    if not value.is_finite():
+        return None
+    scaled = value.scaleb(6)
+    if scaled != scaled.to_integral_value():
+        return None
+    return int(scaled)

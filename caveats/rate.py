@@ -1,0 +1,41 @@
+"""`rate <= 100/1h`: at most this many allowed calls in any window of that length (an exact sliding window).
+
+Stateful: the counter store decides it, scoped like a budget by the prefix id ending at this caveat.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from caveats.base import Caveat
+from caveats.grammar import CaveatSyntaxError, parse_uint
+
+MAX_COUNT = 100_000
+MAX_WINDOW = 366 * 86_400
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_RATE_RE = re.compile(r"([0-9]+)/([1-9][0-9]{0,5})([smhd])")
+
+
+class Rate(Caveat, frozen=True):
+    KEY: ClassVar[str] = "rate"
+    OPS: ClassVar[frozenset[str]] = frozenset({"<="})
+    STATEFUL: ClassVar[bool] = True
+    count: int
+    window: int  # seconds
+
+    @classmethod
+    def parse(cls, op: str, value: str) -> Rate:
+        return cls(*parse_rate(value))
+
+
+def parse_rate(value: str) -> tuple[int, int]:
+    """`100/1h` -> (100, 3600)."""
+    m = _RATE_RE.fullmatch(value)
+    if m is None:
+        raise CaveatSyntaxError(f"rate must look like 100/1h (units s, m, h, d), got {value!r}")
+    count = parse_uint(m.group(1), "rate count", MAX_COUNT)
+    window = int(m.group(2)) * UNITS[m.group(3)]
+    if window > MAX_WINDOW:
+        raise CaveatSyntaxError(f"rate window must be at most 366d, got {value!r}")
+    return count, window

@@ -1,0 +1,60 @@
+"""The caveat language's one entry point: raw caveat bytes -> a typed Caveat, or a Denial (fail closed).
+
+Adding a kind is one module plus one line in KINDS.
+"""
+
+from __future__ import annotations
+
+from caveats.arg import PREFIX as ARG_PREFIX
+from caveats.arg import Arg
+from caveats.audience import Audience
+from caveats.base import Caveat
+from caveats.budget import Budget
+from caveats.cost import Cost
+from caveats.delegate import Delegate
+from caveats.denial import Code, Denial
+from caveats.depth import Depth
+from caveats.expires import Expires
+from caveats.grammar import CaveatSyntaxError, split
+from caveats.rate import Rate
+from caveats.tools import Tools
+
+KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate)
+
+
+def _by_key(kinds: tuple[type[Caveat], ...]) -> dict[str, type[Caveat]]:
+    table: dict[str, type[Caveat]] = {}
+    for kind in kinds:
+        if kind.KEY in table:
+            raise ValueError(f"two caveat kinds claim the key {kind.KEY!r}")
+        table[kind.KEY] = kind
+    return table
+
+
+BY_KEY = _by_key(KINDS)
+
+
+def parse(raw: bytes | str) -> Caveat | Denial:
+    """Parse one caveat. Never raises for any input: what does not parse is a Denial."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        return Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
+    try:
+        key, op, value = split(text)
+        if key.startswith(ARG_PREFIX):
+            kind: type[Caveat] = Arg
+        elif key in BY_KEY:
+            kind = BY_KEY[key]
+        else:
+            return Denial(Code.UNKNOWN_CAVEAT, f"unknown caveat key '{key}'")
+        if op not in kind.OPS:
+            raise CaveatSyntaxError(f"'{key}' takes {' or '.join(sorted(kind.OPS))}, not '{op}'")
+        return Arg.parse_arg(key, op, value) if kind is Arg else kind.parse(op, value)
+    except CaveatSyntaxError as e:
+        return Denial(Code.MALFORMED_CAVEAT, str(e))
+
+
+def text_of(raw: bytes) -> str:
+    """Caveat bytes as printable text for a denial or a listing (invalid UTF-8 replaced, never raising)."""
+    return raw.decode("utf-8", errors="replace")

@@ -1,0 +1,33 @@
+"""`tools in search,fetch,github.*`: the requested tool is one of these names; a trailing `*` matches a prefix."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from caveats.base import Caveat, Context
+from caveats.denial import Code, Denial
+from caveats.grammar import TOOL_LIST_RE, CaveatSyntaxError
+
+
+def tool_matches(pattern: str, tool: str) -> bool:
+    return tool.startswith(pattern[:-1]) if pattern.endswith("*") else tool == pattern
+
+
+class Tools(Caveat, frozen=True):
+    KEY: ClassVar[str] = "tools"
+    OPS: ClassVar[frozenset[str]] = frozenset({"in"})
+    patterns: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, op: str, value: str) -> Tools:
+        if not TOOL_LIST_RE.fullmatch(value):
+            raise CaveatSyntaxError(f"tools must be comma-separated names (optionally ending in *), got {value!r}")
+        return cls(tuple(value.split(",")))
+
+    def allows(self, tool: str) -> bool:
+        return any(tool_matches(p, tool) for p in self.patterns)
+
+    def check(self, ctx: Context, hop: int) -> Denial | None:
+        if self.allows(ctx.tool):
+            return None
+        return Denial(Code.TOOL_NOT_ALLOWED, f"tool '{ctx.tool}' is not in {','.join(self.patterns)}")

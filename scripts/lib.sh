@@ -1,0 +1,53 @@
+# Shared set-up for scripts/run and scripts/test: a .venv with the project installed, made once and
+# refreshed only when pyproject.toml changes. Sourced, not run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+ensure_venv() {  # ensure_venv [extra]  e.g. ensure_venv dev
+  local extra="${1:-}" spec="$ROOT" stamp
+  [[ -n $extra ]] && spec="$ROOT[$extra]"
+  if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV" || { as_root apt-get install -y -q python3-venv && python3 -m venv "$VENV"; }
+  fi
+  stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-${extra:-base}"
+  if [[ ! -e $stamp ]]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$spec"
+    rm -f "$VENV"/.installed-* && touch "$stamp"
+  fi
+}
+
+redis_answers() {  # redis_answers PORT
+  "$VENV/bin/python" - "$1" <<'PY'
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+
+ensure_redis_server_binary() {
+  if ! command -v redis-server >/dev/null; then
+    echo "installing Debian's redis-server ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+      || { as_root apt-get update -q >/dev/null && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+  fi
+}
+
+ensure_redis() {  # a Redis on 127.0.0.1:6379, started here (AOF on, noeviction) if none answers
+  redis_answers 6379 && return 0
+  ensure_redis_server_binary
+  mkdir -p "$ROOT/.agentcaps/redis"
+  redis-server --port 6379 --bind 127.0.0.1 --daemonize yes --dir "$ROOT/.agentcaps/redis" \
+    --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
+    --logfile "$ROOT/.agentcaps/redis/redis.log"
+  for _ in $(seq 50); do redis_answers 6379 && return 0; sleep 0.1; done
+  echo "redis-server did not start; see $ROOT/.agentcaps/redis/redis.log" >&2
+  return 1
+}

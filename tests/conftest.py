@@ -1,0 +1,1 @@
+"""Shared fixtures: a frozen clock, a key ring, and token helpers."""
