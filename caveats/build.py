@@ -1,0 +1,65 @@
+"""Caveat text from typed restrictions: one builder behind minting (HTTP) and offline attenuation (SDK).
+
+Every text it returns parses back to the kind it meant; anything else raises ValueError naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from caveats.base import Caveat
+from caveats.denial import Denial
+from caveats.expires import format_instant
+from caveats.money import Amount, format_micros
+from caveats.registry import parse
+
+
+def money_text(value: Amount | str) -> str:
+    return f"{format_micros(value.micros)} {value.currency}" if isinstance(value, Amount) else value
+
+
+def restriction_caveats(
+    *,
+    to: str | None = None,
+    budget: Amount | str | None = None,
+    cost_cap: Amount | str | None = None,
+    tools: Iterable[str] | None = None,
+    audience: Iterable[str] | None = None,
+    expires_at: int | None = None,
+    max_depth: int | None = None,
+    rate: str | None = None,
+    args: Mapping[str, str] | None = None,
+    caveats: Iterable[str] | None = None,
+) -> list[str]:
+    """The caveats for one hop, `delegate = <to>` first. `args` maps a dot-path to 'OP VALUE' (`'<= 3'`)."""
+    fields: list[tuple[str, str]] = []
+    if to is not None:
+        fields.append(("to", f"delegate = {to}"))
+    if expires_at is not None:
+        fields.append(("expires", f"expires < {format_instant(expires_at)}"))
+    if tools is not None:
+        fields.append(("tools", f"tools in {','.join(tools)}"))
+    if audience is not None:
+        fields.append(("audience", f"audience in {','.join(audience)}"))
+    if budget is not None:
+        fields.append(("budget", f"budget <= {money_text(budget)}"))
+    if cost_cap is not None:
+        fields.append(("cost_cap", f"cost <= {money_text(cost_cap)}"))
+    if rate is not None:
+        fields.append(("rate", f"rate <= {rate}"))
+    if max_depth is not None:
+        fields.append(("max_depth", f"depth <= {max_depth}"))
+    for path, condition in (args or {}).items():
+        fields.append((f"args.{path}", f"arg.{path} {condition}"))
+    for n, text in enumerate(caveats or ()):
+        fields.append((f"caveats[{n}]", text))
+    for name, text in fields:
+        checked_parse(name, text)
+    return [text for _, text in fields]
+
+
+def checked_parse(name: str, text: str) -> Caveat:
+    parsed = parse(text)
+    if isinstance(parsed, Denial):
+        raise ValueError(f"{name}: {parsed.reason}")
+    return parsed
