@@ -61,7 +61,9 @@ class Settings:
         master = env.get("AGENTCAPS_MASTER_KEYS")
         values["ring"] = KeyRing.parse(master) if master else load_or_create_ring(data_dir)
         admin = env.get("AGENTCAPS_ADMIN_KEYS")
-        values["admin_keys"] = tuple(k for k in admin.split(",") if k) if admin else (load_or_create_admin_key(data_dir),)
+        values["admin_keys"] = (
+            tuple(k for k in admin.split(",") if k) if admin else (load_or_create_admin_key(data_dir),)
+        )
         values["verifier_keys"] = parse_verifier_keys(env.get("AGENTCAPS_VERIFIER_KEYS", ""))
         return cls(**values)  # type: ignore[arg-type]
 

@@ -1,0 +1,113 @@
+"""The counter store: one interface, one semantics, for every backend (memory, Redis, Redis Cluster).
+
+A decision is ONE atomic store call: idempotency claim, revocation of every chain prefix, rate windows,
+then every budget level with `spent + held + cost <= limit`, and all writes or none. Amounts are integer
+micro-units. Time (`now_ms`) comes from the caller so that every backend decides the same instant.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import msgspec
+
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
+ROOT = "*"  # the revocation marker that kills a whole root token id
+PURGE_BATCH = 100  # expired holds released per call, to keep every call short
+
+
+class BudgetSpec(msgspec.Struct, frozen=True, array_like=True):
+    prefix: str
+    limit: int  # micros
+    charge: bool  # in the cost's currency: charged; else only reported
+    expires_at_ms: int  # 0: never
+
+
+class RateSpec(msgspec.Struct, frozen=True, array_like=True):
+    prefix: str
+    count: int
+    window_ms: int
+
+
+class Decision(msgspec.Struct, frozen=True):
+    token_id: str
+    now_ms: int
+    call_id: str  # unique per request: the rate-log member and the hold id's suffix
+    revocation: tuple[str, ...]  # every prefix id of the chain, in order
+    revocation_expires_ms: int  # 0: never
+    rates: tuple[RateSpec, ...] = ()
+    budgets: tuple[BudgetSpec, ...] = ()
+    cost: int = 0
+    currency: str = ""
+    mode: Literal["charge", "hold"] = "charge"
+    hold_ttl_ms: int = 300_000
+    request_id: str | None = None
+    fingerprint: str = ""
+
+
+Status = Literal["allowed", "revoked", "rate_limited", "budget_exceeded", "conflict"]
+
+
+class Outcome(msgspec.Struct):
+    """What the store decided. `index` points into revocation, rates or budgets for a denial (-1: whole root)."""
+
+    status: Status
+    index: int = 0
+    retry_after_ms: int = 0
+    balances: list[tuple[int, int]] = msgspec.field(default_factory=list)  # (spent, held) per budget
+    hold_id: str | None = None
+    replayed: bool = False
+
+
+class HoldState(msgspec.Struct):
+    hold_id: str
+    state: Literal["settled", "released"]
+    amount: int  # micros charged (0 when released)
+    currency: str
+
+
+class Inspection(msgspec.Struct):
+    revoked_index: int | None  # the first revoked prefix, -1 for the whole root, None if not revoked
+    balances: list[tuple[int, int]]
+
+
+def hold_token_id(hold_id: str) -> str | None:
+    """Holds are named `<token id>.<call id>` so that every store finds the root's keys from the id alone."""
+    token_id, dot, rest = hold_id.partition(".")
+    ok = dot and len(token_id) == 32 and len(rest) == 32
+    return token_id if ok and all(c in "0123456789abcdef" for c in token_id + rest) else None
+
+
+class Store(ABC):
+    """Every method either answers for sure or raises StoreUnavailable; none leaves a partial write."""
+
+    @abstractmethod
+    async def decide(self, d: Decision) -> Outcome: ...
+
+    @abstractmethod
+    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
+        """A stored answer for this request id (status `conflict` if the request differs), without deciding."""
+
+    @abstractmethod
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+        """Charge `amount` (None: all that is held), release the rest. NotFound, Conflict, or ValueError (> held)."""
+
+    @abstractmethod
+    async def release(self, hold_id: str, now_ms: int) -> HoldState: ...
+
+    @abstractmethod
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None: ...
+
+    @abstractmethod
+    async def inspect(
+        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
+    ) -> Inspection: ...
+
+    @abstractmethod
+    async def ready(self) -> str | None:
+        """None when ready, else why not in plain words."""
+
+    async def close(self) -> None:
+        return None

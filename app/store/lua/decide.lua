@@ -1,0 +1,107 @@
+-- One decision: idempotency, revocation of every prefix, rate windows, budgets; then all writes or none.
+-- ARGV: now call_id request_id fingerprint mode hold_ttl cost currency rev_expires
+--       n_rev prefix... n_rates (prefix count window)... n_budgets (prefix limit charge expires)...
+-- Returns {status, index, retry_after_ms, hold_id, replayed, spent1, held1, ...}.
+local now, call_id, request_id, fingerprint = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local mode, hold_ttl, cost, currency = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local i = 10
+local revs = {}
+for j = 1, tonumber(ARGV[i]) do revs[j] = ARGV[i + j] end
+i = i + #revs + 1
+local rates = {}
+for j = 1, tonumber(ARGV[i]) do
+  local k = i + 3 * (j - 1)
+  rates[j] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3])}
+end
+i = i + 3 * #rates + 1
+local budgets = {}
+for j = 1, tonumber(ARGV[i]) do
+  local k = i + 4 * (j - 1)
+  budgets[j] = {ARGV[k + 1], ARGV[k + 2], ARGV[k + 3] == '1', tonumber(ARGV[k + 4])}
+end
+
+purge(now)
+
+local idem
+if request_id ~= '' then
+  idem = key('i', request_id)
+  local stored = redis.call('GET', idem)
+  if stored then
+    local sep = string.find(stored, '\n', 1, true)
+    if string.sub(stored, 1, sep - 1) ~= fingerprint then return {'conflict', '0', '0', '', '0'} end
+    local answer = cjson.decode(string.sub(stored, sep + 1))
+    answer[5] = '1'
+    return answer
+  end
+end
+
+local function answer(status, index, retry, hold_id, balances)
+  local out = {status, tostring(index), tostring(retry), hold_id, '0'}
+  for _, b in ipairs(balances) do out[#out + 1] = b[1]; out[#out + 1] = b[2] end
+  if idem then redis.call('SET', idem, fingerprint .. '\n' .. cjson.encode(out), 'PX', 86400000) end
+  return out
+end
+
+if redis.call('EXISTS', key('rv', '*')) == 1 then return answer('revoked', -1, 0, '', {}) end
+if #revs > 0 then
+  local rv = {}
+  for j, p in ipairs(revs) do rv[j] = key('rv', p) end
+  if redis.call('EXISTS', unpack(rv)) > 0 then
+    for j, k in ipairs(rv) do
+      if redis.call('EXISTS', k) == 1 then return answer('revoked', j - 1, 0, '', {}) end
+    end
+  end
+end
+
+for j, r in ipairs(rates) do
+  local k = key('r', r[1])
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - r[3])
+  local n = redis.call('ZCARD', k)
+  if n >= r[2] then
+    local retry = r[3]
+    if r[2] > 0 then
+      local oldest = redis.call('ZRANGE', k, n - r[2], n - r[2], 'WITHSCORES')
+      retry = tonumber(oldest[2]) + r[3] - now
+    end
+    return answer('rate_limited', j - 1, retry, '', {})
+  end
+end
+
+local balances = {}
+local c = big(cost)
+for j, b in ipairs(budgets) do
+  local spent, held = balance(b[1])
+  balances[j] = {spent, held}
+  if b[3] and not le(add(add(big(spent), big(held)), c), big(b[2])) then
+    return answer('budget_exceeded', j - 1, 0, '', balances)
+  end
+end
+
+-- Everything holds: write it all.
+for _, r in ipairs(rates) do
+  local k = key('r', r[1])
+  redis.call('ZADD', k, now, call_id)
+  redis.call('PEXPIRE', k, r[3])
+end
+local hold_id = ''
+local field = 's'
+local charged = {}
+if mode == 'hold' then
+  hold_id = string.sub(base, 5, -2) .. '.' .. call_id
+  field = 'h'
+end
+for j, b in ipairs(budgets) do
+  local k = key('b', b[1])
+  if b[3] then
+    charged[#charged + 1] = b[1]
+    local v = redis.call('HINCRBY', k, field, cost)
+    if field == 's' then balances[j][1] = tostring(v) else balances[j][2] = tostring(v) end
+    if b[4] > 0 then redis.call('PEXPIREAT', k, b[4]) end
+  end
+end
+if mode == 'hold' then
+  redis.call('HSET', key('h', hold_id), 'amt', cost, 'b', table.concat(charged, ','), 'cur', currency,
+    'exp', now + hold_ttl, 'state', 'held')
+  redis.call('ZADD', HOLDS, now + hold_ttl, hold_id)
+end
+return answer('allowed', 0, 0, hold_id, balances)

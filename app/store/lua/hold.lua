@@ -1,0 +1,26 @@
+-- Settle or release a hold. ARGV: hold_id action(settle|release) amount('' = all held) now.
+-- Returns {state, amount, currency} or {'error', why}: not_found, conflict, too_much.
+local hold_id, action, amount, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+purge(now)
+local rec = key('h', hold_id)
+local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled')
+if not v[1] then return {'error', 'not_found'} end
+local held, prefixes, currency, state, settled = v[1], v[2], v[3], v[4], v[5]
+if amount == '' then amount = held end
+local target = action == 'settle' and 'settled' or 'released'
+if state ~= 'held' then
+  if state ~= target then return {'error', 'conflict'} end
+  if target == 'settled' and settled ~= amount then return {'error', 'conflict'} end
+  return {state, settled, currency}
+end
+if target == 'released' then amount = '0' end
+if not le(big(amount), big(held)) then return {'error', 'too_much'} end
+for prefix in string.gmatch(prefixes, '[^,]+') do
+  local k = key('b', prefix)
+  redis.call('HINCRBY', k, 'h', '-' .. held)
+  redis.call('HINCRBY', k, 's', amount)
+end
+redis.call('HSET', rec, 'state', target, 'settled', amount)
+redis.call('PEXPIRE', rec, 86400000)
+redis.call('ZREM', HOLDS, hold_id)
+return {target, amount, currency}

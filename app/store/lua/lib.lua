@@ -1,0 +1,41 @@
+-- Prepended to every agentcaps script. KEYS[1] is the root's base key `ac:{<token id>}`: every other key
+-- is built from it, so all keys of one root share its hash tag and slot (Redis Cluster safe).
+local base = KEYS[1]
+local function key(kind, name) return base .. ':' .. kind .. ':' .. name end
+local HOLDS = base .. ':holds'
+
+-- Micro-unit amounts reach 10^18, past a Lua double's exact range: compare them as two base-10^9 limbs.
+local LIMB = 1000000000
+local function big(s)
+  s = s or '0'
+  local n = #s
+  if n <= 9 then return {0, tonumber(s)} end
+  return {tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8))}
+end
+local function add(a, b)
+  local hi, lo = a[1] + b[1], a[2] + b[2]
+  if lo >= LIMB then return {hi + 1, lo - LIMB} end
+  return {hi, lo}
+end
+local function le(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] <= b[2]) end
+
+local function balance(prefix)
+  local v = redis.call('HMGET', key('b', prefix), 's', 'h')
+  return v[1] or '0', v[2] or '0'
+end
+
+-- Release up to 100 expired holds of this root: their held amounts stop counting against budgets.
+local function purge(now)
+  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, 100)
+  for _, hold_id in ipairs(expired) do
+    local rec = key('h', hold_id)
+    local v = redis.call('HMGET', rec, 'amt', 'b')
+    if v[1] then
+      for prefix in string.gmatch(v[2], '[^,]+') do
+        redis.call('HINCRBY', key('b', prefix), 'h', '-' .. v[1])
+      end
+    end
+    redis.call('DEL', rec)
+    redis.call('ZREM', HOLDS, hold_id)
+  end
+end

@@ -1,0 +1,189 @@
+"""`memory://`: the embedded single-process store. Each call runs without an await, so it is atomic by itself."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import msgspec
+
+from app.errors import Conflict, NotFound
+from app.store.base import (
+    IDEMPOTENCY_TTL_MS,
+    PURGE_BATCH,
+    ROOT,
+    SETTLED_HOLD_TTL_MS,
+    Decision,
+    HoldState,
+    Inspection,
+    Outcome,
+    Store,
+    hold_token_id,
+)
+
+
+@dataclass
+class _Hold:
+    token_id: str
+    prefixes: tuple[str, ...]
+    amount: int
+    currency: str
+    expires_ms: int
+    state: str = "held"
+    settled: int = 0
+
+
+def _alive(expires_ms: int, now_ms: int) -> bool:
+    return expires_ms == 0 or now_ms < expires_ms
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.revoked: dict[tuple[str, str], int] = {}
+        self.budgets: dict[tuple[str, str], list[int]] = {}  # [spent, held]
+        self.rates: dict[tuple[str, str], deque[int]] = {}
+        self.holds: dict[str, _Hold] = {}
+        self.active: dict[str, dict[str, int]] = {}  # token id -> hold id -> expiry
+        self.answers: dict[tuple[str, str], tuple[str, bytes, int]] = {}  # fingerprint, outcome, expiry
+
+    async def decide(self, d: Decision) -> Outcome:
+        tid, now = d.token_id, d.now_ms
+        self._purge(tid, now)
+        if d.request_id is not None:
+            stored = self._answer(tid, d.request_id, d.fingerprint, now)
+            if stored is not None:
+                return stored
+        outcome = self._decide(d)
+        if d.request_id is not None and outcome.status != "conflict":
+            self.answers[(tid, d.request_id)] = (
+                d.fingerprint,
+                msgspec.msgpack.encode(outcome),
+                now + IDEMPOTENCY_TTL_MS,
+            )
+        return outcome
+
+    def _decide(self, d: Decision) -> Outcome:
+        tid, now = d.token_id, d.now_ms
+        revoked = self._revoked_index(tid, d.revocation, now)
+        if revoked is not None:
+            return Outcome("revoked", revoked)
+        for i, rate in enumerate(d.rates):
+            log = self.rates.get((tid, rate.prefix))
+            if log is None:
+                continue
+            while log and log[0] <= now - rate.window_ms:
+                log.popleft()
+            if len(log) >= rate.count:
+                retry = log[len(log) - rate.count] + rate.window_ms - now if rate.count else rate.window_ms
+                return Outcome("rate_limited", i, retry_after_ms=retry)
+        balances = [self._balance(tid, b.prefix) for b in d.budgets]
+        for i, (b, (spent, held)) in enumerate(zip(d.budgets, balances, strict=True)):
+            if b.charge and spent + held + d.cost > b.limit:
+                return Outcome("budget_exceeded", i, balances=balances)
+        # Everything holds: write it all.
+        for rate in d.rates:
+            self.rates.setdefault((tid, rate.prefix), deque()).append(now)
+        hold_id = None
+        charged = tuple(b.prefix for b in d.budgets if b.charge)
+        if d.mode == "hold":
+            hold_id = f"{tid}.{d.call_id}"
+            expires = now + d.hold_ttl_ms
+            self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires)
+            self.active.setdefault(tid, {})[hold_id] = expires
+        slot = 1 if d.mode == "hold" else 0
+        for b in d.budgets:
+            if b.charge:
+                self.budgets.setdefault((tid, b.prefix), [0, 0])[slot] += d.cost
+        return Outcome("allowed", balances=[self._balance(tid, b.prefix) for b in d.budgets], hold_id=hold_id)
+
+    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
+        return self._answer(token_id, request_id, fingerprint, None)
+
+    def _answer(self, tid: str, request_id: str, fingerprint: str, now: int | None) -> Outcome | None:
+        entry = self.answers.get((tid, request_id))
+        if entry is None or (now is not None and not _alive(entry[2], now)):
+            return None
+        if entry[0] != fingerprint:
+            return Outcome("conflict")
+        outcome = msgspec.msgpack.decode(entry[1], type=Outcome)
+        outcome.replayed = True
+        return outcome
+
+    def _balance(self, tid: str, prefix: str) -> tuple[int, int]:
+        spent, held = self.budgets.get((tid, prefix), (0, 0))
+        return spent, held
+
+    def _revoked_index(self, tid: str, prefixes: tuple[str, ...], now: int) -> int | None:
+        if _alive(self.revoked.get((tid, ROOT), -1), now):
+            return -1
+        for i, prefix in enumerate(prefixes):
+            if _alive(self.revoked.get((tid, prefix), -1), now):
+                return i
+        return None
+
+    def _purge(self, tid: str, now: int) -> None:
+        active = self.active.get(tid)
+        if not active:
+            return
+        expired = [h for h, exp in active.items() if exp <= now][:PURGE_BATCH]
+        for hold_id in expired:
+            hold = self.holds.pop(hold_id)
+            del active[hold_id]
+            for prefix in hold.prefixes:
+                self.budgets[(tid, prefix)][1] -= hold.amount
+
+    def _hold(self, hold_id: str, now: int) -> _Hold:
+        tid = hold_token_id(hold_id)
+        if tid is None:
+            raise NotFound("no such hold")
+        self._purge(tid, now)
+        hold = self.holds.get(hold_id)
+        if hold is None or (hold.state != "held" and not _alive(hold.expires_ms, now)):
+            raise NotFound("the hold is unknown or expired")
+        return hold
+
+    def _close(self, hold_id: str, hold: _Hold, state: str, amount: int, now: int) -> None:
+        for prefix in hold.prefixes:
+            balance = self.budgets[(hold.token_id, prefix)]
+            balance[0] += amount
+            balance[1] -= hold.amount
+        hold.state, hold.settled, hold.expires_ms = state, amount, now + SETTLED_HOLD_TTL_MS
+        del self.active[hold.token_id][hold_id]
+
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+        hold = self._hold(hold_id, now_ms)
+        amount = hold.amount if amount is None else amount
+        if hold.state == "released":
+            raise Conflict("the hold was released")
+        if hold.state == "settled":
+            if amount != hold.settled:
+                raise Conflict("the hold was settled with another amount")
+        elif amount > hold.amount:
+            raise ValueError("amount is more than the hold")
+        else:
+            self._close(hold_id, hold, "settled", amount, now_ms)
+        return HoldState(hold_id, "settled", hold.settled, hold.currency)
+
+    async def release(self, hold_id: str, now_ms: int) -> HoldState:
+        hold = self._hold(hold_id, now_ms)
+        if hold.state == "settled":
+            raise Conflict("the hold was settled")
+        if hold.state == "held":
+            self._close(hold_id, hold, "released", 0, now_ms)
+        return HoldState(hold_id, "released", 0, hold.currency)
+
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
+        current = self.revoked.get((token_id, prefix))
+        if current != 0 and (current is None or expires_at_ms == 0 or expires_at_ms > current):
+            self.revoked[(token_id, prefix)] = expires_at_ms
+
+    async def inspect(
+        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
+    ) -> Inspection:
+        self._purge(token_id, now_ms)
+        return Inspection(
+            self._revoked_index(token_id, revocation, now_ms), [self._balance(token_id, p) for p in budgets]
+        )
+
+    async def ready(self) -> str | None:
+        return None

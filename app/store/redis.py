@@ -1,0 +1,128 @@
+"""`redis://` and `rediss://`: every decision is one Lua script call; any doubt is StoreUnavailable.
+
+Retries are off: a timeout after a script ran would charge twice on retry. Clients retry with a
+`request_id` instead, which makes the second attempt return the first answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.errors import Conflict, NotFound, StoreUnavailable
+from app.store.base import (
+    Decision,
+    HoldState,
+    Inspection,
+    Outcome,
+    Store,
+    hold_token_id,
+)
+from app.store.scripts import SCRIPTS
+
+
+def base_key(token_id: str) -> str:
+    """Every key of one root shares the hash tag `{token id}`: one slot, so one script can touch them all."""
+    return f"ac:{{{token_id}}}"
+
+
+def _outcome(reply: list[Any]) -> Outcome:
+    status, index, retry, hold_id, replayed, *flat = reply
+    balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return Outcome(status, int(index), int(retry), balances, hold_id or None, replayed == "1")
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.client: Redis | RedisCluster = self._connect(url, timeout)
+
+    def _connect(self, url: str, timeout: float) -> Redis | RedisCluster:
+        return Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+
+    async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
+        try:
+            return await SCRIPTS[name](self.client, base_key(token_id), *args)
+        except RedisError as e:
+            raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
+        except OSError as e:
+            raise StoreUnavailable(f"counter store unreachable: {type(e).__name__}") from e
+
+    async def decide(self, d: Decision) -> Outcome:
+        args: list[str | int] = [
+            d.now_ms,
+            d.call_id,
+            d.request_id or "",
+            d.fingerprint,
+            d.mode,
+            d.hold_ttl_ms,
+            d.cost,
+            d.currency,
+            d.revocation_expires_ms,
+            len(d.revocation),
+            *d.revocation,
+            len(d.rates),
+        ]
+        for r in d.rates:
+            args += [r.prefix, r.count, r.window_ms]
+        args.append(len(d.budgets))
+        for b in d.budgets:
+            args += [b.prefix, b.limit, "1" if b.charge else "0", b.expires_at_ms]
+        return _outcome(await self._run("decide", d.token_id, *args))
+
+    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
+        reply = await self._run("lookup", token_id, request_id, fingerprint)
+        return None if reply is None else _outcome(reply)
+
+    async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int) -> HoldState:
+        token_id = hold_token_id(hold_id)
+        if token_id is None:
+            raise NotFound("no such hold")
+        reply = await self._run("hold", token_id, hold_id, action, "" if amount is None else amount, now_ms)
+        if reply[0] == "error":
+            if reply[1] == "not_found":
+                raise NotFound("the hold is unknown or expired")
+            if reply[1] == "too_much":
+                raise ValueError("amount is more than the hold")
+            raise Conflict(f"the hold was already {'released' if action == 'settle' else 'settled'}")
+        return HoldState(hold_id, reply[0], int(reply[1]), reply[2])
+
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+        return await self._hold(hold_id, "settle", amount, now_ms)
+
+    async def release(self, hold_id: str, now_ms: int) -> HoldState:
+        return await self._hold(hold_id, "release", None, now_ms)
+
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
+        await self._run("revoke", token_id, prefix, expires_at_ms)
+
+    async def inspect(
+        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
+    ) -> Inspection:
+        reply = await self._run("inspect", token_id, now_ms, len(revocation), *revocation, len(budgets), *budgets)
+        flat = reply[1:]
+        balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return Inspection(None if reply[0] == "" else int(reply[0]), balances)
+
+    async def ready(self) -> str | None:
+        try:
+            await self.client.ping()
+            policy = await self.client.config_get("maxmemory-policy")
+        except (RedisError, OSError) as e:
+            return f"counter store unreachable: {type(e).__name__}"
+        value = next(iter(policy.values()), None) if isinstance(policy, dict) else None
+        if value is not None and value != "noeviction":
+            return f"Redis maxmemory-policy is {value}; it must be noeviction or counters may vanish"
+        return None
+
+    async def close(self) -> None:
+        await self.client.aclose()
