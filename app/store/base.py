@@ -36,7 +36,6 @@ class Decision(msgspec.Struct, frozen=True):
     now_ms: int
     call_id: str  # unique per request: the rate-log member and the hold id's suffix
     revocation: tuple[str, ...]  # every prefix id of the chain, in order
-    revocation_expires_ms: int  # 0: never
     rates: tuple[RateSpec, ...] = ()
     budgets: tuple[BudgetSpec, ...] = ()
     cost: int = 0

@@ -67,7 +67,6 @@ class RedisStore(Store):
             d.hold_ttl_ms,
             d.cost,
             d.currency,
-            d.revocation_expires_ms,
             len(d.revocation),
             *d.revocation,
             len(d.rates),

@@ -1,10 +1,10 @@
 -- One decision: idempotency, revocation of every prefix, rate windows, budgets; then all writes or none.
--- ARGV: now call_id request_id fingerprint mode hold_ttl cost currency rev_expires
+-- ARGV: now call_id request_id fingerprint mode hold_ttl cost currency
 --       n_rev prefix... n_rates (prefix count window)... n_budgets (prefix limit charge expires)...
 -- Returns {status, index, retry_after_ms, hold_id, replayed, spent1, held1, ...}.
 local now, call_id, request_id, fingerprint = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local mode, hold_ttl, cost, currency = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local i = 10
+local i = 9
 local revs = {}
 for j = 1, tonumber(ARGV[i]) do revs[j] = ARGV[i + j] end
 i = i + #revs + 1
