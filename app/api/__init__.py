@@ -1,0 +1,1 @@
+"""The HTTP service of SPEC §3: Litestar handlers over the Authority."""

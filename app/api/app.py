@@ -1,0 +1,225 @@
+"""create_app(): the Litestar application of SPEC §3. Handlers are thin: decode strictly, call the Authority,
+encode. Every failure maps to one JSON error shape; no stack trace reaches a client, and a crash while
+verifying is a 500, never an allow.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+
+from app.api import openapi
+from app.api.body import BadRequest, decode
+from app.api.metrics import Metrics
+from app.api.schemas import (
+    Denied,
+    ErrorBody,
+    InspectRequest,
+    MintRequest,
+    RevokeRequest,
+    RevokeResponse,
+    SettleRequest,
+    VerifyRequest,
+)
+from app.authority import Authority, RequestError
+from app.config import Settings
+from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
+from app.store import open_store
+from app.store.base import Store
+from caveats.denial import Code
+
+MAX_BODY = 64 * 1024
+RETRY_AFTER = "1"
+log = logging.getLogger("agentcaps")
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(_encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, code: str, reason: str, field: str | None = None, **headers: str) -> Response[bytes]:
+    return _json(ErrorBody(code, reason, field), status, headers or None)
+
+
+def _bearer(request: Request[Any, Any, Any]) -> str | None:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
+def _match(presented: str | None, keys: Any) -> str | None:
+    """The configured key equal to `presented`, compared in constant time against every key."""
+    found = None
+    for key in keys:
+        if presented is not None and hmac.compare_digest(presented.encode(), key.encode()):
+            found = key
+    return found
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
+    store = store or open_store(settings.store, settings.store_timeout)
+    authority = Authority(settings.ring, store, settings.public_location, clock)
+    metrics = Metrics()
+
+    def require_admin(request: Request[Any, Any, Any]) -> None:
+        if _match(_bearer(request), settings.admin_keys) is None:
+            raise Unauthorized("this needs Authorization: Bearer <admin key>")
+
+    def verifier_audience(request: Request[Any, Any, Any], claimed: str | None) -> str | None:
+        """With AGENTCAPS_VERIFIER_KEYS the key names the audience; without, the body does."""
+        if not settings.verifier_keys:
+            return claimed
+        key = _match(_bearer(request), settings.verifier_keys)
+        if key is None:
+            raise Unauthorized("this needs Authorization: Bearer <verifier key>")
+        name = settings.verifier_keys[key]
+        if claimed is not None and claimed != name:
+            raise Unauthorized(f"the body names audience {claimed!r} but the verifier key is {name!r}'s")
+        return name
+
+    @post("/v1/tokens", status_code=201)
+    async def mint_token(request: Request[Any, Any, Any]) -> Response[bytes]:
+        require_admin(request)
+        return _json(authority.mint(decode(await request.body(), MintRequest)), 201)
+
+    @post("/v1/verify", status_code=200)
+    async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+        started = time.perf_counter()
+        req = decode(await request.body(), VerifyRequest)
+        audience = verifier_audience(request, req.audience)
+        try:
+            verdict = await authority.verify(req, audience)
+        except StoreUnavailable:
+            metrics.decisions.labels(Code.STORE_UNAVAILABLE).inc()
+            raise
+        body = verdict.body
+        metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
+        if body.allowed and req.cost is not None:
+            metrics.spend.labels(req.cost.currency).inc(float(req.cost.amount))
+        metrics.latency.observe(time.perf_counter() - started)
+        headers = {"retry-after": str(verdict.retry_after)} if verdict.retry_after is not None else None
+        return _json(body, verdict.status, headers)
+
+    @post("/v1/holds/{hold_id:str}/settle", status_code=200)
+    async def settle(request: Request[Any, Any, Any], hold_id: str) -> Response[bytes]:
+        verifier_audience(request, None)
+        body = await request.body()
+        req = decode(body, SettleRequest) if body.strip() else SettleRequest()
+        return _json(await authority.settle(hold_id, req.amount))
+
+    @post("/v1/holds/{hold_id:str}/release", status_code=200)
+    async def release(request: Request[Any, Any, Any], hold_id: str) -> Response[bytes]:
+        verifier_audience(request, None)
+        return _json(await authority.release(hold_id))
+
+    @post("/v1/revoke", status_code=200)
+    async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
+        req = decode(await request.body(), RevokeRequest)
+        if (req.token is None) == (req.token_id is None):
+            raise BadRequest("give exactly one of token or token_id", "token")
+        if req.token_id is not None:
+            require_admin(request)
+            await authority.revoke_root(req.token_id)
+            return _json(RevokeResponse(True, req.token_id))
+        assert req.token is not None
+        try:
+            token_id = await authority.revoke(req.token)
+        except InvalidToken as e:
+            return _json(Denied(False, Code.INVALID_TOKEN, str(e)), 403)
+        return _json(RevokeResponse(True, token_id))
+
+    @post("/v1/inspect", status_code=200)
+    async def inspect(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _json(await authority.inspect(decode(await request.body(), InspectRequest).token))
+
+    @get("/healthz")
+    async def healthz() -> Response[bytes]:
+        return _json({"status": "ok"})
+
+    @get("/readyz")
+    async def readyz() -> Response[bytes]:
+        reason = await store.ready()
+        if reason is None:
+            return _json({"status": "ready"})
+        return _json({"status": "not ready", "reason": reason}, 503, {"retry-after": RETRY_AFTER})
+
+    @get("/metrics")
+    async def metrics_endpoint() -> Response[bytes]:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @get("/schema")
+    async def schema() -> Response[bytes]:
+        return _json(openapi.document())
+
+    def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+        if isinstance(exc, BadRequest):
+            return _error(400, "bad_request", exc.reason, exc.field)
+        if isinstance(exc, RequestError):
+            return _error(400, "bad_request", exc.reason, exc.field)
+        if isinstance(exc, Unauthorized):
+            return _error(401, "unauthorized", str(exc))
+        if isinstance(exc, NotFound):
+            return _error(404, "not_found", str(exc))
+        if isinstance(exc, Conflict):
+            return _error(409, "conflict", str(exc))
+        if isinstance(exc, StoreUnavailable):
+            metrics.store_errors.inc()
+            log.warning("store unavailable: %s", exc)
+            return _error(
+                503,
+                Code.STORE_UNAVAILABLE,
+                "the counter store is unavailable; retry later",
+                **{"retry-after": RETRY_AFTER},
+            )
+        if isinstance(exc, HTTPException):
+            if exc.status_code == 413:
+                return _error(413, "too_large", f"the body is over {MAX_BODY // 1024} KiB")
+            return _error(exc.status_code, "http_error", str(exc.detail))
+        if isinstance(exc, ValueError) and request.url.path.endswith("/settle"):
+            return _error(400, "bad_request", str(exc), "amount")
+        request_id = secrets.token_hex(8)
+        log.exception("internal error, request_id=%s", request_id)
+        return _json(ErrorBody("internal_error", "internal error", request_id=request_id), 500)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> Any:
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = Litestar(
+        route_handlers=[
+            mint_token,
+            verify,
+            settle,
+            release,
+            revoke,
+            inspect,
+            healthz,
+            readyz,
+            metrics_endpoint,
+            schema,
+        ],
+        exception_handlers={Exception: on_error},
+        request_max_body_size=MAX_BODY,
+        openapi_config=None,
+        lifespan=[lifespan],
+        debug=False,
+    )
+    app.state.authority = authority
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,136 @@
+"""GET /schema: the OpenAPI 3.1 document, generated from the same msgspec Structs the handlers decode."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from app.api.schemas import (
+    Allowed,
+    Denied,
+    ErrorBody,
+    HoldResponse,
+    InspectRequest,
+    InspectResponse,
+    MintRequest,
+    MintResponse,
+    RevokeRequest,
+    RevokeResponse,
+    SettleRequest,
+    VerifyRequest,
+)
+
+_REF = "#/components/schemas/{name}"
+
+
+def _ref(kind: type[Any]) -> dict[str, str]:
+    return {"$ref": _REF.format(name=kind.__name__)}
+
+
+def _content(*kinds: type[Any]) -> dict[str, Any]:
+    schema = _ref(kinds[0]) if len(kinds) == 1 else {"oneOf": [_ref(k) for k in kinds]}
+    return {"application/json": {"schema": schema}}
+
+
+def _op(
+    summary: str,
+    body: type[Any] | None,
+    responses: Mapping[int, tuple[str, tuple[Any, ...]]],
+    auth: bool = False,
+    path_param: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {}}
+    if body is not None:
+        op["requestBody"] = {"required": body is not SettleRequest, "content": _content(body)}
+    if path_param:
+        op["parameters"] = [{"name": "hold_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if auth:
+        op["security"] = [{"bearer": []}]
+    errors = {400: "malformed request", 413: "body over 64 KiB", 503: "counter store unavailable"}
+    for status, (text, kinds) in responses.items():
+        op["responses"][str(status)] = (
+            {"description": text, "content": _content(*kinds)} if kinds else {"description": text}
+        )
+    for status, text in errors.items():
+        op["responses"].setdefault(str(status), {"description": text, "content": _content(ErrorBody)})
+    return op
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    kinds = (
+        MintRequest,
+        MintResponse,
+        VerifyRequest,
+        Allowed,
+        Denied,
+        SettleRequest,
+        HoldResponse,
+        RevokeRequest,
+        RevokeResponse,
+        InspectRequest,
+        InspectResponse,
+        ErrorBody,
+    )
+    _, components = msgspec.json.schema_components(kinds, ref_template=_REF)
+    err = (ErrorBody,)
+    hold = {
+        200: ("hold state", (HoldResponse,)),
+        401: ("bad verifier key", err),
+        404: ("unknown or expired", err),
+        409: ("settled/released the other way", err),
+    }
+    paths = {
+        "/v1/tokens": {
+            "post": _op(
+                "Mint a root token",
+                MintRequest,
+                {201: ("minted", (MintResponse,)), 401: ("bad admin key", err)},
+                auth=True,
+            )
+        },
+        "/v1/verify": {
+            "post": _op(
+                "Decide one tool call",
+                VerifyRequest,
+                {
+                    200: ("allowed", (Allowed,)),
+                    403: ("denied", (Denied,)),
+                    429: ("rate limited", (Denied,)),
+                    401: ("bad verifier key", err),
+                    409: ("request_id reused for another request", err),
+                },
+            )
+        },
+        "/v1/holds/{hold_id}/settle": {"post": _op("Charge a hold", SettleRequest, hold, path_param=True)},
+        "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", None, hold, path_param=True)},
+        "/v1/revoke": {
+            "post": _op(
+                "Revoke a token and its descendants",
+                RevokeRequest,
+                {
+                    200: ("revoked", (RevokeResponse,)),
+                    401: ("token_id needs the admin key", err),
+                    403: ("invalid token", (Denied,)),
+                },
+            )
+        },
+        "/v1/inspect": {"post": _op("Explain a token", InspectRequest, {200: ("explained", (InspectResponse,))})},
+        "/healthz": {"get": {"summary": "Process alive", "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Counter store answers",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "agentcaps", "version": "0.1.0"},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

@@ -1,0 +1,149 @@
+"""Request and response bodies of SPEC §3: msgspec Structs shared by the server and the SDK client.
+
+Requests forbid unknown fields and constrain every string, so a bad request is refused with the field and
+the reason before anything happens.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+AmountText = Annotated[str, Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?\Z", description="exact decimal, e.g. 10.00")]
+CurrencyText = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{1,15}\Z")]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")]
+ToolName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\*?\Z")]
+RequestId = Annotated[str, Meta(pattern=r"^[ -~]{1,255}\Z", description="1-255 printable ASCII characters")]
+HoldTtl = Annotated[int, Meta(ge=1, le=86400)]
+Token = Annotated[str, Meta(min_length=1, max_length=16384)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class Money(Strict):
+    amount: AmountText
+    currency: CurrencyText
+
+
+class MintRequest(Strict):
+    subject: Name
+    budget: Money | None = None
+    tools: list[ToolName] | None = None
+    audience: list[Name] | None = None
+    expires_in: Annotated[int, Meta(ge=1, le=10 * 366 * 86400)] | None = None
+    expires_at: str | None = None
+    max_depth: Annotated[int, Meta(ge=0, le=1000)] | None = None
+    cost_cap: Money | None = None
+    rate: str | None = None
+    caveats: list[Annotated[str, Meta(max_length=1024)]] | None = None
+
+
+class MintResponse(Strict):
+    token: str
+    token_id: str
+    caveats: list[str]
+    expires_at: str | None = None
+
+
+class VerifyRequest(Strict):
+    token: Token
+    tool: ToolName
+    args: dict[str, Any] | None = None
+    audience: Name | None = None
+    cost: Money | None = None
+    request_id: RequestId | None = None
+    mode: Literal["charge", "hold"] = "charge"
+    hold_ttl: HoldTtl = 300
+
+
+class BudgetView(Strict):
+    hop: int
+    caveat: str
+    limit: str
+    spent: str
+    held: str
+    remaining: str
+    currency: str
+
+
+class Allowed(Strict):
+    allowed: bool
+    token_id: str
+    holder: str | None
+    delegation: list[str]
+    budgets: list[BudgetView]
+    charged: Money | None = None
+    hold_id: str | None = None
+    expires_at: str | None = None
+
+
+class Denied(Strict):
+    allowed: bool
+    code: str
+    reason: str
+    caveat: str | None = None
+    hop: int | None = None
+    budgets: list[BudgetView] | None = None
+    tools: list[str] | None = None
+
+
+class SettleRequest(Strict):
+    amount: AmountText | None = None
+
+
+class HoldResponse(Strict):
+    hold_id: str
+    state: Literal["settled", "released"]
+    currency: str
+    amount: str | None = None
+
+
+class RevokeRequest(Strict):
+    token: Token | None = None
+    token_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")] | None = None
+
+
+class RevokeResponse(Strict):
+    revoked: bool
+    token_id: str
+
+
+class InspectRequest(Strict):
+    token: Token
+
+
+class CaveatView(Strict):
+    caveat: str
+    denies: str | None = None  # the denial code this caveat gives right now, if any
+
+
+class HopView(Strict):
+    hop: int
+    agent: str | None
+    caveats: list[CaveatView]
+
+
+class InspectResponse(Strict):
+    valid: bool
+    reason: str | None = None
+    token_id: str | None = None
+    key_id: str | None = None
+    holder: str | None = None
+    delegation: list[str] | None = None
+    hops: list[HopView] | None = None
+    budgets: list[BudgetView] | None = None
+    tools: list[str] | None = None
+    expires_at: str | None = None
+    revoked: bool | None = None
+    denials: list[Denied] | None = None
+
+
+class ErrorBody(Strict):
+    code: str
+    reason: str
+    field: str | None = None
+    request_id: str | None = None

@@ -1,0 +1,305 @@
+"""The service's decisions, independent of HTTP: mint, verify (the hot path), holds, revoke, inspect.
+
+verify: token -> Verifier (decode, limits, HMAC, cached) -> stateless caveats in chain order -> ONE store
+call for revocation, rates and budgets. A denial before the store call never touches the counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from app.api.schemas import (
+    Allowed,
+    BudgetView,
+    CaveatView,
+    Denied,
+    HoldResponse,
+    HopView,
+    InspectResponse,
+    MintRequest,
+    MintResponse,
+    Money,
+    VerifyRequest,
+)
+from app.errors import Conflict, InvalidToken, StoreUnavailable
+from app.store.base import BudgetSpec, Decision, Outcome, RateSpec, Store
+from app.token.keys import KeyRing
+from app.token.mint import mint
+from app.token.verifier import VerifiedChain, Verifier
+from caveats.base import Context
+from caveats.build import restriction_caveats
+from caveats.denial import Code, Denial
+from caveats.depth import Depth
+from caveats.expires import Expires, format_instant, parse_instant
+from caveats.grammar import CaveatSyntaxError
+from caveats.money import Amount, format_micros, parse_micros
+
+_fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="string")
+
+
+@dataclass
+class Verdict:
+    """An HTTP-ready decision: status code, body, and Retry-After seconds for 429."""
+
+    status: int
+    body: Allowed | Denied
+    retry_after: int | None = None
+
+
+class RequestError(ValueError):
+    """A request that cannot be acted on; `field` names the culprit."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def money(m: Money) -> Amount:
+    return Amount(m.currency, parse_micros(m.amount))
+
+
+class Authority:
+    def __init__(self, ring: KeyRing, store: Store, location: str, clock: Callable[[], float] = time.time) -> None:
+        self.ring = ring
+        self.verifier = Verifier(ring)
+        self.store = store
+        self.location = location
+        self.clock = clock
+
+    # -- mint -----------------------------------------------------------------------------------------
+    def mint(self, req: MintRequest) -> MintResponse:
+        now = int(self.clock())
+        if req.expires_in is not None and req.expires_at is not None:
+            raise RequestError("expires_at", "give expires_in or expires_at, not both")
+        expires_at = now + req.expires_in if req.expires_in is not None else None
+        if req.expires_at is not None:
+            try:
+                expires_at = parse_instant(req.expires_at)
+            except CaveatSyntaxError as e:
+                raise RequestError("expires_at", str(e)) from None
+            if expires_at <= now:
+                raise RequestError("expires_at", "is not in the future")
+        try:
+            texts = restriction_caveats(
+                to=req.subject,
+                budget=money(req.budget) if req.budget else None,
+                cost_cap=money(req.cost_cap) if req.cost_cap else None,
+                tools=req.tools,
+                audience=req.audience,
+                expires_at=expires_at,
+                max_depth=req.max_depth,
+                rate=req.rate,
+                caveats=req.caveats,
+            )
+        except ValueError as e:
+            field, _, reason = str(e).partition(": ")
+            raise RequestError(field, reason) from None
+        token, token_id = mint(self.ring, self.location, texts)
+        exp = self.verifier.verify(token).analysis.expires_at
+        return MintResponse(token, token_id, texts, format_instant(exp) if exp is not None else None)
+
+    # -- verify ---------------------------------------------------------------------------------------
+    async def verify(self, req: VerifyRequest, audience: str | None) -> Verdict:
+        now = self.clock()
+        try:
+            chain = self.verifier.verify(req.token)
+        except InvalidToken as e:
+            return Verdict(403, Denied(False, Code.INVALID_TOKEN, str(e)))
+        analysis = chain.analysis
+        cost = money(req.cost) if req.cost is not None else None
+        args = req.args or {}
+        ctx = Context(int(now), req.tool, audience, cost, args, len(analysis.delegation))
+        denial = analysis.evaluate(ctx)
+        fingerprint = self._fingerprint(chain, req, audience) if req.request_id else ""
+        if denial is not None:
+            if req.request_id is not None:
+                stored = await self.store.lookup(chain.token_id, req.request_id, fingerprint)
+                if stored is not None:
+                    return await self._verdict(chain, req, cost, stored, now)
+            return Verdict(403, await self._denied(chain, denial, now))
+        charged = cost is not None
+        decision = Decision(
+            token_id=chain.token_id,
+            now_ms=int(now * 1000),
+            call_id=secrets.token_hex(16),
+            revocation=chain.prefixes,
+            rates=tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in analysis.rates),
+            budgets=tuple(
+                BudgetSpec(
+                    chain.counter_prefix(b.index),
+                    b.limit.micros,
+                    charged and cost is not None and b.limit.currency == cost.currency,
+                    (b.expires_at + 3600) * 1000 if b.expires_at is not None else 0,
+                )
+                for b in analysis.budgets
+            ),
+            cost=cost.micros if cost is not None else 0,
+            currency=cost.currency if cost is not None else "",
+            mode=req.mode,
+            hold_ttl_ms=req.hold_ttl * 1000,
+            request_id=req.request_id,
+            fingerprint=fingerprint,
+        )
+        outcome = await self.store.decide(decision)
+        return await self._verdict(chain, req, cost, outcome, now)
+
+    async def _verdict(
+        self, chain: VerifiedChain, req: VerifyRequest, cost: Amount | None, outcome: Outcome, now: float
+    ) -> Verdict:
+        analysis = chain.analysis
+        if outcome.status == "conflict":
+            raise Conflict("request_id was already used for a different request")
+        if outcome.status == "allowed":
+            exp = analysis.expires_at
+            return Verdict(
+                200,
+                Allowed(
+                    True,
+                    chain.token_id,
+                    analysis.holder,
+                    list(analysis.delegation),
+                    self._budget_views(chain, outcome.balances),
+                    charged=req.cost if req.cost is not None and req.mode == "charge" else None,
+                    hold_id=outcome.hold_id,
+                    expires_at=format_instant(exp) if exp is not None else None,
+                ),
+            )
+        if outcome.status == "revoked":
+            i = outcome.index  # prefix i ends after caveat i-1; -1 and 0: the whole token id
+            if i > 0:
+                denial = Denial(Code.REVOKED, "token was revoked").at(analysis.texts[i - 1], analysis.hops[i - 1])
+            else:
+                denial = Denial(Code.REVOKED, "the root token was revoked")
+            return Verdict(403, await self._denied(chain, denial, now, outcome.balances))
+        if outcome.status == "rate_limited":
+            rate = analysis.rates[outcome.index]
+            denial = Denial(Code.RATE_LIMITED, f"more than {rate.count} calls in {rate.window}s").at(
+                rate.caveat, rate.hop
+            )
+            retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
+            return Verdict(429, await self._denied(chain, denial, now, outcome.balances), retry)
+        spec = analysis.budgets[outcome.index]
+        views = self._budget_views(chain, outcome.balances)
+        left = views[outcome.index].remaining if views else "?"
+        denial = Denial(Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.limit.currency} remain").at(
+            spec.caveat, spec.hop
+        )
+        return Verdict(403, await self._denied(chain, denial, now, outcome.balances))
+
+    async def _denied(
+        self, chain: VerifiedChain, denial: Denial, now: float, balances: list[tuple[int, int]] | None = None
+    ) -> Denied:
+        """A denial after the signature verified also says what the holder can still do."""
+        analysis = chain.analysis
+        if analysis.budgets and not balances:
+            try:
+                balances = (await self._inspect(chain, now)).balances
+            except StoreUnavailable:
+                balances = None  # the denial stands; only the courtesy of balances is lost
+        return Denied(
+            False,
+            denial.code,
+            denial.reason,
+            denial.caveat,
+            denial.hop,
+            self._budget_views(chain, balances) if balances else None,
+            list(analysis.tools) if analysis.tools is not None else None,
+        )
+
+    def _budget_views(self, chain: VerifiedChain, balances: list[tuple[int, int]]) -> list[BudgetView]:
+        return [
+            BudgetView(
+                b.hop,
+                b.caveat,
+                format_micros(b.limit.micros),
+                format_micros(spent),
+                format_micros(held),
+                format_micros(b.limit.micros - spent - held),
+                b.limit.currency,
+            )
+            for b, (spent, held) in zip(chain.analysis.budgets, balances, strict=True)
+        ]
+
+    def _fingerprint(self, chain: VerifiedChain, req: VerifyRequest, audience: str | None) -> str:
+        """What makes two requests the same: the chain (not its encoding), tool, args, audience, cost, mode, ttl."""
+        parts: list[Any] = [chain.chain_id, req.tool, req.args, audience, req.cost, req.mode, req.hold_ttl]
+        return hashlib.sha256(_fingerprint_encoder.encode(parts)).hexdigest()
+
+    async def _inspect(self, chain: VerifiedChain, now: float) -> Any:
+        prefixes = tuple(chain.counter_prefix(b.index) for b in chain.analysis.budgets)
+        return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000))
+
+    # -- holds, revoke, inspect -----------------------------------------------------------------------
+    async def settle(self, hold_id: str, amount: str | None) -> HoldResponse:
+        micros = parse_micros(amount) if amount is not None else None
+        state = await self.store.settle(hold_id, micros, int(self.clock() * 1000))
+        return HoldResponse(state.hold_id, state.state, state.currency, format_micros(state.amount))
+
+    async def release(self, hold_id: str) -> HoldResponse:
+        state = await self.store.release(hold_id, int(self.clock() * 1000))
+        return HoldResponse(state.hold_id, state.state, state.currency)
+
+    async def revoke(self, token: str) -> str:
+        """Revoke this exact chain and all its descendants (raises InvalidToken for a bad signature)."""
+        chain = self.verifier.verify(token)
+        exp = chain.analysis.expires_at
+        await self.store.revoke(chain.token_id, chain.chain_id, (exp + 3600) * 1000 if exp is not None else 0)
+        return chain.token_id
+
+    async def revoke_root(self, token_id: str) -> None:
+        await self.store.revoke(token_id, "*", 0)
+
+    async def inspect(self, token: str) -> InspectResponse:
+        try:
+            chain = self.verifier.verify(token)
+        except InvalidToken as e:
+            return InspectResponse(valid=False, reason=str(e))
+        analysis = chain.analysis
+        now = self.clock()
+        found = await self._inspect(chain, now)
+        ctx = Context(int(now), "", None, None, {}, len(analysis.delegation))
+        hops: list[HopView] = []
+        denials: list[Denied] = []
+        for index, (text, hop) in enumerate(zip(analysis.texts, analysis.hops, strict=True)):
+            if not hops or hops[-1].hop != hop:
+                hops.append(HopView(hop, analysis.delegation[hop] if hop < len(analysis.delegation) else None, []))
+            denial = _denies_now(analysis.parsed[index], ctx, hop)
+            if denial is not None:
+                denial = denial.at(text, hop)
+                denials.append(Denied(False, denial.code, denial.reason, denial.caveat, denial.hop))
+            hops[-1].caveats.append(CaveatView(text, denial.code if denial else None))
+        if found.revoked_index is not None:
+            denials.insert(0, Denied(False, Code.REVOKED, "token was revoked"))
+        exp = analysis.expires_at
+        return InspectResponse(
+            valid=True,
+            token_id=chain.token_id,
+            key_id=chain.key_id,
+            holder=analysis.holder,
+            delegation=list(analysis.delegation),
+            hops=hops,
+            budgets=self._budget_views(chain, found.balances),
+            tools=list(analysis.tools) if analysis.tools is not None else None,
+            expires_at=format_instant(exp) if exp is not None else None,
+            revoked=found.revoked_index is not None,
+            denials=denials,
+        )
+
+
+def _denies_now(parsed: Any, ctx: Context, hop: int) -> Denial | None:
+    """Caveats that deny whatever the call: unparseable, unknown, expired, or depth already exceeded."""
+    if isinstance(parsed, Denial):
+        return parsed
+    if isinstance(parsed, Expires | Depth):
+        result: Denial | None = parsed.check(ctx, hop)
+        return result
+    return None
