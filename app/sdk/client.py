@@ -1,0 +1,258 @@
+"""Client and AsyncClient: the HTTP API of SPEC §3 over httpx, sharing the server's schema Structs.
+
+One request builder (`_Call`) describes every call; the two clients only differ in how they send it.
+A denial is a value (`Denied`), not an exception; an exception means the request itself failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import httpx
+import msgspec
+
+from app.api.schemas import (
+    Allowed,
+    Denied,
+    ErrorBody,
+    HoldResponse,
+    InspectRequest,
+    InspectResponse,
+    MintRequest,
+    MintResponse,
+    Money,
+    RevokeRequest,
+    RevokeResponse,
+    SettleRequest,
+    VerifyRequest,
+)
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder(decimal_format="number")
+_allowed = msgspec.json.Decoder(Allowed)
+_denied = msgspec.json.Decoder(Denied)
+
+
+class ApiError(Exception):
+    """The service refused the request itself (400, 401, 404, 409, 413, 5xx): `code`, `reason`, `field`."""
+
+    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(f"{status} {code}: {reason}" + (f" (field {field})" if field else ""))
+        self.status, self.code, self.reason, self.field = status, code, reason, field
+
+
+def as_money(value: Money | str | None) -> Money | None:
+    """`"0.05 USD"` or a Money -> Money."""
+    if value is None or isinstance(value, Money):
+        return value
+    amount, _, currency = value.partition(" ")
+    return Money(amount, currency)
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    path: str
+    body: bytes | None
+    decode: Any  # a msgspec Decoder for the 2xx (and, for verify, 403/429) body
+    admin: bool = False
+    denied: Any = None  # for verify: the decoder of a 403/429 denial, which is a result, not an error
+
+    def result(self, response: httpx.Response) -> T:
+        if self.denied is not None and response.status_code in (403, 429):
+            denial: T = self.denied.decode(response.content)
+            return denial
+        if response.status_code < 300:
+            value: T = self.decode.decode(response.content)
+            return value
+        try:
+            err = msgspec.json.decode(response.content, type=ErrorBody)
+        except msgspec.MsgspecError:
+            err = ErrorBody("http_error", response.text[:200] or response.reason_phrase)
+        raise ApiError(response.status_code, err.code, err.reason, err.field)
+
+
+def _body(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+class _Builder:
+    """Every API call as data, so the sync and async clients cannot drift apart."""
+
+    @staticmethod
+    def mint(
+        subject: str,
+        *,
+        budget: Money | str | None = None,
+        tools: Iterable[str] | None = None,
+        audience: Iterable[str] | None = None,
+        expires_in: int | None = None,
+        expires_at: str | None = None,
+        max_depth: int | None = None,
+        cost_cap: Money | str | None = None,
+        rate: str | None = None,
+        caveats: Iterable[str] | None = None,
+    ) -> _Call[MintResponse]:
+        req = MintRequest(
+            subject,
+            as_money(budget),
+            list(tools) if tools is not None else None,
+            list(audience) if audience is not None else None,
+            expires_in,
+            expires_at,
+            max_depth,
+            as_money(cost_cap),
+            rate,
+            list(caveats) if caveats is not None else None,
+        )
+        return _Call("/v1/tokens", _body(req), msgspec.json.Decoder(MintResponse), admin=True)
+
+    @staticmethod
+    def verify(
+        token: str,
+        tool: str,
+        *,
+        cost: Money | str | None = None,
+        args: Mapping[str, Any] | None = None,
+        audience: str | None = None,
+        request_id: str | None = None,
+        mode: Literal["charge", "hold"] = "charge",
+        hold_ttl: int = 300,
+    ) -> _Call[Allowed | Denied]:
+        req = VerifyRequest(
+            str(token),
+            tool,
+            dict(args) if args is not None else None,
+            audience,
+            as_money(cost),
+            request_id,
+            mode,
+            hold_ttl,
+        )
+        return _Call("/v1/verify", _body(req), _allowed, denied=_denied)
+
+    @staticmethod
+    def settle(hold_id: str, amount: str | None = None) -> _Call[HoldResponse]:
+        return _Call(f"/v1/holds/{hold_id}/settle", _body(SettleRequest(amount)), msgspec.json.Decoder(HoldResponse))
+
+    @staticmethod
+    def release(hold_id: str) -> _Call[HoldResponse]:
+        return _Call(f"/v1/holds/{hold_id}/release", None, msgspec.json.Decoder(HoldResponse))
+
+    @staticmethod
+    def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
+        req = RevokeRequest(str(token) if token is not None else None, token_id)
+        return _Call("/v1/revoke", _body(req), msgspec.json.Decoder(RevokeResponse), admin=token_id is not None)
+
+    @staticmethod
+    def inspect(token: str) -> _Call[InspectResponse]:
+        return _Call("/v1/inspect", _body(InspectRequest(str(token))), msgspec.json.Decoder(InspectResponse))
+
+
+class _Base:
+    def __init__(self, url: str, *, admin_key: str | None = None, verifier_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.admin_key = admin_key
+        self.verifier_key = verifier_key
+
+    def _headers(self, call: _Call[Any]) -> dict[str, str]:
+        key = self.admin_key if call.admin else self.verifier_key
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+
+class Client(_Base):
+    """Synchronous client: `Client(url, admin_key=...).mint(...)`, `.verify(token, tool, cost="0.05 USD")`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        admin_key: str | None = None,
+        verifier_key: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key)
+        self.http = httpx.Client(timeout=timeout, transport=transport)
+
+    def _send(self, call: _Call[T]) -> T:
+        response = self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
+        return call.result(response)
+
+    def mint(self, subject: str, **kw: Any) -> MintResponse:
+        return self._send(_Builder.mint(subject, **kw))
+
+    def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
+        return self._send(_Builder.verify(token, tool, **kw))
+
+    def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
+        return self._send(_Builder.settle(hold_id, amount))
+
+    def release(self, hold_id: str) -> HoldResponse:
+        return self._send(_Builder.release(hold_id))
+
+    def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
+        return self._send(_Builder.revoke(token, token_id=token_id))
+
+    def inspect(self, token: str) -> InspectResponse:
+        return self._send(_Builder.inspect(token))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """Asynchronous client with the same methods as Client, awaited."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        admin_key: str | None = None,
+        verifier_key: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key)
+        self.http = httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def _send(self, call: _Call[T]) -> T:
+        response = await self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
+        return call.result(response)
+
+    async def mint(self, subject: str, **kw: Any) -> MintResponse:
+        return await self._send(_Builder.mint(subject, **kw))
+
+    async def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
+        return await self._send(_Builder.verify(token, tool, **kw))
+
+    async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
+        return await self._send(_Builder.settle(hold_id, amount))
+
+    async def release(self, hold_id: str) -> HoldResponse:
+        return await self._send(_Builder.release(hold_id))
+
+    async def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
+        return await self._send(_Builder.revoke(token, token_id=token_id))
+
+    async def inspect(self, token: str) -> InspectResponse:
+        return await self._send(_Builder.inspect(token))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
