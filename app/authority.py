@@ -6,6 +6,7 @@ call for revocation, rates and budgets. A denial before the store call never tou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
@@ -43,6 +44,8 @@ from caveats.grammar import CaveatSyntaxError
 from caveats.money import Amount, format_micros, parse_micros
 
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="string")
+# Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
+_amount = functools.lru_cache(maxsize=8192)(format_micros)
 
 
 @dataclass
@@ -220,10 +223,10 @@ class Authority:
             BudgetView(
                 b.hop,
                 b.caveat,
-                format_micros(b.limit.micros),
-                format_micros(spent),
-                format_micros(held),
-                format_micros(b.limit.micros - spent - held),
+                _amount(b.limit.micros),
+                _amount(spent),
+                _amount(held),
+                _amount(b.limit.micros - spent - held),
                 b.limit.currency,
             )
             for b, (spent, held) in zip(chain.analysis.budgets, balances, strict=True)

@@ -22,6 +22,7 @@ from app.store.base import (
     Store,
     hold_token_id,
 )
+from app.store.coalesce import Coalescer
 from app.store.scripts import SCRIPTS
 
 
@@ -30,15 +31,16 @@ def base_key(token_id: str) -> str:
     return f"ac:{{{token_id}}}"
 
 
-def _outcome(reply: list[Any]) -> Outcome:
-    status, index, retry, hold_id, replayed, *flat = reply
+def _outcome(reply: str) -> Outcome:
+    status, index, retry, hold_id, replayed, *flat = reply.split(",")
     balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-    return Outcome(status, int(index), int(retry), balances, hold_id or None, replayed == "1")
+    return Outcome(status, int(index), int(retry), balances, hold_id or None, replayed == "1")  # type: ignore[arg-type]
 
 
 class RedisStore(Store):
     def __init__(self, url: str, timeout: float = 1.0) -> None:
         self.client: Redis | RedisCluster = self._connect(url, timeout)
+        self.coalescer = Coalescer(self.client) if isinstance(self.client, Redis) else None
 
     def _connect(self, url: str, timeout: float) -> Redis | RedisCluster:
         return Redis.from_url(
@@ -51,6 +53,8 @@ class RedisStore(Store):
 
     async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
         try:
+            if self.coalescer is not None:
+                return await self.coalescer.run(SCRIPTS[name], base_key(token_id), args)
             return await SCRIPTS[name](self.client, base_key(token_id), *args)
         except RedisError as e:
             raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
@@ -58,25 +62,20 @@ class RedisStore(Store):
             raise StoreUnavailable(f"counter store unreachable: {type(e).__name__}") from e
 
     async def decide(self, d: Decision) -> Outcome:
-        args: list[str | int] = [
-            d.now_ms,
+        args = (
+            str(d.now_ms),
             d.call_id,
             d.request_id or "",
             d.fingerprint,
             d.mode,
-            d.hold_ttl_ms,
-            d.cost,
+            str(d.hold_ttl_ms),
+            str(d.cost),
             d.currency,
-            len(d.revocation),
-            *d.revocation,
-            len(d.rates),
-        ]
-        for r in d.rates:
-            args += [r.prefix, r.count, r.window_ms]
-        args.append(len(d.budgets))
-        for b in d.budgets:
-            args += [b.prefix, b.limit, "1" if b.charge else "0", b.expires_at_ms]
-        return _outcome(await self._run("decide", d.token_id, *args))
+            ",".join(d.revocation),
+            ",".join(f"{r.prefix}:{r.count}:{r.window_ms}" for r in d.rates),
+            ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
+        )
+        return _outcome(await self._run("decide", d.token_id, "\n".join(args)))
 
     async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
         reply = await self._run("lookup", token_id, request_id, fingerprint)

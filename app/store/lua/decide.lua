@@ -1,23 +1,19 @@
 -- One decision: idempotency, revocation of every prefix, rate windows, budgets; then all writes or none.
--- ARGV: now call_id request_id fingerprint mode hold_ttl cost currency
---       n_rev prefix... n_rates (prefix count window)... n_budgets (prefix limit charge expires)...
--- Returns {status, index, retry_after_ms, hold_id, replayed, spent1, held1, ...}.
-local now, call_id, request_id, fingerprint = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local mode, hold_ttl, cost, currency = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local i = 9
+-- ARGV[1], lines: now call_id request_id fingerprint mode hold_ttl cost currency
+--   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."
+-- (one argument, not eleven: packing arguments is most of a client's per-call cost)
+-- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse.
+local a = {}
+for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do a[#a + 1] = line end
+local now, call_id, request_id, fingerprint = tonumber(a[1]), a[2], a[3], a[4]
+local mode, hold_ttl, cost, currency = a[5], tonumber(a[6]), a[7], a[8]
 local revs = {}
-for j = 1, tonumber(ARGV[i]) do revs[j] = ARGV[i + j] end
-i = i + #revs + 1
+for p in string.gmatch(a[9], '[^,]+') do revs[#revs + 1] = p end
 local rates = {}
-for j = 1, tonumber(ARGV[i]) do
-  local k = i + 3 * (j - 1)
-  rates[j] = {ARGV[k + 1], tonumber(ARGV[k + 2]), tonumber(ARGV[k + 3])}
-end
-i = i + 3 * #rates + 1
+for p, n, w in string.gmatch(a[10], '([^,:]+):(%d+):(%d+)') do rates[#rates + 1] = {p, tonumber(n), tonumber(w)} end
 local budgets = {}
-for j = 1, tonumber(ARGV[i]) do
-  local k = i + 4 * (j - 1)
-  budgets[j] = {ARGV[k + 1], ARGV[k + 2], ARGV[k + 3] == '1', tonumber(ARGV[k + 4])}
+for p, l, c, e in string.gmatch(a[11], '([^,:]+):(%d+):(%d):(%d+)') do
+  budgets[#budgets + 1] = {p, l, c == '1', tonumber(e)}
 end
 
 purge(now)
@@ -28,17 +24,16 @@ if request_id ~= '' then
   local stored = redis.call('GET', idem)
   if stored then
     local sep = string.find(stored, '\n', 1, true)
-    if string.sub(stored, 1, sep - 1) ~= fingerprint then return {'conflict', '0', '0', '', '0'} end
-    local answer = cjson.decode(string.sub(stored, sep + 1))
-    answer[5] = '1'
-    return answer
+    if string.sub(stored, 1, sep - 1) ~= fingerprint then return 'conflict,0,0,,0' end
+    return replayed(string.sub(stored, sep + 1))
   end
 end
 
 local function answer(status, index, retry, hold_id, balances)
   local out = {status, tostring(index), tostring(retry), hold_id, '0'}
   for _, b in ipairs(balances) do out[#out + 1] = b[1]; out[#out + 1] = b[2] end
-  if idem then redis.call('SET', idem, fingerprint .. '\n' .. cjson.encode(out), 'PX', 86400000) end
+  out = table.concat(out, ',')
+  if idem then redis.call('SET', idem, fingerprint .. '\n' .. out, 'PX', 86400000) end
   return out
 end
 

@@ -39,3 +39,9 @@ local function purge(now)
     redis.call('ZREM', HOLDS, hold_id)
   end
 end
+
+-- A stored answer "status,index,retry,hold_id,replayed,..." marked as replayed.
+local function replayed(answer)
+  local a, b, c, d = string.match(answer, '^([^,]*),([^,]*),([^,]*),([^,]*),')
+  return table.concat({a, b, c, d, '1'}, ',') .. string.sub(answer, #a + #b + #c + #d + 6)
+end

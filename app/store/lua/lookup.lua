@@ -2,7 +2,5 @@
 local stored = redis.call('GET', key('i', ARGV[1]))
 if not stored then return nil end
 local sep = string.find(stored, '\n', 1, true)
-if string.sub(stored, 1, sep - 1) ~= ARGV[2] then return {'conflict', '0', '0', '', '0'} end
-local answer = cjson.decode(string.sub(stored, sep + 1))
-answer[5] = '1'
-return answer
+if string.sub(stored, 1, sep - 1) ~= ARGV[2] then return 'conflict,0,0,,0' end
+return replayed(string.sub(stored, sep + 1))

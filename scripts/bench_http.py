@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""HTTP benchmark: /v1/verify (10-caveat token, cost charged on the store) against a bare Litestar endpoint
+that only decodes the same body, on the same server, in the same run, with the same load generator (wrk).
+
+Prints requests/s, p50 and p99 at full load, the ratio verify/bare, and p99 at about 80 % of each peak.
+Usage: scripts/bench_http.py [--store redis://127.0.0.1:6379/15] [--duration 5] [--connections 32] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.token.keys import KeyRing, new_key_entry  # noqa: E402
+from app.token.mint import mint  # noqa: E402
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+local pause = %s
+function delay() return pause end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        print("installing Debian's wrk ...", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        path = shutil.which("wrk")
+    assert path is not None
+    return path
+
+
+def wait_ready(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+def run_wrk(wrk: str, url: str, body: str, connections: int, duration: int, pause_ms: int = 0) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (body, pause_ms))
+    out = subprocess.run(
+        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(f.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": float(non2xx.group(1)) if non2xx else 0.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    wrk = ensure_wrk()
+    ring = KeyRing(new_key_entry())
+    port = free_port()
+    location = f"http://127.0.0.1:{port}"
+    caveats = [
+        "delegate = orchestrator",
+        "expires < 2099-01-01T00:00:00Z",
+        "tools in search,fetch,pay",
+        "budget <= 999999999.00 USD",
+        "depth <= 3",
+        "delegate = researcher",
+        "budget <= 99999999.00 USD",
+        "tools in search,fetch",
+        "cost <= 1.00 USD",
+        "arg.q != forbidden",
+    ]
+    token, _ = mint(ring, location, caveats)
+    body = json.dumps(
+        {"token": token, "tool": "search", "args": {"q": "agents"}, "cost": {"amount": "0.000001", "currency": "USD"}}
+    )
+    env = {
+        **os.environ,
+        "AGENTCAPS_MASTER_KEYS": ring.serialize(),
+        "AGENTCAPS_STORE": args.store,
+        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
+        "AGENTCAPS_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "scripts.bench_app:app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        wait_ready(port)
+        results: dict[str, dict[str, float]] = {}
+        for name, path in (("bare", "/bare"), ("verify", "/v1/verify")):
+            run_wrk(wrk, location + path, body, args.connections, 1)  # warm up
+            peak = run_wrk(wrk, location + path, body, args.connections, args.duration)
+            # About 80 % of peak: each connection pauses so that connections/(pause+latency) ~ 0.8 x peak.
+            pause = max(1, round(1000 * args.connections / (0.8 * peak["rps"]) - peak["p50"]))
+            paced = run_wrk(wrk, location + path, body, args.connections, args.duration, pause)
+            results[name] = {
+                **peak,
+                "paced_rps": paced["rps"],
+                "paced_p99": paced["p99"],
+                "paced_errors": paced["errors"],
+            }
+    finally:
+        server.terminate()
+        server.wait(10)
+    print(f"store {args.store}, {args.workers} worker(s), {args.connections} connections, {args.duration}s per run")
+    print(f"{'endpoint':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}   {'@~80% req/s':>12}{'p99 ms':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<10}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>9.0f}   "
+            f"{r['paced_rps']:>12.0f}{r['paced_p99']:>9.2f}"
+        )
+    print(f"ratio verify/bare: {results['verify']['rps'] / results['bare']['rps']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
