@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 
 from app.api import openapi
 from app.api.body import BadRequest, decode
@@ -114,14 +115,14 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         return _json(body, verdict.status, headers)
 
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
-    async def settle(request: Request[Any, Any, Any], hold_id: str) -> Response[bytes]:
+    async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
         verifier_audience(request, None)
         body = await request.body()
         req = decode(body, SettleRequest) if body.strip() else SettleRequest()
         return _json(await authority.settle(hold_id, req.amount))
 
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
-    async def release(request: Request[Any, Any, Any], hold_id: str) -> Response[bytes]:
+    async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
         verifier_audience(request, None)
         return _json(await authority.release(hold_id))
 
