@@ -20,6 +20,10 @@ from app.store.base import (
     Store,
     hold_token_id,
 )
+from caveats.rate import MAX_WINDOW
+
+SWEEP_EVERY = 4096
+MAX_WINDOW_MS = MAX_WINDOW * 1000
 
 
 @dataclass
@@ -45,9 +49,13 @@ class MemoryStore(Store):
         self.holds: dict[str, _Hold] = {}
         self.active: dict[str, dict[str, int]] = {}  # token id -> hold id -> expiry
         self.answers: dict[tuple[str, str], tuple[str, bytes, int]] = {}  # fingerprint, outcome, expiry
+        self.calls = 0
 
     async def decide(self, d: Decision) -> Outcome:
         tid, now = d.token_id, d.now_ms
+        self.calls += 1
+        if self.calls % SWEEP_EVERY == 0:
+            self._sweep(now)
         self._purge(tid, now)
         if d.request_id is not None:
             stored = self._answer(tid, d.request_id, d.fingerprint, now)
@@ -120,6 +128,13 @@ class MemoryStore(Store):
             if _alive(self.revoked.get((tid, prefix), -1), now):
                 return i
         return None
+
+    def _sweep(self, now: int) -> None:
+        """Forget what Redis would have expired by now: old answers, closed holds, revocation marks, rate logs."""
+        self.answers = {k: v for k, v in self.answers.items() if _alive(v[2], now)}
+        self.holds = {k: h for k, h in self.holds.items() if h.state == "held" or _alive(h.expires_ms, now)}
+        self.revoked = {k: exp for k, exp in self.revoked.items() if _alive(exp, now)}
+        self.rates = {k: log for k, log in self.rates.items() if log and log[-1] > now - MAX_WINDOW_MS}
 
     def _purge(self, tid: str, now: int) -> None:
         active = self.active.get(tid)
