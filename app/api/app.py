@@ -41,6 +41,7 @@ from caveats.denial import Code
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
 log = logging.getLogger("agentcaps")
+decisions_log = logging.getLogger("agentcaps.decisions")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -111,6 +112,21 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if body.allowed and req.cost is not None:
             metrics.spend.labels(req.cost.currency).inc(float(req.cost.amount))
         metrics.latency.observe(time.perf_counter() - started)
+        if decisions_log.isEnabledFor(logging.DEBUG):  # an audit trail when asked for; never the token itself
+            decisions_log.debug(
+                "decision",
+                extra={
+                    "fields": {
+                        "request_id": secrets.token_hex(8),
+                        "token_id": getattr(body, "token_id", None),
+                        "tool": req.tool,
+                        "audience": audience,
+                        "status": verdict.status,
+                        "code": getattr(body, "code", "allowed"),
+                        "cost": f"{req.cost.amount} {req.cost.currency}" if req.cost else None,
+                    }
+                },
+            )
         headers = {"retry-after": str(verdict.retry_after)} if verdict.retry_after is not None else None
         return _json(body, verdict.status, headers)
 
@@ -178,7 +194,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             return _error(409, "conflict", str(exc))
         if isinstance(exc, StoreUnavailable):
             metrics.store_errors.inc()
-            log.warning("store unavailable: %s", exc)
+            log.warning("store unavailable: %s", exc, extra={"fields": {"request_id": secrets.token_hex(8)}})
             return _error(
                 503,
                 Code.STORE_UNAVAILABLE,
@@ -192,7 +208,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if isinstance(exc, ValueError) and request.url.path.endswith("/settle"):
             return _error(400, "bad_request", str(exc), "amount")
         request_id = secrets.token_hex(8)
-        log.exception("internal error, request_id=%s", request_id)
+        log.exception("internal error", extra={"fields": {"request_id": request_id, "path": request.url.path}})
         return _json(ErrorBody("internal_error", "internal error", request_id=request_id), 500)
 
     @asynccontextmanager
@@ -218,6 +234,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         exception_handlers={Exception: on_error},
         request_max_body_size=MAX_BODY,
         openapi_config=None,
+        logging_config=None,  # logging is configured once by the runner (JSON lines), not replaced per app
         lifespan=[lifespan],
         debug=False,
     )
