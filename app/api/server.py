@@ -10,7 +10,7 @@ import uvicorn
 from litestar import Litestar
 
 from app.api.app import create_app
-from app.config import Settings
+from app.config import ADMIN_KEY_FILE, Settings
 from app.errors import ConfigError
 
 
@@ -42,6 +42,25 @@ def app_from_env() -> Litestar:
     return create_app(Settings.from_env())
 
 
+def banner(settings: Settings, workers: int) -> str:
+    """What a newcomer sees on start: where it listens, where the admin key is, what to try next."""
+    url = f"http://{settings.host}:{settings.port}"
+    admin = (
+        f"$(cat {settings.data_dir / ADMIN_KEY_FILE})"
+        if "AGENTCAPS_ADMIN_KEYS" not in os.environ
+        else "$AGENTCAPS_ADMIN_KEY  # one of AGENTCAPS_ADMIN_KEYS"
+    )
+    return f"""agentcaps listening on {url} (store {settings.store}, {workers} worker{"s" if workers > 1 else ""})
+Try, in another shell:
+  ADMIN={admin}
+  curl -s {url}/v1/tokens -H "Authorization: Bearer $ADMIN" \\
+    -d '{{"subject":"orchestrator","budget":{{"amount":"10.00","currency":"USD"}},"tools":["search"],"max_depth":2}}'
+  curl -s {url}/v1/verify \\
+    -d '{{"token":"<token from above>","tool":"search","cost":{{"amount":"0.05","currency":"USD"}}}}'
+  .venv/bin/agentcaps --help      # mint, attenuate, inspect, verify, revoke, keys
+API schema: {url}/schema   metrics: {url}/metrics   stop: Ctrl-C"""
+
+
 def serve(settings: Settings, workers: int = 1) -> None:
     if workers > 1 and settings.store == "memory://":
         raise ConfigError(
@@ -50,6 +69,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
         )
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)
     os.environ.setdefault("AGENTCAPS_PORT", str(settings.port))
+    print(banner(settings, workers), flush=True)
     uvicorn.run(
         "app.api.server:app_from_env",
         factory=True,
