@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 from app.errors import ConfigError
 from app.store.base import Store
 
 
-def open_store(url: str, timeout: float = 1.0) -> Store:
+def open_store(url: str, timeout: float = 1.0, wait: str | None = None) -> Store:
+    """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`, read from the environment when None)."""
     scheme = url.partition("://")[0]
+    wait = os.environ.get("AGENTCAPS_REDIS_WAIT", "") if wait is None else wait
+    if wait and scheme != "redis+cluster":
+        raise ConfigError("AGENTCAPS_REDIS_WAIT is only supported with AGENTCAPS_STORE=redis+cluster://...")
     if url == "memory://":
         from app.store.memory import MemoryStore
 
@@ -16,4 +22,11 @@ def open_store(url: str, timeout: float = 1.0) -> Store:
         from app.store.redis import RedisStore
 
         return RedisStore(url, timeout)
-    raise ConfigError(f"AGENTCAPS_STORE: unsupported store {url!r}; use memory://, redis://host:port/db or rediss://")
+    if scheme == "redis+cluster":
+        from app.store.redis_cluster import RedisClusterStore, WaitPolicy
+
+        return RedisClusterStore(url, timeout, WaitPolicy.parse(wait))
+    raise ConfigError(
+        f"AGENTCAPS_STORE: unsupported store {url!r}; use memory://, redis://host:port/db, rediss:// "
+        "or redis+cluster://host:port[,host:port...]"
+    )

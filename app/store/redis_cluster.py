@@ -1,0 +1,389 @@
+"""`redis+cluster://host:port[,host:port...]`: the Redis store's Lua scripts on a Redis Cluster, routed by hand.
+
+Every key of one root shares the hash tag `{token id}` (app/store/redis.py base_key), so each script runs on the
+one node that owns that slot. Calls to the same node that arrive in the same event-loop turn go out as one
+pipeline, so a cluster keeps the single Redis's coalescing. Routing is done here, not by redis-py's
+execute_command, for two reasons:
+
+- Retries are explicit. A reply that proves the script did not run (NOSCRIPT, MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
+  LOADING) is retried, to the right node, until the store timeout; anything that leaves doubt (a lost connection,
+  a timeout, a script error) is StoreUnavailable at once, because running the script again could charge twice.
+- WAIT must follow the write on the same connection (it waits for *that client's* last write offset), so with
+  AGENTCAPS_REDIS_WAIT a pipeline to a master ends with `WAIT replicas timeout`, one per pipeline.
+
+Two guards keep a root's keys on one node for the whole script:
+
+- Each script starts with `#!lua`: on a cluster node Redis 7 then refuses a command inside the script on a key of
+  another slot than the declared ones ("Script attempted to access keys that do not hash to the same slot"),
+  which scripts without a shebang silently allow on the same node.
+- Each call declares a second key, the root's fence `ac:{id}:fence`, that no script ever writes. While the
+  root's slot is migrating, Redis counts declared keys missing on the node: the source answers ASK and the
+  target, with ASKING, TRYAGAIN ("multiple keys request during rehashing"), so no script runs on a half-moved
+  root. With only the (never written) base key declared, the target would run the script on an empty view of a
+  root whose keys are still on the source: spent would read 0. Scripts resume when the slot has moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
+
+from app.errors import ConfigError, StoreUnavailable
+from app.store.redis import RedisStore, base_key
+from app.store.scripts import NAMES, Script
+
+log = logging.getLogger("agentcaps.store")
+
+MAX_IN_FLIGHT = 4  # pipelines awaiting replies per node; more calls gather into the next one meanwhile
+MAX_BATCH = 256
+MAX_REDIRECTS = 16  # MOVED/ASK hops for one call before giving up: a loop means a broken cluster
+WRITES = frozenset({"decide", "hold", "revoke"})  # scripts whose effect must survive a failover
+BACKOFF_S = (0.005, 0.01, 0.02, 0.05, 0.1)  # before resending a call the cluster said to try again
+REFRESH_GAP_S = 0.1
+
+
+def fence_key(token_id: str) -> str:
+    """Declared by every call and never written: see the module docstring (migration guard)."""
+    return base_key(token_id) + ":fence"
+
+
+class ClusterScript(Script):
+    """The same script with a `#!lua` shebang, which makes Redis 7 enforce one slot per script on a cluster."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.source = "#!lua\n" + self.source
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+CLUSTER_SCRIPTS = {name: ClusterScript(name) for name in NAMES}
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    """AGENTCAPS_REDIS_WAIT=<replicas>[:timeout_ms]: a write counts only once that many replicas have it."""
+
+    replicas: int
+    timeout_ms: int = 100
+
+    @classmethod
+    def parse(cls, text: str) -> WaitPolicy | None:
+        if not text:
+            return None
+        replicas, colon, timeout = text.partition(":")
+        if not replicas.isdigit() or (colon and not timeout.isdigit()):
+            raise ConfigError(f"AGENTCAPS_REDIS_WAIT must be <replicas>[:timeout_ms], got {text!r}")
+        policy = cls(int(replicas), int(timeout) if timeout else cls.timeout_ms)
+        if policy.replicas == 0:
+            return None
+        if policy.timeout_ms == 0:
+            raise ConfigError("AGENTCAPS_REDIS_WAIT: a timeout of 0 would wait forever; give milliseconds")
+        return policy
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """`redis+cluster://[user:password@]host:port[,host:port...]` -> startup nodes, username, password."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "redis+cluster" or not sep:
+        raise ConfigError(f"not a redis+cluster:// URL: {url!r}")
+    rest = rest.split("/", 1)[0].split("?", 1)[0]
+    username = password = None
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+        user, has_password, secret = userinfo.partition(":")
+        username, password = (unquote(user) or None), (unquote(secret) if has_password else None)
+    nodes = []
+    for item in rest.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"AGENTCAPS_STORE: redis+cluster:// needs host:port[,host:port...], got {item!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, username, password
+
+
+@dataclass
+class _Call:
+    script: ClusterScript
+    keys: tuple[str, str]
+    args: tuple[str | int, ...]
+    asking: bool
+    write: bool
+    future: asyncio.Future[tuple[Any, Any]]
+
+
+@dataclass
+class _NodeQueue:
+    node: ClusterNode
+    pending: list[_Call] = field(default_factory=list)
+    in_flight: int = 0
+    scheduled: bool = False
+
+
+class _Batcher:
+    """Per-node pipelines: EVALSHA calls submitted in one loop turn go out together, then one WAIT if asked.
+
+    A call's future gets (reply or the error object for that command, the WAIT reply or None).
+    """
+
+    def __init__(self, wait: WaitPolicy | None) -> None:
+        self.wait = wait
+        self.queues: dict[str, _NodeQueue] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+    def submit(
+        self,
+        node: ClusterNode,
+        script: ClusterScript,
+        keys: tuple[str, str],
+        args: tuple[str | int, ...],
+        *,
+        asking: bool,
+        write: bool,
+    ) -> asyncio.Future[tuple[Any, Any]]:
+        loop = asyncio.get_running_loop()
+        queue = self.queues.get(node.name)
+        if queue is None or queue.node is not node:  # a refreshed topology brings new node objects
+            queue = self.queues[node.name] = _NodeQueue(node)
+        call = _Call(script, keys, args, asking, write, loop.create_future())
+        queue.pending.append(call)
+        if not queue.scheduled and queue.in_flight < MAX_IN_FLIGHT:
+            queue.scheduled = True
+            loop.call_soon(self._start, queue)
+        return call.future
+
+    def _start(self, queue: _NodeQueue) -> None:
+        queue.scheduled = False
+        if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
+            batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
+            queue.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _flush(self, queue: _NodeQueue, batch: list[_Call]) -> None:
+        try:
+            commands: list[PipelineCommand] = []
+            positions = []
+            for call in batch:
+                if call.asking:  # ASKING lets only the command right after it into an importing slot
+                    commands.append(PipelineCommand(len(commands), "ASKING"))
+                positions.append(len(commands))
+                commands.append(PipelineCommand(len(commands), "EVALSHA", call.script.sha, 2, *call.keys, *call.args))
+            wait_at = None
+            if self.wait is not None and any(call.write for call in batch):
+                wait_at = len(commands)
+                commands.append(PipelineCommand(wait_at, "WAIT", self.wait.replicas, self.wait.timeout_ms))
+            await queue.node.execute_pipeline(commands)
+            acked = None if wait_at is None else commands[wait_at].result
+            for call, at in zip(batch, positions, strict=True):
+                _settle(call.future, (commands[at].result, acked))
+        except BaseException as e:  # the round trip failed: every call in it is in doubt
+            error = e if isinstance(e, Exception) else ConnectionError("cancelled")
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(error)
+        finally:
+            queue.in_flight -= 1
+            if queue.pending and not queue.scheduled:
+                queue.scheduled = True
+                asyncio.get_running_loop().call_soon(self._start, queue)
+
+
+def _settle(future: asyncio.Future[tuple[Any, Any]], value: tuple[Any, Any]) -> None:
+    if not future.done():  # the caller may have gone (a cancelled request)
+        future.set_result(value)
+
+
+def _grants(name: str, reply: Any) -> bool:
+    """Whether a reply would grant something that a lost write could take back (a denial never does)."""
+    if name == "decide":
+        return isinstance(reply, str) and reply.startswith("allowed,")
+    return name in WRITES
+
+
+class RedisClusterStore(RedisStore):
+    def __init__(self, url: str, timeout: float = 1.0, wait: WaitPolicy | None = None) -> None:
+        self.timeout = timeout
+        self.wait = wait
+        super().__init__(url, timeout)
+        self.batcher = _Batcher(wait)
+        self._initialized = False
+        self._refresh: asyncio.Task[None] | None = None
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+
+    def _connect(self, url: str, timeout: float) -> RedisCluster:
+        nodes, username, password = parse_cluster_url(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            username=username,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # redis-py's own retries resend after a lost reply: never
+            decode_responses=True,
+        )
+
+    @property
+    def cluster(self) -> RedisCluster:
+        assert isinstance(self.client, RedisCluster)
+        return self.client
+
+    async def _topology(self) -> None:
+        if not self._initialized:
+            try:
+                await self.cluster.initialize()
+            except (RedisError, RedisClusterException, OSError) as e:
+                raise StoreUnavailable(f"counter store unreachable: {type(e).__name__}") from e
+            self._initialized = True
+
+    def _refresh_topology(self) -> None:
+        """Re-read the slot map once (in the background): after a failover the old master's slots move."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            await self.cluster.nodes_manager.initialize()
+        except (RedisError, RedisClusterException, OSError) as e:
+            log.warning("cluster topology refresh failed: %s", type(e).__name__)
+        # A refresh recycles every pooled connection: at most one per REFRESH_GAP_S, however many calls fail.
+        await asyncio.sleep(REFRESH_GAP_S)
+
+    async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
+        await self._topology()
+        script = CLUSTER_SCRIPTS[name]
+        keys = (base_key(token_id), fence_key(token_id))
+        write = name in WRITES
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        manager = self.cluster.nodes_manager
+        slot = self.cluster.keyslot(keys[0])
+        ask: ClusterNode | None = None
+        redirects = tries = 0
+        while True:
+            try:
+                node = ask or manager.get_node_from_slot(slot)
+            except RedisClusterException as e:
+                self._refresh_topology()
+                raise StoreUnavailable(f"counter store slot {slot} is not covered") from e
+            try:
+                reply, acked = await self.batcher.submit(node, script, keys, args, asking=ask is not None, write=write)
+            except (RedisError, OSError) as e:
+                self._refresh_topology()
+                raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
+            ask = None
+            if isinstance(reply, Exception):
+                # Every branch that continues is a reply proving the script did not run: resending is safe.
+                if isinstance(reply, NoScriptError):  # a new or failed-over master has an empty script cache
+                    await self._load(node, script)
+                    continue
+                if isinstance(reply, MovedError):
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise StoreUnavailable("counter store keeps redirecting (MOVED)")
+                    await manager.move_slot(reply)
+                    continue
+                if isinstance(reply, AskError):
+                    redirects += 1
+                    ask = manager.get_node(host=reply.host, port=reply.port)
+                    if ask is None or redirects > MAX_REDIRECTS:
+                        self._refresh_topology()
+                        raise StoreUnavailable("counter store redirects to an unknown node (ASK)")
+                    continue
+                if isinstance(reply, TryAgainError | ClusterDownError | BusyLoadingError):
+                    # TRYAGAIN: the slot is migrating; CLUSTERDOWN: a failover is under way; LOADING: a restart.
+                    pause = BACKOFF_S[min(tries, len(BACKOFF_S) - 1)]
+                    tries += 1
+                    if loop.time() + pause > deadline:
+                        raise StoreUnavailable(f"counter store busy: {type(reply).__name__}")
+                    if isinstance(reply, ClusterDownError):
+                        self._refresh_topology()
+                    await asyncio.sleep(pause)
+                    continue
+                # A script error, OOM, a lost connection: it may have run, in part or whole.
+                if not isinstance(reply, RedisError | OSError):
+                    raise reply
+                self._refresh_topology()
+                raise StoreUnavailable(f"counter store error: {type(reply).__name__}") from reply
+            if write and self.wait is not None and _grants(name, reply) and not self._acknowledged(acked):
+                # The write is on the master but maybe on no replica: a failover now could forget it.
+                raise StoreUnavailable(f"the write reached fewer than {self.wait.replicas} replica(s) in time")
+            return reply
+
+    def _acknowledged(self, acked: Any) -> bool:
+        assert self.wait is not None
+        return isinstance(acked, int) and not isinstance(acked, bool) and acked >= self.wait.replicas
+
+    async def _load(self, node: ClusterNode, script: ClusterScript) -> None:
+        """SCRIPT LOAD once per node and script, however many calls met NOSCRIPT at once."""
+        key = (node.name, script.sha)
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(node.execute_command("SCRIPT", "LOAD", script.source))
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        try:
+            await asyncio.shield(loading)
+        except (RedisError, OSError) as e:
+            self._refresh_topology()
+            raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
+
+    async def ready(self) -> str | None:
+        try:
+            await self._topology()
+            primaries = self.cluster.get_primaries()
+            for node in primaries:
+                await node.execute_command("PING")
+            state = await primaries[0].execute_command("CLUSTER", "INFO")
+            policies = await _policies(self.cluster.get_nodes())
+        except (StoreUnavailable, RedisError, OSError) as e:
+            if self._initialized:
+                self._refresh_topology()
+            return f"counter store unreachable: {type(e).__name__}"
+        text = state if isinstance(state, str) else ""
+        if "cluster_state:ok" not in text:
+            return "Redis Cluster state is not ok (slots uncovered or a failover under way)"
+        for name, policy in policies:
+            if policy != "noeviction":
+                return f"Redis node {name} has maxmemory-policy {policy}; it must be noeviction or counters may vanish"
+        return None
+
+
+async def _policies(nodes: Iterable[ClusterNode]) -> list[tuple[str, str]]:
+    """maxmemory-policy of every node that answers (a down replica is not the readiness probe's business)."""
+    out = []
+    for node in nodes:
+        try:
+            reply = await node.execute_command("CONFIG", "GET", "maxmemory-policy")
+        except (RedisError, OSError):
+            if node.server_type == "primary":
+                raise
+            continue
+        if isinstance(reply, dict):
+            value = reply.get("maxmemory-policy")
+        elif isinstance(reply, list) and len(reply) == 2:
+            value = reply[1]
+        else:
+            value = None
+        if value is not None:
+            out.append((node.name, str(value)))
+    return out
