@@ -108,7 +108,7 @@ class Authority:
             raise RequestError(field, reason) from None
         token, token_id = mint(self.ring, self.location, texts)
         exp = self.verifier.verify(token).analysis.expires_at
-        return MintResponse(token, token_id, texts, format_instant(exp) if exp is not None else None)
+        return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
     # -- verify ---------------------------------------------------------------------------------------
     async def verify(self, req: VerifyRequest, audience: str | None) -> Verdict:

@@ -17,7 +17,8 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")]
 ToolName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\*?\Z")]
 RequestId = Annotated[str, Meta(pattern=r"^[ -~]{1,255}\Z", description="1-255 printable ASCII characters")]
 HoldTtl = Annotated[int, Meta(ge=1, le=86400)]
-Token = Annotated[str, Meta(min_length=1, max_length=16384)]
+# No length bound here: an oversized or empty token is an invalid_token denial (SPEC §1), not a bad request.
+Token = str
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -45,13 +46,13 @@ class MintRequest(Strict):
 class MintResponse(Strict):
     token: str
     token_id: str
+    expires_at: str | None  # always present: null for a token that never expires
     caveats: list[str]
-    expires_at: str | None = None
 
 
 class VerifyRequest(Strict):
     token: Token
-    tool: ToolName
+    tool: Name  # the tool called: a name; patterns with `*` belong in caveats
     args: dict[str, Any] | None = None
     audience: Name | None = None
     cost: Money | None = None

@@ -76,9 +76,7 @@ class MemoryStore(Store):
         if revoked is not None:
             return Outcome("revoked", revoked)
         for i, rate in enumerate(d.rates):
-            log = self.rates.get((tid, rate.prefix))
-            if log is None:
-                continue
+            log = self.rates.get((tid, rate.prefix), deque())
             while log and log[0] <= now - rate.window_ms:
                 log.popleft()
             if len(log) >= rate.count:
@@ -169,7 +167,7 @@ class MemoryStore(Store):
         hold = self._hold(hold_id, now_ms)
         amount = hold.amount if amount is None else amount
         if hold.state == "released":
-            raise Conflict("the hold was released")
+            raise Conflict("the hold was already released")
         if hold.state == "settled":
             if amount != hold.settled:
                 raise Conflict("the hold was settled with another amount")
@@ -182,7 +180,7 @@ class MemoryStore(Store):
     async def release(self, hold_id: str, now_ms: int) -> HoldState:
         hold = self._hold(hold_id, now_ms)
         if hold.state == "settled":
-            raise Conflict("the hold was settled")
+            raise Conflict("the hold was already settled")
         if hold.state == "held":
             self._close(hold_id, hold, "released", 0, now_ms)
         return HoldState(hold_id, "released", 0, hold.currency)

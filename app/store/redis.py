@@ -91,7 +91,7 @@ class RedisStore(Store):
                 raise NotFound("the hold is unknown or expired")
             if reply[1] == "too_much":
                 raise ValueError("amount is more than the hold")
-            raise Conflict(f"the hold was already {'released' if action == 'settle' else 'settled'}")
+            raise Conflict(reply[2])
         return HoldState(hold_id, reply[0], int(reply[1]), reply[2])
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:

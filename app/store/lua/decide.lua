@@ -63,11 +63,10 @@ for j, r in ipairs(rates) do
 end
 
 local balances = {}
+for j, b in ipairs(budgets) do balances[j] = {balance(b[1])} end
 local c = big(cost)
 for j, b in ipairs(budgets) do
-  local spent, held = balance(b[1])
-  balances[j] = {spent, held}
-  if b[3] and not le(add(add(big(spent), big(held)), c), big(b[2])) then
+  if b[3] and not le(add(add(big(balances[j][1]), big(balances[j][2])), c), big(b[2])) then
     return answer('budget_exceeded', j - 1, 0, '', balances)
   end
 end
@@ -89,8 +88,9 @@ for j, b in ipairs(budgets) do
   local k = key('b', b[1])
   if b[3] then
     charged[#charged + 1] = b[1]
-    local v = redis.call('HINCRBY', k, field, cost)
-    if field == 's' then balances[j][1] = tostring(v) else balances[j][2] = tostring(v) end
+    redis.call('HINCRBY', k, field, cost)
+    local slot = field == 's' and 1 or 2
+    balances[j][slot] = decimal(add(big(balances[j][slot]), c))  -- exact: a Lua number prints 1e+14
     if b[4] > 0 then redis.call('PEXPIREAT', k, b[4]) end
   end
 end

@@ -1,5 +1,5 @@
 -- Settle or release a hold. ARGV: hold_id action(settle|release) amount('' = all held) now.
--- Returns {state, amount, currency} or {'error', why}: not_found, conflict, too_much.
+-- Returns {state, amount, currency} or {'error', kind, reason}: not_found, conflict, too_much.
 local hold_id, action, amount, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 purge(now)
 local rec = key('h', hold_id)
@@ -9,8 +9,10 @@ local held, prefixes, currency, state, settled = v[1], v[2], v[3], v[4], v[5]
 if amount == '' then amount = held end
 local target = action == 'settle' and 'settled' or 'released'
 if state ~= 'held' then
-  if state ~= target then return {'error', 'conflict'} end
-  if target == 'settled' and settled ~= amount then return {'error', 'conflict'} end
+  if state ~= target then return {'error', 'conflict', 'the hold was already ' .. state} end
+  if target == 'settled' and settled ~= amount then
+    return {'error', 'conflict', 'the hold was settled with another amount'}
+  end
   return {state, settled, currency}
 end
 if target == 'released' then amount = '0' end

@@ -18,6 +18,10 @@ local function add(a, b)
   return {hi, lo}
 end
 local function le(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] <= b[2]) end
+local function decimal(a)
+  if a[1] == 0 then return string.format('%d', a[2]) end
+  return string.format('%d%09d', a[1], a[2])
+end
 
 local function balance(prefix)
   local v = redis.call('HMGET', key('b', prefix), 's', 'h')
