@@ -58,6 +58,6 @@ class Verifier:
             token_id=token_id,
             key_id=kid,
             location=raw.location.decode("utf-8", errors="replace"),
-            prefixes=tuple(chain.prefix_id(s) for s in sigs),
+            prefixes=chain.prefix_ids(sigs),
             analysis=analyse(raw.caveats),
         )
