@@ -6,6 +6,7 @@ token. `evaluate` decides the stateless caveats of one call; budgets and rates g
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import msgspec
@@ -18,7 +19,7 @@ from caveats.depth import Depth
 from caveats.expires import Expires
 from caveats.money import Amount
 from caveats.rate import Rate
-from caveats.registry import parse, text_of
+from caveats.registry import read
 from caveats.tools import Tools
 
 
@@ -69,21 +70,23 @@ class Analysis(msgspec.Struct, frozen=True):
 
     def evaluate(self, ctx: Context) -> Denial | None:
         """The first failing stateless caveat in chain order, then the budget currency rule; None if all hold."""
+        static = self.static_denial
         for step in self.steps:
-            if self.static_denial is not None and self.static_index < step.index:
-                return self.static_denial
+            if static is not None and self.static_index < step.index:
+                return static
             denial = step.check.check(ctx, step.hop)
             if denial is not None:
                 return denial.at(step.caveat, step.hop)
-        if self.static_denial is not None:
-            return self.static_denial
+        if static is not None:
+            return static
         if ctx.cost is not None and self.budgets:
             return self.currency_denial(ctx.cost)
         return None
 
     def currency_denial(self, cost: Amount) -> Denial | None:
-        if any(b.limit.currency == cost.currency for b in self.budgets):
-            return None
+        for budget in self.budgets:
+            if budget.limit.currency == cost.currency:
+                return None
         first = self.budgets[0]
         return Denial(
             Code.CURRENCY_MISMATCH,
@@ -100,28 +103,35 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     steps: list[Step] = []
     budgets: list[BudgetCounter] = []
     rates: list[RateCounter] = []
+    fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and depth
     expires_at: int | None = None
     tools: tuple[str, ...] | None = None
+    hop = 0
+    # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
+    # runs for every caveat of every token a verifier has not seen yet. Caveat kinds are never subclassed.
     for index, raw in enumerate(raw_caveats):
-        text = text_of(raw) if isinstance(raw, bytes) else raw
-        caveat = parse(raw)
-        if isinstance(caveat, Delegate):
-            delegation.append(caveat.agent)
-        hop = max(len(delegation) - 1, 0)
+        text, caveat = read(raw)
         texts.append(text)
-        hops.append(hop)
         parsed.append(caveat)
-        if isinstance(caveat, Expires):
+        if type(caveat) is Delegate:
+            delegation.append(caveat.agent)
+            hop = len(delegation) - 1
+        elif type(caveat) is Expires:
             expires_at = caveat.at if expires_at is None else min(expires_at, caveat.at)
-        if isinstance(caveat, Budget):
-            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
-        elif isinstance(caveat, Rate):
-            rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
-        elif isinstance(caveat, Tools):
+        elif type(caveat) is Tools:
             tools = caveat.patterns if tools is None else intersect(tools, caveat.patterns)
-        if isinstance(caveat, Caveat) and type(caveat).check is not Caveat.check and not isinstance(caveat, Depth):
+        elif type(caveat) is Budget:
+            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
+        elif type(caveat) is Rate:
+            rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
+        elif type(caveat) is Depth or isinstance(caveat, Denial):
+            fixed.append(index)
+            hops.append(hop)
+            continue
+        hops.append(hop)
+        if type(caveat).check is not Caveat.check:
             steps.append(Step(index, hop, text, caveat))
-    static_denial, static_index = _static_denial(parsed, texts, hops, len(delegation))
+    static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation))
     return Analysis(
         tuple(texts),
         tuple(hops),
@@ -138,14 +148,15 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
 
 
 def _static_denial(
-    parsed: list[Caveat | Denial], texts: list[str], hops: list[int], delegations: int
+    fixed: list[int], parsed: list[Caveat | Denial], texts: list[str], hops: list[int], delegations: int
 ) -> tuple[Denial | None, int]:
     """The first caveat that fails whatever the call: unparseable, unknown key, or depth already exceeded."""
+    if not fixed:
+        return None, -1
     ctx = Context(now=0, tool="", hops=delegations)
-    for index, caveat in enumerate(parsed):
-        denial = caveat if isinstance(caveat, Denial) else None
-        if isinstance(caveat, Depth):
-            denial = caveat.check(ctx, hops[index])
+    for index in fixed:
+        caveat = parsed[index]
+        denial = caveat if isinstance(caveat, Denial) else caveat.check(ctx, hops[index])
         if denial is not None:
             return denial.at(texts[index], hops[index]), index
     return None, -1
@@ -156,10 +167,17 @@ def covers(outer: str, inner: str) -> bool:
     return inner.startswith(outer[:-1]) if outer.endswith("*") else inner == outer
 
 
+@functools.lru_cache(maxsize=1024)  # pure, on immutable tuples; a policy's tool lists recur across tokens
 def intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """The patterns allowed by both lists (pairwise, the more specific of two overlapping patterns)."""
+    """The patterns allowed by both lists (pairwise, the more specific of two overlapping patterns).
+
+    `p` is covered by a list when some pattern there `covers` it: it is in the list, or starts with the stem of
+    one of its `*` patterns (`str.startswith` takes them all at once).
+    """
+    stems_a = tuple([q[:-1] for q in a if q.endswith("*")])
+    stems_b = tuple([q[:-1] for q in b if q.endswith("*")])
     out: list[str] = []
     for p in (*a, *b):
-        if p not in out and any(covers(q, p) for q in a) and any(covers(q, p) for q in b):
+        if p not in out and (p in a or p.startswith(stems_a)) and (p in b or p.startswith(stems_b)):
             out.append(p)
     return tuple(out)

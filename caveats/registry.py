@@ -5,6 +5,8 @@ Adding a kind is one module plus one line in KINDS.
 
 from __future__ import annotations
 
+import functools
+
 from caveats.arg import PREFIX as ARG_PREFIX
 from caveats.arg import Arg
 from caveats.audience import Audience
@@ -20,6 +22,7 @@ from caveats.rate import Rate
 from caveats.tools import Tools
 
 KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate)
+MEMO_SIZE = 4096  # distinct caveats remembered by `read`; each is at most 1 KiB
 
 
 def _by_key(kinds: tuple[type[Caveat], ...]) -> dict[str, type[Caveat]]:
@@ -40,6 +43,26 @@ def parse(raw: bytes | str) -> Caveat | Denial:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         return Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
+    """(text_of(raw), parse(raw)), remembered by the exact caveat in a bounded LRU.
+
+    The same texts recur across tokens (`delegate = researcher`, a policy's `tools in ...`), and what they
+    parse to is immutable and depends on nothing but the text, so a verifier parses each one once.
+    """
+    if isinstance(raw, str):
+        return raw, _parse_text(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
+    return text, _parse_text(text)
+
+
+def _parse_text(text: str) -> Caveat | Denial:
     try:
         key, op, value = split(text)
         if key.startswith(ARG_PREFIX):
