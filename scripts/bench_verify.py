@@ -1,0 +1,265 @@
+"""Verify cost per token size: ours (first sight, seen before), pymacaroons, and a bare HMAC-chain floor.
+
+One run, same machine, same kind of tokens. For 1, 5, 10 and 20 caveats it prints µs per verify, then ratios:
+
+- `bare`    the floor, written here: base64 decode, the V2 fields, the root key and HMAC chain with
+            `hmac.digest`, a constant-time compare, and a trivial look at each caveat (is its key known).
+            No strictness, no limits, no analysis.
+- `pymac`   `Macaroon.deserialize` + a `pymacaroons.Verifier` whose one `satisfy_general` callback does the
+            same trivial look (built once and reused, which flatters it).
+- `fresh`   ours, first sight of a token whose caveat texts were never seen either: every text is unique
+            to its token and the parse memo is emptied before each round.
+- `recur`   ours, first sight of a token (new token id: new chain, new analysis) whose caveat texts other
+            tokens already carried (`delegate = researcher`, the same budget...), so parsing is remembered.
+- `cached`  ours, a token seen before.
+
+"Ours" is the whole stateless decision of one call, as the service makes it before the counter store:
+`Verifier.verify(token)` (decode, limits, HMAC chain, prefix ids, analysis), a Context with tool, audience,
+cost and args, then `analysis.evaluate(ctx)`, every caveat of which holds. Every variant, ours included,
+derives the per-token root key from the master key inside the timed loop. Each figure is the best of
+`--rounds` rounds over `--tokens` distinct tokens; other load on the machine only makes figures worse.
+
+    .venv/bin/python scripts/bench_verify.py [--tokens 400] [--rounds 7] [--sizes 1,5,10,20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import hmac
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pymacaroons
+
+from app.token.keys import KeyRing
+from app.token.mint import mint
+from app.token.verifier import Verifier
+from caveats import Amount, Context
+from caveats.chain import intersect
+from caveats.registry import read
+
+SIZES = (1, 5, 10, 20)
+LOCATION = "https://agentcaps.example"
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+KNOWN = frozenset({"delegate", "expires", "tools", "audience", "budget", "cost", "rate", "depth"})
+ROOT_TAG = b"agentcaps/root/v1\x00"
+Verify = Callable[[str, dict[str, bytes]], bool]
+
+
+def caveat_texts(size: int, n: int) -> list[str]:
+    """A realistic chain of `size` caveats over three hops; `n` > 0 makes every text unique to token `n`."""
+    u = f"-{n}" if n else ""
+    exp = 1_798_761_600 + n  # 2027-01-01, one second later per token
+    d = 2 * (n % 499)  # depth is at most 1000: texts recur every 499 tokens, long evicted by then
+
+    def instant(seconds: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+    texts = [
+        f"delegate = orchestrator{u}",
+        f"expires < {instant(exp)}",
+        f"tools in search,fetch,github{u}.*",
+        f"audience in search-srv,payments-srv{u}",
+        f"budget <= 10.{n % 1_000_000:06d} USD",
+        f"cost <= 0.5{n % 100_000:05d} USD",
+        f"rate <= {1000 + n % 99_000}/1h",
+        f"depth <= {3 + d}",
+        f"delegate = researcher{u}",
+        f"budget <= 2.{n % 1_000_000:06d} USD",
+        f"tools in search,fetch{u}",
+        f"expires < {instant(exp - 3600)}",
+        f"arg.amount <= {500 + n}",
+        f"depth <= {2 + d}",
+        f"delegate = summarizer{u}",
+        f"tools in search,x{u}",
+        f"budget <= 1.{n % 1_000_000:06d} USD",
+        f"cost <= 0.1{n % 100_000:05d} USD",
+        f"arg.currency in USD,EUR{u.replace('-', 'X')}",
+        f"rate <= {10 + n % 99_000}/1m",
+    ]
+    if size > len(texts):
+        raise SystemExit(f"sizes up to {len(texts)} caveats")
+    return texts[:size]
+
+
+def context() -> Context:
+    return Context(NOW, "search", "search-srv", Amount("USD", 50_000), {"amount": 100, "currency": "USD"})
+
+
+# -- the floor ------------------------------------------------------------------------------------------------
+def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _known(caveat: str) -> bool:
+    return caveat.split(" ", 1)[0] in KNOWN or caveat.startswith("arg.")
+
+
+def _root_key(masters: dict[str, bytes], identifier: bytes, location: bytes) -> bytes:
+    _, kid, tid = identifier.split(b":")
+    return hmac.digest(masters[kid.decode()], ROOT_TAG + bytes.fromhex(tid.decode()) + b"\x00" + location, "sha256")
+
+
+def bare_verify(token: str, masters: dict[str, bytes]) -> bool:
+    """The least a verifier must do: decode, read the V2 fields, run the chain, compare, glance at each caveat."""
+    data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    fields: list[bytes] = []
+    pos = 1
+    while pos < len(data):
+        kind = data[pos]
+        pos += 1
+        if kind:  # EOS carries nothing
+            length, pos = _uvarint(data, pos)
+            fields.append(data[pos : pos + length])
+            pos += length
+    location, identifier, caveats, signature = fields[0], fields[1], fields[2:-1], fields[-1]
+    derived = hmac.digest(b"macaroons-key-generator", _root_key(masters, identifier, location), "sha256")
+    sig = hmac.digest(derived, identifier, "sha256")
+    for caveat in caveats:
+        sig = hmac.digest(sig, caveat, "sha256")
+    return hmac.compare_digest(sig, signature) and all(_known(c.decode()) for c in caveats)
+
+
+# -- pymacaroons ----------------------------------------------------------------------------------------------
+def pymacaroons_verify() -> Verify:
+    verifier = pymacaroons.Verifier()
+    verifier.satisfy_general(_known)
+
+    def verify(token: str, masters: dict[str, bytes]) -> bool:
+        m = pymacaroons.Macaroon.deserialize(token)
+        return bool(verifier.verify(m, _root_key(masters, m.identifier_bytes, m.location.encode())))
+
+    return verify
+
+
+# -- timing ---------------------------------------------------------------------------------------------------
+def best(rounds: int, run: Callable[[], int]) -> float:
+    """µs per verify, the best of `rounds` rounds (each round returns how many verifies it made)."""
+    times = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter_ns()
+        count = run()
+        times.append((time.perf_counter_ns() - start) / count / 1000)
+    return min(times)
+
+
+def forget_caveats() -> None:
+    """Empty what a verifier remembers about caveat texts: parsed caveats and tool-list intersections."""
+    read.cache_clear()
+    intersect.cache_clear()
+
+
+def decide(verifier: Verifier, token: str, ctx: Context) -> None:
+    """One call's stateless decision, as the service makes it: verify, build the call's Context, evaluate."""
+    analysis = verifier.verify(token).analysis
+    call = Context(ctx.now, ctx.tool, ctx.audience, ctx.cost, ctx.args, len(analysis.delegation))
+    if analysis.evaluate(call) is not None:
+        raise AssertionError("the bench's calls must be allowed")
+
+
+def ours_first_sight(ring: KeyRing, tokens: Sequence[str], fresh: bool, memo: list[int]) -> Callable[[], int]:
+    """Each round adds to `memo` the parse memo's [hits, look-ups] while it ran, to show fresh is fresh."""
+    ctx = context()
+    if not fresh:
+        decide(Verifier(ring), tokens[0], ctx)  # other tokens carried these texts before: the memo knows them
+
+    def run() -> int:
+        verifier = Verifier(ring)  # an empty token cache: every token is seen for the first time
+        if fresh:
+            forget_caveats()
+        before = read.cache_info()
+        for token in tokens:
+            decide(verifier, token, ctx)
+        after = read.cache_info()
+        memo[0] += after.hits - before.hits
+        memo[1] += after.hits + after.misses - before.hits - before.misses
+        return len(tokens)
+
+    return run
+
+
+def ours_cached(ring: KeyRing, token: str, repeat: int) -> Callable[[], int]:
+    verifier = Verifier(ring)
+    ctx = context()
+    decide(verifier, token, ctx)
+
+    def run() -> int:
+        for _ in range(repeat):
+            decide(verifier, token, ctx)
+        return repeat
+
+    return run
+
+
+def floor(verify: Verify, masters: dict[str, bytes], tokens: Sequence[str]) -> Callable[[], int]:
+    def run() -> int:
+        for token in tokens:
+            if not verify(token, masters):
+                raise AssertionError("the bench's tokens must verify")
+        return len(tokens)
+
+    return run
+
+
+def measure(size: int, count: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(µs per verify by variant, the parse memo's hit rate during `fresh` and `recur`)."""
+    masters = {"k1": secrets.token_bytes(32)}
+    ring = KeyRing(masters)
+    fresh = [mint(ring, LOCATION, caveat_texts(size, n + 1))[0] for n in range(count)]
+    recurring = [mint(ring, LOCATION, caveat_texts(size, 0))[0] for _ in range(count)]
+    us = {
+        "bare": best(rounds, floor(bare_verify, masters, recurring)),
+        "pymac": best(rounds, floor(pymacaroons_verify(), masters, recurring)),
+    }
+    hits = {}
+    for name, tokens in (("fresh", fresh), ("recur", recurring)):
+        memo = [0, 0]
+        us[name] = best(rounds, ours_first_sight(ring, tokens, name == "fresh", memo))
+        hits[name] = memo[0] / memo[1]
+    us["cached"] = best(rounds, ours_cached(ring, recurring[0], count))
+    return us, hits
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Verify cost per token size: ours, pymacaroons, a bare chain.")
+    parser.add_argument("--tokens", type=int, default=400, help="distinct tokens per size and round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per figure; the best is shown")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="caveat counts, comma-separated")
+    args = parser.parse_args(argv)
+    results = {int(s): measure(int(s), args.tokens, args.rounds) for s in args.sizes.split(",")}
+    ours = ("fresh", "recur", "cached")
+
+    print(f"µs per verify, best of {args.rounds} rounds of {args.tokens} tokens (Python {sys.version.split()[0]})")
+    print(f"{'caveats':>8}" + "".join(f"{k:>9}" for k in ("bare", "pymac", *ours)))
+    for size, (us, _) in results.items():
+        print(f"{size:>8}" + "".join(f"{us[k]:>9.2f}" for k in ("bare", "pymac", *ours)))
+
+    print("\nratios: ours / bare (first sight: target <= 1.3x) | pymacaroons / ours (first sight ~3x, cached >= 25x)")
+    print(f"{'caveats':>8}" + "".join(f"{k:>9}" for k in ours) + "  |" + "".join(f"{k:>9}" for k in ours))
+    for size, (us, _) in results.items():
+        over_bare = "".join(f"{us[k] / us['bare']:>8.2f}x" for k in ours)
+        faster = "".join(f"{us['pymac'] / us[k]:>8.1f}x" for k in ours)
+        print(f"{size:>8}{over_bare}  |{faster}")
+
+    print("\nparse memo hits over all rounds (fresh must be 0 %):")
+    for size, (_, hits) in results.items():
+        print(f"{size:>8}  fresh {hits['fresh']:>7.2%}   recur {hits['recur']:>7.2%}")
+
+
+if __name__ == "__main__":
+    main()
