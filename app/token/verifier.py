@@ -2,7 +2,10 @@
 
 The result, a VerifiedChain, depends only on the token's bytes and the key ring, so it is cached in a bounded
 LRU keyed by the exact token string (a hit was strictly decoded when it went in). The cache holds no per-call
-decision: expiry, tools, arguments, revocation and counters are decided on every call.
+decision: expiry, tools, arguments, revocation and counters are decided on every call. A token not seen
+before still parses only the caveat texts that no earlier token carried (`caveats.registry.read`).
+
+Cost per token size against pymacaroons and a bare HMAC chain: `scripts/bench_verify.py`.
 """
 
 from __future__ import annotations
