@@ -1,0 +1,297 @@
+"""Requests outside decisions (SPEC §3): strict bodies, 413, ops endpoints, crashes and an unreachable store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from app.api.app import create_app
+from app.config import Settings
+from app.store.redis import RedisStore
+from tests.api.conftest import Api, Clock
+
+USD = {"amount": "1", "currency": "USD"}
+
+
+# -- strict bodies -------------------------------------------------------------------------------------
+
+
+def verify_body(token: str, **extra: Any) -> dict[str, Any]:
+    return {"token": token, "tool": "search", "cost": USD, "request_id": "r", **extra}
+
+
+def raw(body: dict[str, Any]) -> str:
+    return json.dumps(body)
+
+
+BAD_VERIFY: list[tuple[str, Any, str | None]] = [
+    # (name, how the body is built from the valid one, the field the 400 must name)
+    ("unknown-field", lambda b: raw({**b, "extra": 1}), "extra"),
+    ("unknown-nested-field", lambda b: raw({**b, "cost": {**USD, "fx": "1"}}), "cost.fx"),
+    ("amount-number", lambda b: raw({**b, "cost": {"amount": 1, "currency": "USD"}}), "cost.amount"),
+    ("amount-float", lambda b: raw({**b, "cost": {"amount": 0.5, "currency": "USD"}}), "cost.amount"),
+    ("amount-exponent", lambda b: raw({**b, "cost": {"amount": "1e3", "currency": "USD"}}), "cost.amount"),
+    ("amount-negative", lambda b: raw({**b, "cost": {"amount": "-1", "currency": "USD"}}), "cost.amount"),
+    ("amount-7-decimals", lambda b: raw({**b, "cost": {"amount": "0.0000001", "currency": "USD"}}), "cost.amount"),
+    ("amount-13-digits", lambda b: raw({**b, "cost": {"amount": "1" * 13, "currency": "USD"}}), "cost.amount"),
+    ("amount-arabic-digits", lambda b: raw({**b, "cost": {"amount": "\u0661", "currency": "USD"}}), "cost.amount"),
+    ("currency-lower", lambda b: raw({**b, "cost": {"amount": "1", "currency": "usd"}}), "cost.currency"),
+    ("tool-number", lambda b: raw({**b, "tool": 5}), "tool"),
+    ("tool-space", lambda b: raw({**b, "tool": "a b"}), "tool"),
+    ("token-number", lambda b: raw({**b, "token": 5}), "token"),
+    ("args-list", lambda b: raw({**b, "args": [1, 2]}), "args"),
+    ("audience-empty", lambda b: raw({**b, "audience": ""}), "audience"),
+    ("mode-bad", lambda b: raw({**b, "mode": "later"}), "mode"),
+    ("hold-ttl-string", lambda b: raw({**b, "hold_ttl": "30"}), "hold_ttl"),
+    ("duplicate-top-level-key", lambda b: raw(b)[:-1] + ', "tool": "pay"}', "tool"),
+    ("duplicate-cost", lambda b: raw(b)[:-1] + ', "cost": {"amount": "0", "currency": "USD"}}', "cost"),
+    ("duplicate-in-args", lambda b: raw({**b, "args": {"x": 1}})[:-2] + ', "x": 2}}', "args.x"),
+    ("NaN-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": NaN}}', "args.x"),
+    ("Infinity-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": Infinity}}', "args.x"),
+    ("minus-Infinity-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": -Infinity}}', "args.x"),
+]
+
+LEAF_KEY_ONLY = (
+    "app/api/body.py names a duplicate key or a NaN/Infinity by its leaf key ('x') where every other 400 gives "
+    "the dotted path from the body's root ('cost.amount', 'budget.currency'): 'args.x' is what a client can find"
+)
+
+
+@pytest.mark.parametrize(("name", "build", "field"), BAD_VERIFY, ids=[c[0] for c in BAD_VERIFY])
+def test_bad_verify_bodies_are_400_naming_the_field_and_change_nothing(
+    api: Api, name: str, build: Any, field: str, request: pytest.FixtureRequest
+) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    api.allowed(token, cost=USD, request_id="warm")
+    before = api.snapshot()
+    r = api.post("/v1/verify", content=build(verify_body(token)))
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and r.json()["reason"]
+    assert api.snapshot() == before
+    assert api.spent(token) == ["1.00"]
+    if "in-args" in name:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=LEAF_KEY_ONLY))
+    assert r.json().get("field") == field, r.json()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"null", b"[]", b'"token"', b"{", b'{"token": "a"', b"\xff\xfe", b'{"token": "a", "tool": "b"} x'],
+    ids=["empty", "null", "array", "string", "open", "unclosed", "not-utf8", "trailing"],
+)
+@pytest.mark.parametrize("path", ["/v1/verify", "/v1/tokens", "/v1/revoke", "/v1/inspect"])
+def test_bodies_that_are_not_one_json_object_are_400(api: Api, path: str, content: bytes) -> None:
+    r = api.post(path, content=content, headers=api.admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+    assert api.dbsize() == 0
+
+
+def test_a_body_over_64_kib_is_413(api: Api) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    filler = "a" * (64 * 1024)
+    for path, body, headers in [
+        ("/v1/verify", verify_body(token, args={"x": filler}), None),
+        ("/v1/tokens", {"subject": "o", "caveats": [filler]}, api.admin),
+        ("/v1/inspect", {"token": filler}, None),
+        ("/v1/revoke", {"token": filler}, None),
+    ]:
+        r = api.post(path, body, headers=headers)
+        assert r.status_code == 413, (path, r.text)
+        assert r.json()["code"] == "too_large"
+    assert api.spent(token) == ["0.00"]
+
+
+def test_a_body_of_exactly_64_kib_is_read(api: Api) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    body = verify_body(token, args={"x": ""})
+    pad = 64 * 1024 - len(raw(body).encode())
+    content = raw(verify_body(token, args={"x": "a" * pad}))
+    assert len(content.encode()) == 64 * 1024
+    r = api.post("/v1/verify", content=content)
+    assert r.status_code == 200, r.text
+    r = api.post("/v1/verify", content=raw(verify_body(token, request_id="s", args={"x": "a" * (pad + 1)})))
+    assert r.status_code == 413
+
+
+def test_json_numbers_in_args_may_be_huge_or_tiny_without_error(api: Api) -> None:
+    token = api.token(caveats=["arg.x <= 1"])
+    for text, status in [("1e400", 403), ("-1e400", 200), ("1e-400", 200), ("123456789012345678901234567890", 403)]:
+        r = api.post("/v1/verify", content=f'{{"token": "{token}", "tool": "t", "args": {{"x": {text}}}}}')
+        assert r.status_code == status, (text, r.text)
+
+
+# -- ops -----------------------------------------------------------------------------------------------
+
+
+def test_healthz_and_readyz(api: Api) -> None:
+    r = api.client.get("/healthz")
+    assert r.status_code == 200
+    r = api.client.get("/readyz")
+    assert r.status_code == 200, r.text
+
+
+def test_readyz_refuses_a_redis_that_may_evict(api: Api, store_kind: str) -> None:
+    if store_kind != "redis":
+        pytest.skip("the memory store has no eviction policy")
+    assert api.redis is not None
+    policy = api.redis.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        api.redis.config_set("maxmemory-policy", "allkeys-lru")
+        r = api.client.get("/readyz")
+    finally:
+        api.redis.config_set("maxmemory-policy", policy)
+    assert r.status_code == 503
+    assert "allkeys-lru" in r.json()["reason"] and "noeviction" in r.json()["reason"]
+    assert r.headers.get("retry-after")
+    assert api.client.get("/readyz").status_code == 200
+
+
+def test_metrics_are_prometheus_text_named_agentcaps(api: Api) -> None:
+    token = api.token(budget={"amount": "1", "currency": "USD"}, tools=["search"])
+    api.allowed(token, cost=USD)
+    api.denied(token, "tool_not_allowed", tool="pay")
+    r = api.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples
+    for line in samples:
+        assert line.startswith("agentcaps_"), line
+    for line in text.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            assert line.split(" ")[2].startswith("agentcaps_"), line
+    assert re.search(r'^agentcaps_decisions_total\{code="allowed"\} 1\.0$', text, re.M)
+    assert re.search(r'^agentcaps_decisions_total\{code="tool_not_allowed"\} 1\.0$', text, re.M)
+    for secret in (api.settings.admin_keys[0], token):
+        assert secret not in text
+
+
+def test_schema_is_openapi_with_every_path(api: Api) -> None:
+    r = api.client.get("/schema")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    for path in [
+        "/v1/tokens",
+        "/v1/verify",
+        "/v1/holds/{hold_id}/settle",
+        "/v1/holds/{hold_id}/release",
+        "/v1/revoke",
+        "/v1/inspect",
+    ]:
+        assert "post" in paths[path], path
+    for path in ["/healthz", "/readyz", "/metrics"]:
+        assert "get" in paths[path], path
+
+
+def test_unknown_routes_and_methods(api: Api) -> None:
+    assert api.client.get("/v1/nope").status_code == 404
+    r = api.client.get("/v1/verify")
+    assert r.status_code == 405
+    assert "Traceback" not in r.text
+
+
+# -- failures ------------------------------------------------------------------------------------------
+
+
+def test_a_crash_while_verifying_is_a_500_never_an_allow(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentcaps")
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+
+    async def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internal detail /etc/agentcaps")
+
+    monkeypatch.setattr(api.app.state.authority, "verify", boom)
+    r = api.verify(token, cost=USD)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["code"] == "internal_error"
+    assert re.fullmatch(r"[0-9a-f]{8,}", body["request_id"])
+    assert "allowed" not in body or body["allowed"] is False
+    for leak in ("Traceback", "RuntimeError", "secret internal detail", "authority.py", token):
+        assert leak not in r.text
+    assert api.spent(token) == ["0.00"]
+    # The request id the client sees is the one an operator finds in the log; no secret is logged.
+    logged = [r for r in caplog.records if getattr(r, "fields", {}).get("request_id") == body["request_id"]]
+    assert logged and logged[0].exc_info is not None
+    for record in caplog.records:
+        text = record.getMessage() + repr(getattr(record, "fields", ""))
+        assert api.settings.admin_keys[0] not in text and token not in text
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def down(tmp_path: Path, clock: Clock) -> Any:
+    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_LOCATION": "http://agentcaps.test"})
+    store = RedisStore(f"redis://127.0.0.1:{closed_port()}/0", 0.2)
+    with TestClient(create_app(settings, store=store, clock=clock)) as client:
+        yield client, settings
+
+
+def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[TestClient[Litestar], Settings]) -> None:
+    client, settings = down
+    admin = {"Authorization": f"Bearer {settings.admin_keys[0]}"}
+    minted = client.post(
+        "/v1/tokens", json={"subject": "o", "budget": {"amount": "10", "currency": "USD"}}, headers=admin
+    )
+    assert minted.status_code == 201  # minting needs no counters
+    token = minted.json()["token"]
+    for body in (
+        {"token": token, "tool": "search"},
+        {"token": token, "tool": "search", "cost": USD},
+        {"token": token, "tool": "search", "cost": USD, "mode": "hold", "request_id": "x"},
+    ):
+        r = client.post("/v1/verify", json=body)
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "store_unavailable"
+        assert r.headers["retry-after"]
+        assert r.json().get("allowed") is not True
+    hold = "0" * 32 + "." + "1" * 32
+    for path, body in [
+        (f"/v1/holds/{hold}/settle", None),
+        (f"/v1/holds/{hold}/release", None),
+        ("/v1/revoke", {"token": token}),
+        ("/v1/inspect", {"token": token}),
+    ]:
+        r = client.post(path, json=body)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["code"] == "store_unavailable" and r.headers["retry-after"]
+    r = client.post("/v1/revoke", json={"token_id": minted.json()["token_id"]}, headers=admin)
+    assert r.status_code == 503
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reason"]
+    assert client.get("/healthz").status_code == 200
+    assert "agentcaps_store_errors_total" in client.get("/metrics").text
+
+
+def test_a_stateless_denial_still_answers_when_the_store_is_down(down: tuple[TestClient[Litestar], Settings]) -> None:
+    client, settings = down
+    admin = {"Authorization": f"Bearer {settings.admin_keys[0]}"}
+    token = client.post(
+        "/v1/tokens",
+        json={"subject": "o", "tools": ["search"], "budget": {"amount": "10", "currency": "USD"}},
+        headers=admin,
+    ).json()["token"]
+    r = client.post("/v1/verify", json={"token": token, "tool": "pay"})
+    assert r.status_code == 403 and r.json()["code"] == "tool_not_allowed"
+    r = client.post("/v1/verify", json={"token": token + "A", "tool": "search"})
+    assert r.status_code == 403 and r.json()["code"] == "invalid_token"
