@@ -1,12 +1,12 @@
 """Strict JSON request bodies: msgspec decoding into the schema Structs, plus what msgspec allows that we don't.
 
 msgspec already refuses NaN/Infinity, unknown fields and wrong types; duplicate keys it would silently take
-the last of, so a second pass with the standard library's C scanner refuses them.
+the last of, so a second pass with the standard library's C scanner refuses them (and names the field of a
+NaN, which msgspec refuses without saying where).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from decimal import Decimal
@@ -27,13 +27,8 @@ class BadRequest(Exception):
         self.field = field
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise BadRequest(f"duplicate key {key!r} in the JSON body", key)
-        seen[key] = value
-    return seen
+class _Object(list[tuple[str, Any]]):
+    """A JSON object as its key/value pairs in order, so a repeated key is still visible."""
 
 
 class _NonFinite:
@@ -41,18 +36,29 @@ class _NonFinite:
         self.word = word
 
 
-def _refuse_non_finite(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    for key, value in pairs:
-        if isinstance(value, _NonFinite) or (isinstance(value, list) and any(isinstance(v, _NonFinite) for v in value)):
-            word = value.word if isinstance(value, _NonFinite) else "NaN or Infinity"
-            raise BadRequest(f"{word} is not a JSON number; amounts and arguments must be finite", key)
-    return dict(pairs)
+def _scan(value: Any, path: str) -> None:
+    """Refuse a repeated key or a NaN/Infinity anywhere, naming it by its dotted path."""
+    if isinstance(value, _Object):
+        seen: set[str] = set()
+        for key, item in value:
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                raise BadRequest(f"duplicate key {key!r} in the JSON body", where)
+            seen.add(key)
+            _scan(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _scan(item, f"{path}.{index}" if path else str(index))
+    elif isinstance(value, _NonFinite):
+        raise BadRequest(f"{value.word} is not a JSON number; amounts and arguments must be finite", path or None)
 
 
-def _name_a_non_finite_number(body: bytes) -> None:
-    """msgspec refuses NaN/Infinity without saying where; the stdlib parser can name the field."""
-    with contextlib.suppress(ValueError):  # malformed for another reason: the caller's message stands
-        json.loads(body, parse_constant=_NonFinite, object_pairs_hook=_refuse_non_finite)
+def _strict_scan(body: bytes) -> None:
+    try:
+        tree = json.loads(body, parse_constant=_NonFinite, object_pairs_hook=_Object)
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    _scan(tree, "")
 
 
 def decode(body: bytes, kind: type[T]) -> T:
@@ -71,11 +77,8 @@ def decode(body: bytes, kind: type[T]) -> T:
             path = f"{path}.{named.group(1)}" if path else named.group(1)
         raise BadRequest(reason, path or None) from None
     except msgspec.DecodeError as e:
-        _name_a_non_finite_number(body)
+        _strict_scan(body)  # names a NaN/Infinity's field if that is what msgspec refused
         raise BadRequest(f"the body is not valid JSON: {e}") from None
     if body.count(b'"') >= 4:  # a repeated key needs two quoted keys
-        try:
-            json.loads(body, object_pairs_hook=_no_duplicates)
-        except ValueError as e:
-            raise BadRequest(f"the body is not valid JSON: {e}") from None
+        _strict_scan(body)
     return value
