@@ -131,9 +131,8 @@ def test_healthz_and_readyz(api: Api) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_readyz_refuses_a_redis_that_may_evict(api: Api, store_kind: str) -> None:
-    if store_kind != "redis":
-        pytest.skip("the memory store has no eviction policy")
+@pytest.mark.parametrize("store_kind", ["redis"], indirect=True)  # memory:// has no eviction policy
+def test_readyz_refuses_a_redis_that_may_evict(api: Api) -> None:
     assert api.redis is not None
     policy = api.redis.config_get("maxmemory-policy")["maxmemory-policy"]
     try:
