@@ -27,6 +27,7 @@ class Coalescer:
         self.pending: list[_Call] = []
         self.in_flight = 0
         self.scheduled = False
+        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     def run(self, script: Script, base_key: str, args: tuple[str | int, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -42,7 +43,9 @@ class Coalescer:
         if self.pending and self.in_flight < MAX_IN_FLIGHT:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             self.in_flight += 1
-            asyncio.get_running_loop().create_task(self._flush(batch))
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _flush(self, batch: list[_Call]) -> None:
         try:
