@@ -4,6 +4,10 @@ that only decodes the same body, on the same server, in the same run, with the s
 
 Prints requests/s, p50 and p99 at full load, the ratio verify/bare, and p99 at about 80 % of each peak.
 Usage: scripts/bench_http.py [--store redis://127.0.0.1:6379/15] [--duration 5] [--connections 32] [--workers 1]
+
+--cluster instead compares /v1/verify on --store (one Redis) with a local Redis Cluster (scripts/redis-cluster, 3
+masters + 3 replicas, started for the run), with and without AGENTCAPS_REDIS_WAIT, on 1 and 2 service processes;
+requests spread over many roots so that every master gets its share. Prints req/s, p50, p99 side by side.
 """
 
 from __future__ import annotations
@@ -104,8 +108,12 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cluster", action="store_true", help="compare one Redis with a Redis Cluster (see above)")
     args = ap.parse_args()
     wrk = ensure_wrk()
+    if args.cluster:
+        cluster_mode(wrk, args)
+        return
     ring = KeyRing(new_key_entry())
     port = free_port()
     location = f"http://127.0.0.1:{port}"
@@ -178,6 +186,96 @@ def main() -> None:
             f"{r['paced_rps']:>12.0f}{r['paced_rps'] / r['rps']:>8.0%}{r['paced_p99']:>9.2f}"
         )
     print(f"ratio verify/bare: {results['verify']['rps'] / results['bare']['rps']:.2f}")
+
+
+# -- --cluster ---------------------------------------------------------------------------------------------------
+
+CLUSTER_ROOTS = 64
+WRK_MANY_BODIES = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%s}
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[n %% #bodies + 1])
+end
+"""
+
+
+def cluster_mode(wrk: str, args: argparse.Namespace) -> None:
+    ring = KeyRing(new_key_entry())
+    caveats = ["delegate = orchestrator", "budget <= 999999999.00 USD", "delegate = researcher", "tools in search"]
+    cost = {"amount": "0.000001", "currency": "USD"}
+    bodies = [
+        json.dumps({"token": mint(ring, "http://bench", caveats)[0], "tool": "search", "cost": cost})
+        for _ in range(CLUSTER_ROOTS)
+    ]
+    script = WRK_MANY_BODIES % ",".join(f"[[{b}]]" for b in bodies)
+    cluster_dir = Path(tempfile.mkdtemp(prefix="bench-redis-cluster-"))
+    tool = str(ROOT / "scripts" / "redis-cluster")
+    cluster = subprocess.run([tool, "start", "--dir", str(cluster_dir)], check=True, capture_output=True, text=True)
+    url = cluster.stdout.strip()
+    configs = [
+        (f"one Redis {args.store}", args.store, ""),
+        ("Redis Cluster 3+3", url, ""),
+        ("Redis Cluster + WAIT 1", url, "1:100"),
+    ]
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    try:
+        for name, store, wait in configs:
+            for workers in (1, 2):
+                results[(name, workers)] = _bench_service(wrk, ring, store, wait, workers, script, args)
+    finally:
+        subprocess.run([tool, "stop", "--dir", str(cluster_dir)], check=False)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+    print(f"/v1/verify over {CLUSTER_ROOTS} roots, {args.connections} connections, {args.duration}s per run")
+    cols = "".join(f"{f'{w} process(es): req/s':>24}{'p50 ms':>8}{'p99 ms':>8}{'non-2xx':>8}" for w in (1, 2))
+    print(f"{'store':<38}{cols}")
+    for name, _, _ in configs:
+        row = "".join(
+            f"{r['rps']:>24.0f}{r['p50']:>8.2f}{r['p99']:>8.2f}{r['errors']:>8.0f}"
+            for r in (results[(name, 1)], results[(name, 2)])
+        )
+        print(f"{name:<38}{row}")
+
+
+def _bench_service(
+    wrk: str, ring: KeyRing, store: str, wait: str, workers: int, script: str, args: argparse.Namespace
+) -> dict[str, float]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTCAPS_MASTER_KEYS": ring.serialize(),
+        "AGENTCAPS_STORE": store,
+        "AGENTCAPS_REDIS_WAIT": wait,
+        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
+        "AGENTCAPS_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "uvicorn", "scripts.bench_app:app", "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(command, env=env, cwd=ROOT)
+    try:
+        wait_ready(port)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(script)
+        url = f"http://127.0.0.1:{port}/v1/verify"
+        for duration in (1, args.duration):  # warm up, then measure
+            out = subprocess.run(
+                [wrk, "-t2", f"-c{args.connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        os.unlink(f.name)
+    finally:
+        server.terminate()
+        server.wait(10)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
 if __name__ == "__main__":
