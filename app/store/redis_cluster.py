@@ -235,6 +235,7 @@ class RedisClusterStore(RedisStore):
         nodes, username, password = parse_cluster_url(url)
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            require_full_coverage=False,  # a shard that is down must not stop the others: each root is in one
             username=username,
             password=password,
             socket_timeout=timeout,
