@@ -348,6 +348,11 @@ class RedisClusterStore(RedisStore):
             self._refresh_topology()
             raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
 
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        await super().close()
+
     async def ready(self) -> str | None:
         try:
             await self._topology()
