@@ -218,6 +218,8 @@ def _grants(name: str, reply: Any) -> bool:
     """Whether a reply would grant something that a lost write could take back (a denial never does)."""
     if name == "decide":
         return isinstance(reply, str) and reply.startswith("allowed,")
+    if name == "hold":  # a settle or release that happened; {'error', ...} changed nothing
+        return not (isinstance(reply, list) and reply[:1] == ["error"])
     return name in WRITES
 
 

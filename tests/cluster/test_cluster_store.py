@@ -323,6 +323,12 @@ async def test_with_wait_an_allow_is_given_only_once_replicas_have_the_write(clu
         assert (await impossible.decide(charge(tid, limit=2 * USD))).status == "budget_exceeded"
         with pytest.raises(StoreUnavailable):
             await impossible.revoke(tid, "h0", 0)
+        other = secrets.token_hex(16)
+        held = await ok.decide(charge(other, USD, mode="hold"))
+        with pytest.raises(StoreUnavailable):  # a settle that a failover could undo is not confirmed either
+            await impossible.settle(held.hold_id or "", USD, now_ms())
+        with pytest.raises(NotFound):  # but an unknown hold is simply unknown
+            await impossible.settle(f"{other}.{secrets.token_hex(16)}", None, now_ms())
     finally:
         await ok.close()
         await impossible.close()
