@@ -140,7 +140,7 @@ class Authority:
                 BudgetSpec(
                     chain.counter_prefix(b.index),
                     b.limit.micros,
-                    charged and cost is not None and b.limit.currency == cost.currency,
+                    charged,  # every budget is in the cost's currency, or evaluate() denied the call
                     (b.expires_at + 3600) * 1000 if b.expires_at is not None else 0,
                 )
                 for b in analysis.budgets

@@ -84,15 +84,16 @@ class Analysis(msgspec.Struct, frozen=True):
         return None
 
     def currency_denial(self, cost: Amount) -> Denial | None:
+        """Every budget admits only calls costed in its own currency. Were a budget in another currency merely
+        skipped, a holder could append `budget <= 1000 EUR` to a USD-only token and spend euros its parent never
+        allowed: attenuation must only ever narrow."""
         for budget in self.budgets:
-            if budget.limit.currency == cost.currency:
-                return None
-        first = self.budgets[0]
-        return Denial(
-            Code.CURRENCY_MISMATCH,
-            f"the call costs {cost.currency} but the token's budgets are in "
-            f"{','.join(sorted({b.limit.currency for b in self.budgets}))}",
-        ).at(first.caveat, first.hop)
+            if budget.limit.currency != cost.currency:
+                return Denial(
+                    Code.CURRENCY_MISMATCH,
+                    f"the call costs {cost.currency} but this budget is in {budget.limit.currency}",
+                ).at(budget.caveat, budget.hop)
+        return None
 
 
 def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
