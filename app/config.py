@@ -32,6 +32,7 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     verifier_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> audience name
     store_timeout: float = 1.0
+    redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
 
     @property
     def public_location(self) -> str:
@@ -56,6 +57,7 @@ class Settings:
             "port": int(port_text),
             "location": env.get("AGENTCAPS_LOCATION", ""),
             "store_timeout": timeout,
+            "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")

@@ -72,7 +72,7 @@ class Unauthorized(Exception):
 
 
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
-    store = store or open_store(settings.store, settings.store_timeout)
+    store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
     authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from app.errors import ConfigError
 from app.store.base import Store
 
 
-def open_store(url: str, timeout: float = 1.0, wait: str | None = None) -> Store:
-    """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`, read from the environment when None)."""
+def open_store(url: str, timeout: float = 1.0, wait: str = "") -> Store:
+    """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`), Settings.redis_wait."""
     scheme = url.partition("://")[0]
-    wait = os.environ.get("AGENTCAPS_REDIS_WAIT", "") if wait is None else wait
     if wait and scheme != "redis+cluster":
         raise ConfigError("AGENTCAPS_REDIS_WAIT is only supported with AGENTCAPS_STORE=redis+cluster://...")
     if url == "memory://":

@@ -216,6 +216,18 @@ def test_an_expired_hold_is_404_and_frees_the_budget(api: Api) -> None:
     assert api.spent(token) == ["3.00"]
 
 
+def test_a_zero_cost_hold_releases_settles_and_expires_without_breaking_the_root(api: Api) -> None:
+    # Regression: releasing 0 once sent HINCRBY '-0', which Redis refuses, and every later call of the root
+    # failed in purge (503 for good).
+    token = api.token(budget=money("10"))
+    assert api.release(hold(api, token, "0")).json()["state"] == "released"
+    assert api.settle(hold(api, token, "0")).json()["state"] == "settled"
+    hold(api, token, "0", ttl=1)
+    api.clock.advance(1)
+    api.allowed(token, cost=money("1"))
+    assert api.spent(token) == ["1.00"]
+
+
 def test_an_expired_hold_is_released_by_the_next_verify(api: Api) -> None:
     token = api.token(budget=money("10"))
     hold(api, token, "10", ttl=1)

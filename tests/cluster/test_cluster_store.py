@@ -186,11 +186,6 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
                 assert not key.endswith(":fence"), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/store/lua: a hold of cost 0 on a budget releases with HINCRBY h '-0', which Redis refuses "
-    "(not an integer); purge() then fails on every later call of that root: the whole root is 503 for good",
-)
 async def test_a_zero_cost_hold_can_be_released_and_expire(store: RedisClusterStore) -> None:
     tid = secrets.token_hex(16)
     now = now_ms()

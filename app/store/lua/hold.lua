@@ -19,7 +19,7 @@ if target == 'released' then amount = '0' end
 if not le(big(amount), big(held)) then return {'error', 'too_much'} end
 for prefix in string.gmatch(prefixes, '[^,]+') do
   local k = key('b', prefix)
-  redis.call('HINCRBY', k, 'h', '-' .. held)
+  redis.call('HINCRBY', k, 'h', neg(held))
   redis.call('HINCRBY', k, 's', amount)
 end
 redis.call('HSET', rec, 'state', target, 'settled', amount)

@@ -23,6 +23,9 @@ local function decimal(a)
   return string.format('%d%09d', a[1], a[2])
 end
 
+-- The negative of an amount string; Redis's integer parser refuses '-0'.
+local function neg(s) if s == '0' then return '0' end return '-' .. s end
+
 local function balance(prefix)
   local v = redis.call('HMGET', key('b', prefix), 's', 'h')
   return v[1] or '0', v[2] or '0'
@@ -36,7 +39,7 @@ local function purge(now)
     local v = redis.call('HMGET', rec, 'amt', 'b')
     if v[1] then
       for prefix in string.gmatch(v[2], '[^,]+') do
-        redis.call('HINCRBY', key('b', prefix), 'h', '-' .. v[1])
+        redis.call('HINCRBY', key('b', prefix), 'h', neg(v[1]))
       end
     end
     redis.call('DEL', rec)
