@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.system.conftest import RedisServer, Service, wait_until
+from tests.processes import RedisServer, Service, wait_until
 
 
 def mint(service: Service, **fields: Any) -> str:

@@ -1,19 +1,18 @@
-"""Real processes: a Redis server of the test's own (so it can be killed) and `serve` processes over HTTP."""
+"""Real processes for tests: a Redis server of the test's own (so it can be killed) and `serve` processes.
+
+The fixtures that use them live in tests/conftest.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.token.keys import KeyRing, new_key_entry
 
@@ -80,17 +79,6 @@ class RedisServer:
         self.process.wait()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: scripts/test installs it")
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
-
-
 @dataclass
 class Service:
     url: str
@@ -119,21 +107,3 @@ def start_service(store: str, tmp: Path, workers: int = 1, ring: KeyRing | None 
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200, what="the service")
     return Service(url, ring, process)
-
-
-@pytest.fixture
-def service_factory(tmp_path: Path) -> Iterator[object]:
-    started: list[Service] = []
-
-    def make(store: str, workers: int = 1, ring: KeyRing | None = None) -> Service:
-        service = start_service(store, tmp_path, workers, ring)
-        started.append(service)
-        return service
-
-    yield make
-    for service in started:
-        service.process.terminate()
-        try:
-            service.process.wait(10)
-        except subprocess.TimeoutExpired:
-            service.process.kill()

@@ -1,0 +1,68 @@
+"""Client and AsyncClient against the service: the same calls, the same answers, denials as values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.api.app import create_app
+from app.api.schemas import Allowed, Denied
+from app.config import Settings
+from app.sdk import ApiError, AsyncClient, Client, Token
+from app.store.memory import MemoryStore
+from tests.processes import ADMIN_KEY, Service
+
+
+def test_the_spec_walkthrough_with_the_sync_client(service_factory: object) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    with Client(service.url, admin_key=ADMIN_KEY) as admin:
+        root = admin.mint(
+            subject="orchestrator", budget="10.00 USD", tools=["search", "pay"], expires_in=3600, max_depth=2
+        )
+    assert root.expires_at is not None and root.caveats[0] == "delegate = orchestrator"
+    child = Token.parse(root.token).attenuate(
+        to="researcher", budget="2.00 USD", tools=["search"], expires_in=600, max_depth=0
+    )
+    with Client(service.url) as client:
+        decision = client.verify(str(child), tool="search", cost="0.05 USD")
+        assert isinstance(decision, Allowed)
+        assert decision.holder == "researcher" and [b.remaining for b in decision.budgets] == ["9.95", "1.95"]
+        denied = client.verify(str(child), tool="pay", cost="0.05 USD")
+        assert isinstance(denied, Denied) and denied.code == "tool_not_allowed" and denied.hop == 1
+        held = client.verify(str(child), tool="search", cost="1 USD", mode="hold", hold_ttl=60)
+        assert isinstance(held, Allowed) and held.hold_id
+        assert client.settle(held.hold_id, "0.25").amount == "0.25"
+        assert client.inspect(str(child)).budgets[1].spent == "0.30"  # type: ignore[index]
+        assert client.revoke(str(child)).token_id == root.token_id
+        revoked = client.verify(str(child), tool="search")
+        assert isinstance(revoked, Denied) and revoked.code == "revoked"
+        with pytest.raises(ApiError) as refused:
+            client.release(held.hold_id)  # settled already
+        assert refused.value.status == 409 and refused.value.code == "conflict"
+        with pytest.raises(ApiError) as bad:
+            client.verify(str(child), tool="search", cost="1.0000001 USD")
+        assert bad.value.status == 400 and bad.value.field == "cost.amount"
+    with Client(service.url) as anonymous, pytest.raises(ApiError) as no_key:
+        anonymous.mint(subject="x")
+    assert no_key.value.status == 401
+
+
+async def test_the_async_client_gives_the_same_answers(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)})
+    transport = httpx.ASGITransport(app=create_app(settings, store=MemoryStore()))
+    async with AsyncClient("http://agentcaps.test", admin_key=settings.admin_keys[0], transport=transport) as c:
+        root = await c.mint("orchestrator", budget="1.00 USD", rate="5/1m")
+        first = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
+        again = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
+        assert isinstance(first, Allowed) and first == again
+        over = await c.verify(root.token, "search", cost="0.60 USD")
+        assert isinstance(over, Denied) and over.code == "budget_exceeded"
+        assert over.budgets is not None and over.budgets[0].remaining == "0.40"
+        with pytest.raises(ApiError) as conflict:
+            await c.verify(root.token, "fetch", cost="0.60 USD", request_id="r1")
+        assert conflict.value.status == 409
+        assert (await c.revoke(token_id=root.token_id)).revoked
+        gone = await c.verify(root.token, "search")
+        assert isinstance(gone, Denied) and gone.code == "revoked"

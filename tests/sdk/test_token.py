@@ -1,0 +1,126 @@
+"""The offline SDK Token: views of a token without its key, and attenuation that refuses to widen."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.sdk import Token, TokenError
+from app.token.keys import KeyRing, new_key_entry
+from app.token.mint import mint
+from app.token.verifier import Verifier
+from caveats.base import Context
+from caveats.money import parse_money
+
+NOW = 1_800_000_000  # a fixed clock: 2027-01-15
+RING = KeyRing(new_key_entry())
+
+
+def root(*caveats: str) -> Token:
+    token, _ = mint(RING, "http://agentcaps.test", ["delegate = orchestrator", *caveats])
+    return Token.parse(token)
+
+
+def test_views_show_hops_holder_caveats_and_identity() -> None:
+    parent = root("budget <= 10.00 USD", "tools in search,pay", "depth <= 2")
+    child = parent.attenuate(to="researcher", budget="2.00 USD", tools=["search"], max_depth=0, now=NOW)
+    assert child.holder == "researcher" and child.delegation == ["orchestrator", "researcher"]
+    assert [(h.hop, h.agent) for h in child.hops] == [(0, "orchestrator"), (1, "researcher")]
+    assert child.hops[1].caveats == ["delegate = researcher", "tools in search", "budget <= 2.00 USD", "depth <= 0"]
+    assert child.caveats[:4] == parent.caveats
+    assert child.token_id == parent.token_id and child.key_id == parent.key_id
+    assert str(Token.parse(str(child) + "\n")) == str(child)
+
+
+def test_attenuated_tokens_verify_with_the_key_and_narrow() -> None:
+    parent = root("budget <= 10.00 USD", "tools in search,pay")
+    child = parent.attenuate(to="buyer", budget="5 USD", tools=["pay"], args={"amount": "<= 3"}, now=NOW)
+    chain = Verifier(RING).verify(str(child))
+    analysis = chain.analysis
+    ok = Context(NOW, "pay", None, parse_money("1 USD"), {"amount": 3}, len(analysis.delegation))
+    assert analysis.evaluate(ok) is None
+    too_much = Context(NOW, "pay", None, parse_money("1 USD"), {"amount": 4}, len(analysis.delegation))
+    assert analysis.evaluate(too_much) is not None
+    search = Context(NOW, "search", None, None, {}, len(analysis.delegation))
+    assert analysis.evaluate(search) is not None  # the parent allowed it, the child does not
+
+
+def test_limits_are_the_tightest_of_each_kind() -> None:
+    token = root(
+        "budget <= 10.00 USD",
+        "cost <= 1 USD",
+        "tools in search,fetch,gh.*",
+        "audience in a,b",
+        "expires < 2027-06-01T00:00:00Z",
+        "depth <= 3",
+        "rate <= 100/1h",
+    ).attenuate(
+        to="r",
+        budget="4 USD",
+        cost_cap="0.5 USD",
+        tools=["gh.issues", "search"],
+        audience=["b"],
+        expires_at="2027-03-01T00:00:00Z",
+        max_depth=1,
+        now=NOW,
+    )
+    limits = token.limits
+    assert limits.budgets == {"USD": "4.00"} and limits.cost_caps == {"USD": "0.50"}
+    assert limits.tools == ["search", "gh.issues"] and limits.audience == ["b"]
+    assert limits.expires_at == "2027-03-01T00:00:00Z"
+    assert limits.delegations_left == 1  # 3 allowed after hop 0, one used; 1 allowed after hop 1
+    assert limits.rates == ["rate <= 100/1h"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"budget": "10.01 USD"}, "more than the 10.00 USD"),
+        ({"budget": "1 EUR"}, "limits are in USD"),
+        ({"cost_cap": "2 USD"}, "more than the 1.00 USD"),
+        ({"tools": ["search", "shell"]}, "tools shell are not within"),
+        ({"tools": ["gh.*"]}, "not within"),
+        ({"audience": ["c"]}, "audience c is not within"),
+        ({"expires_at": NOW - 1}, "already past"),
+        ({"expires_at": "2027-01-15T08:00:00+01:00"}, "expires_at: time must be RFC 3339"),
+        ({"expires_in": 0}, "positive"),
+        ({"expires_in": 10, "expires_at": NOW + 10}, "not both"),
+        ({"rate": "1/1y"}, "rate: rate must"),
+        ({"caveats": ["budget <= ５ USD"]}, "caveats[0]"),
+        ({"args": {"amount": "~ 3"}}, "args.amount"),
+        ({}, "nothing to add"),
+        ({"to": "bad name"}, "to: delegate must name one agent"),
+    ],
+)
+def test_attenuation_refuses_what_could_never_hold_or_looks_like_widening(kwargs: dict[str, object], why: str) -> None:
+    token = root("budget <= 10.00 USD", "cost <= 1 USD", "tools in search,gh.issues", "audience in a,b")
+    with pytest.raises(TokenError, match=why.replace("[", r"\[").replace("]", r"\]")):
+        token.attenuate(now=NOW, **kwargs)  # type: ignore[arg-type]
+
+
+def test_no_delegation_past_the_depth_limit_but_restrictions_still_may_be_added() -> None:
+    leaf = root("depth <= 1").attenuate(to="a", now=NOW)
+    with pytest.raises(TokenError, match="no further delegation"):
+        leaf.attenuate(to="b", now=NOW)
+    assert leaf.attenuate(tools=["search"], now=NOW).holder == "a"
+
+
+def test_a_token_that_already_denies_everything_is_not_attenuated() -> None:
+    with pytest.raises(TokenError, match="already denies"):
+        root("frobnicate = 1").attenuate(tools=["x"], now=NOW)
+    with pytest.raises(TokenError, match="expired"):
+        root("expires < 2020-01-01T00:00:00Z").attenuate(tools=["x"], now=NOW)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "not a token", "AgEV", "a" * 20000, "AgEVaHR0cDovL2V4YW1wbGUub3JnLwIFa2V5aWQAAAYg"]
+)
+def test_parse_refuses_what_is_not_an_agentcaps_token(text: str) -> None:
+    with pytest.raises(TokenError, match="not an agentcaps token"):
+        Token.parse(text)
+
+
+def test_denies_now_previews_the_stateless_caveats() -> None:
+    token = root("tools in search", "expires < 2027-01-16T00:00:00Z")
+    assert token.denies_now("search", now=NOW) is None
+    assert token.denies_now("pay", now=NOW).startswith("tool_not_allowed")  # type: ignore[union-attr]
+    assert token.denies_now("search", now=NOW + 86400).startswith("expired")  # type: ignore[union-attr]
