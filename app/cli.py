@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        call_args = json.loads(args.args) if args.args else None
+        call_args = json.loads(args.args, parse_float=Decimal) if args.args else None  # exact, never float
     except json.JSONDecodeError as e:
         raise UsageError(f"--args must be a JSON object: {e}") from None
+    if call_args is not None and not isinstance(call_args, dict):
+        raise UsageError("--args must be a JSON object, like '{\"amount\": 3}'")
     with Client(_url(args), verifier_key=args.verifier_key) as client:
         decision = client.verify(
             _read_token(args.token),
