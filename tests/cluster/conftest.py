@@ -21,9 +21,7 @@ import httpx
 import pytest
 import redis
 
-from tests.system.conftest import RedisServer, Service, free_port, service_factory, wait_until
-
-__all__ = ["service_factory"]  # the system tests' fixture: real `serve` processes
+from tests.processes import RedisServer, Service, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "redis-cluster"

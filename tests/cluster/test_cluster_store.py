@@ -26,7 +26,7 @@ from app.store.redis_cluster import (
     parse_cluster_url,
 )
 from tests.cluster.conftest import Cluster, flush
-from tests.system.conftest import RedisServer
+from tests.processes import RedisServer
 
 USD = 1_000_000
 

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from app.store.redis import base_key
 from app.token.keys import KeyRing, new_key_entry
 from tests.cluster.conftest import Cluster, Load, mint, spent
-from tests.system.conftest import wait_until
+from tests.processes import wait_until
 
 BUDGET = 100
 ROOTS_ON_VICTIM = 12

@@ -18,7 +18,7 @@ from app.store.redis import base_key
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import mint
 from tests.cluster.conftest import Cluster, Load, spent
-from tests.system.conftest import wait_until
+from tests.processes import wait_until
 
 MOVED_SLOTS = 300
 ROOTS_MOVED, ROOTS_STAYING = 8, 4
