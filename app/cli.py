@@ -1,4 +1,4 @@
-"""`agentcaps`: serve | mint | attenuate | inspect | verify | revoke | keys.
+"""`agentcaps`: serve | mint | attenuate | inspect | verify | revoke | keys | gateway.
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
 offline; `mint`, `verify` and `revoke` speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the
@@ -261,6 +261,15 @@ def _revoke_args(p: argparse.ArgumentParser) -> None:
     _service_flags(p, admin=True)
 
 
+def _gateway_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "gateway_args",
+        nargs=argparse.REMAINDER,
+        help="--upstream CMD | --upstream-url URL [--costs FILE] [--verifier URL] [--verifier-key KEY] "
+        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS]",
+    )
+
+
 def _keys_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
@@ -281,7 +290,11 @@ COMMANDS: dict[str, Command] = {
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="agentcaps", description=__doc__.splitlines()[0] if __doc__ else None)
+    top = argparse.ArgumentParser(
+        prog="agentcaps",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="agentcaps gateway --help: the MCP gateway that guards a server you do not own",
+    )
     sub = top.add_subparsers(dest="command", required=True)
     for name, (_, help_text, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -291,6 +304,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gateway"]:
+        # The MCP gateway has its own parser (SPEC 7) and the heavy MCP SDK: loaded only when asked for.
+        from app.mcp.gateway import main as gateway
+
+        return gateway(argv[1:])
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command][0](args)
