@@ -7,7 +7,7 @@ A tool not in the file costs nothing; `from_arg` reads a non-negative decimal (n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import msgspec
 
 from app.api.schemas import Money
 from caveats.grammar import CaveatSyntaxError
-from caveats.money import CURRENCY_RE, format_micros, parse_micros
+from caveats.money import CURRENCY_RE, format_micros, parse_micros, parse_money
 
 
 class CostError(ValueError):
@@ -29,9 +29,14 @@ class _Rule(msgspec.Struct, forbid_unknown_fields=True):
     from_arg: str | None = None
 
 
+Computed = Callable[[Mapping[str, Any]], "Money | str | None"]
+
+
 class CostTable:
-    def __init__(self, rules: Mapping[str, Any] | None = None) -> None:
-        """`rules` as in the file: {tool: {"amount" | "from_arg": ..., "currency": ...}}."""
+    def __init__(self, rules: Mapping[str, Any] | None = None, computed: Mapping[str, Computed] | None = None) -> None:
+        """`rules` as in the file: {tool: {"amount" | "from_arg": ..., "currency": ...}}. `computed` (in code only)
+        maps a tool to a function of its arguments returning a Money, `"0.25 USD"`, or None for free."""
+        self.computed = dict(computed or {})
         try:
             self.rules = msgspec.convert(dict(rules or {}), dict[str, _Rule])
         except msgspec.ValidationError as e:
@@ -52,6 +57,8 @@ class CostTable:
             raise ValueError(f"cost file {path}: {e}") from None
 
     def cost_of(self, tool: str, args: Mapping[str, Any]) -> Money | None:
+        if tool in self.computed:
+            return self._computed(tool, args)
         rule = self.rules.get(tool)
         if rule is None:
             return None
@@ -75,3 +82,16 @@ class CostTable:
                 f"argument '{rule.from_arg}' must be a non-negative amount with at most 6 decimals, got {text[:40]!r}"
             ) from None
         return Money(format_micros(micros), rule.currency)
+
+    def _computed(self, tool: str, args: Mapping[str, Any]) -> Money | None:
+        try:
+            value = self.computed[tool](args)
+        except Exception as e:  # the function could not price this call: it does not run
+            raise CostError(f"the cost of {tool!r} could not be computed from its arguments: {e}") from None
+        if value is None:
+            return None
+        try:
+            amount = parse_money(f"{value.amount} {value.currency}" if isinstance(value, Money) else value)
+        except (CaveatSyntaxError, TypeError):
+            raise CostError(f"the cost of {tool!r} was computed as {value!r}, not an amount like '0.25 USD'") from None
+        return Money(format_micros(amount.micros), amount.currency)

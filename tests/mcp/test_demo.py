@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_demo_runs_every_expected_allow_and_deny() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every call was allowed or denied as expected" in done.stdout
     assert "orchestrator 4.51 / 10.00 USD" in done.stdout and "buyer        4.50 / 5.00 USD" in done.stdout

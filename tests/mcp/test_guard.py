@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
+import httpx
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent
 
@@ -12,6 +16,7 @@ from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS, build
 from app.sdk.client import AsyncClient
 from tests.mcp.conftest import Agents
+from tests.processes import Service
 
 
 def token_meta(token: str) -> dict[str, Any]:
@@ -118,3 +123,26 @@ async def test_an_unreachable_verifier_denies_and_the_tool_never_runs(agents: Ag
     async with Client(server) as client:
         result = await client.call_tool("search", {"query": "q"}, meta=token_meta(agents.root))
     assert text(result).startswith("agentcaps denied store_unavailable:") and ran == []
+
+
+async def test_a_guarded_server_over_stdio_asks_the_real_service(service_factory: object) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    minted = httpx.post(
+        service.url + "/v1/tokens",
+        headers=service.admin(),
+        timeout=5,
+        json={"subject": "orchestrator", "budget": {"amount": "1.00", "currency": "USD"}, "tools": ["search"]},
+    ).json()
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.mcp.example_server", "--guard"],
+        env={**os.environ, "AGENTCAPS_URL": service.url},
+    )
+    async with Client(server) as client:
+        listed = await client.list_tools(meta=token_meta(minted["token"]))
+        allowed = await client.call_tool("search", {"query": "q"}, meta=token_meta(minted["token"]))
+        denied = await client.call_tool("pay", {"amount": 1, "to": "x"}, meta=token_meta(minted["token"]))
+    assert [t.name for t in listed.tools] == ["search"]
+    assert not allowed.is_error and text(denied).startswith("agentcaps denied tool_not_allowed:")
+    inspected = httpx.post(service.url + "/v1/inspect", json={"token": minted["token"]}, timeout=5).json()
+    assert inspected["budgets"][0]["spent"] == "0.01"
