@@ -72,3 +72,25 @@ async def test_agentcaps_gateway_over_stdio_with_a_real_service(service_factory:
     inspected = httpx.post(service.url + "/v1/inspect", json={"token": str(buyer)}, timeout=5).json()
     assert [b["spent"] for b in inspected["budgets"]] == ["2.50", "2.50"]
     assert ADMIN_KEY  # the service's admin key minted the root above
+
+
+async def test_the_gateway_forwards_resources_and_prompts_untouched(guard: Guard) -> None:
+    upstream_server = build()
+
+    @upstream_server.resource("docs://readme")
+    def readme() -> str:
+        return "the upstream's readme"
+
+    @upstream_server.prompt()
+    def review(code: str) -> str:
+        return f"Please review: {code}"
+
+    async with Client(upstream_server) as upstream, Client(build_gateway(upstream, guard)) as agent:
+        resources = await agent.list_resources()
+        content = await agent.read_resource("docs://readme")
+        prompts = await agent.list_prompts()
+        prompt = await agent.get_prompt("review", {"code": "x = 1"})
+    assert [str(r.uri) for r in resources.resources] == ["docs://readme"]
+    assert getattr(content.contents[0], "text", None) == "the upstream's readme"
+    assert [p.name for p in prompts.prompts] == ["review"]
+    assert "Please review: x = 1" in str(prompt.messages[0].content)
