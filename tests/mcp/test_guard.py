@@ -12,9 +12,13 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent
 
+from app.api.schemas import MintRequest, Money
+from app.authority import Authority
 from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS, build
 from app.sdk.client import AsyncClient
+from app.store.memory import MemoryStore
+from app.token.keys import KeyRing, new_key_entry
 from tests.mcp.conftest import Agents
 from tests.processes import Service
 
@@ -146,3 +150,22 @@ async def test_a_guarded_server_over_stdio_asks_the_real_service(service_factory
     assert not allowed.is_error and text(denied).startswith("agentcaps denied tool_not_allowed:")
     inspected = httpx.post(service.url + "/v1/inspect", json={"token": minted["token"]}, timeout=5).json()
     assert inspected["budgets"][0]["spent"] == "0.01"
+
+
+async def test_a_hold_that_expires_while_the_tool_runs_is_charged_directly_once() -> None:
+    now = [1_800_000_000.0]
+    authority = Authority(KeyRing(new_key_entry()), MemoryStore(), "http://agentcaps.test", clock=lambda: now[0])
+    root = authority.mint(MintRequest("orchestrator", budget=Money("10.00", "USD"))).token
+    costs = CostTable({"slow": {"amount": "3", "currency": "USD"}})
+    server = MCPServer("slow", middleware=[Guard(LocalVerifier(authority), costs, hold_ttl=1)])
+
+    @server.tool()
+    def slow() -> str:
+        now[0] += 5  # the hold (1 s) expires while the tool works
+        return "done"
+
+    async with Client(server) as client:
+        result = await client.call_tool("slow", {}, meta=token_meta(root))
+    assert not result.is_error
+    budgets = (await authority.inspect(root)).budgets or []
+    assert [(b.spent, b.held) for b in budgets] == [("3.00", "0.00")]
