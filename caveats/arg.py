@@ -59,6 +59,7 @@ class Arg(Caveat, frozen=True):
     path: tuple[str, ...]
     op: str
     values: tuple[str, ...]
+    bound: Decimal | None = None  # the number of an ordering comparison, parsed once
 
     @classmethod
     def parse_arg(cls, key: str, op: str, value: str) -> Arg:
@@ -70,22 +71,26 @@ class Arg(Caveat, frozen=True):
                 raise CaveatSyntaxError(f"'{op}' needs a decimal number, got {value!r}")
         elif not (_LIST_RE if op == "in" else _VALUE_RE).fullmatch(value):
             raise CaveatSyntaxError(f"argument value must be printable ASCII without spaces, got {value!r}")
-        return cls(tuple(path.split(".")), op, tuple(value.split(",")) if op == "in" else (value,))
+        values = tuple(value.split(",")) if op == "in" else (value,)
+        return cls(tuple(path.split(".")), op, values, Decimal(value) if op in _ORDER else None)
 
     def holds(self, value: Any) -> bool:
-        if self.op in _ORDER:
+        if self.bound is not None:
             number = as_number(value)
-            return number is not None and _ORDER[self.op](number, Decimal(self.values[0]))
-        if isinstance(value, Mapping | list) or value is None:
+            return number is not None and _ORDER[self.op](number, self.bound)
+        if isinstance(value, str):  # the common case, without a call per listed value
+            matched = value in self.values
+        elif isinstance(value, Mapping | list) or value is None:
             return False
-        matched = any(equals(value, text) for text in self.values)
+        else:
+            matched = any(equals(value, text) for text in self.values)
         return not matched if self.op == "!=" else matched
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
-        name = ".".join(self.path)
         value = lookup(ctx.args, self.path)
+        if value is not _MISSING and self.holds(value):
+            return None
+        name = ".".join(self.path)
         if value is _MISSING:
             return Denial(Code.ARG_MISMATCH, f"argument '{name}' is missing")
-        if self.holds(value):
-            return None
         return Denial(Code.ARG_MISMATCH, f"argument '{name}' is not {self.op} {','.join(self.values)}")
