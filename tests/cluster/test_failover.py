@@ -38,6 +38,11 @@ def spend_until_denied(url: str, token: str) -> int:
         allowed += 1
 
 
+def no_dropped_requests(load: Load) -> bool:
+    assert not load.errors, f"the service dropped requests: {load.errors[:3]!r}"
+    return True
+
+
 def victim_allowed(load: Load, since: float) -> list[float]:
     """When the dead master's roots were allowed since `since` (the first ROOTS_ON_VICTIM roots)."""
     return [a.at for a in list(load.answers) if a.at > since and a.status == 200 and a.root < ROOTS_ON_VICTIM]
@@ -69,7 +74,15 @@ def test_a_master_killed_under_load_gives_503s_then_recovers_and_the_overspend_i
             wait_until(lambda: load.allowed() >= 300, what="allowed spends before the kill")
             cluster.kill(victim)
             killed = time.monotonic()
-            wait_until(lambda: sum(1 for a in load.answers if a.at > killed and a.status == 503) >= 20, what="503s")
+            # On a loaded 2-core CI machine the failover can be quick or slow: wait for a few 503s, and fail at once,
+            # with the reason, if the service dropped a request (a worker then stops sending).
+            wait_until(
+                lambda: (
+                    no_dropped_requests(load) and sum(1 for a in load.answers if a.at > killed and a.status == 503) >= 5
+                ),
+                timeout=60,
+                what="503s",
+            )
             if wait:
                 # The new master has no replica left to acknowledge: allows stay 503 until the old master is
                 # back as its replica. Restart it, as an orchestrator would.
