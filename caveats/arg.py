@@ -37,8 +37,10 @@ def lookup(args: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def as_number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | Decimal):
-        return Decimal(value) if value == value else None  # NaN never compares
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None  # NaN and Infinity are not exact decimals; sNaN would raise
     if isinstance(value, str) and _NUMBER_RE.fullmatch(value):
         return Decimal(value)
     return None
@@ -80,10 +82,10 @@ class Arg(Caveat, frozen=True):
             return number is not None and _ORDER[self.op](number, self.bound)
         if isinstance(value, str):  # the common case, without a call per listed value
             matched = value in self.values
-        elif isinstance(value, Mapping | list) or value is None:
-            return False
-        else:
+        elif isinstance(value, bool | int) or (isinstance(value, Decimal) and value.is_finite()):
             matched = any(equals(value, text) for text in self.values)
+        else:  # objects, arrays, null, and anything no JSON body yields (floats, NaN, tuples): never holds
+            return False
         return not matched if self.op == "!=" else matched
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
