@@ -36,11 +36,11 @@ def restriction_caveats(
     if to is not None:
         fields.append(("to", f"delegate = {to}"))
     if expires_at is not None:
-        fields.append(("expires", f"expires < {format_instant(expires_at)}"))
+        fields.append(("expires", f"expires < {instant_text(expires_at)}"))
     if tools is not None:
-        fields.append(("tools", f"tools in {','.join(tools)}"))
+        fields.append(("tools", f"tools in {','.join(names(tools, 'tools'))}"))
     if audience is not None:
-        fields.append(("audience", f"audience in {','.join(audience)}"))
+        fields.append(("audience", f"audience in {','.join(names(audience, 'audience'))}"))
     if budget is not None:
         fields.append(("budget", f"budget <= {money_text(budget)}"))
     if cost_cap is not None:
@@ -56,6 +56,21 @@ def restriction_caveats(
     for name, text in fields:
         checked_parse(name, text)
     return [text for _, text in fields]
+
+
+def instant_text(seconds: int) -> str:
+    """The instant's caveat text; one the platform's time_t cannot hold is a field error, not OverflowError."""
+    try:
+        return format_instant(seconds)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"expires: {seconds} is not a time from 1970 to 9999") from None
+
+
+def names(items: Iterable[str], field: str) -> Iterable[str]:
+    """A list of names; a bare string would otherwise be joined letter by letter (`s,e,a,r,c,h`)."""
+    if isinstance(items, str):
+        raise ValueError(f"{field}: give a list of names, not one string")
+    return items
 
 
 def checked_parse(name: str, text: str) -> Caveat:
