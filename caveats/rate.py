@@ -14,7 +14,7 @@ from caveats.grammar import CaveatSyntaxError, parse_uint
 MAX_COUNT = 100_000
 MAX_WINDOW = 366 * 86_400
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_RATE_RE = re.compile(r"([0-9]+)/([1-9][0-9]{0,5})([smhd])")
+_RATE_RE = re.compile(r"([0-9]+)/([1-9][0-9]{0,7})([smhd])")  # 8 digits: 31622400s is 366d
 
 
 class Rate(Caveat, frozen=True):

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from caveats import Caveat, Code, Context, parse
+from caveats import Caveat, Code, Context, Denial, parse
 from caveats.build import restriction_caveats
+from caveats.rate import Rate
 
 # Values no JSON body decodes to, but a Python caller (the MCP guard, the SDK, json.loads' NaN/Infinity
 # constants) can hand over. `arg.x != 5` held for the float 5.0 and for NaN; `arg.x > 5` held for
@@ -57,3 +58,16 @@ def test_builder_raises_value_error_naming_the_field(kwargs: dict[str, Any], fie
     with pytest.raises(ValueError) as raised:
         restriction_caveats(**kwargs)
     assert str(raised.value).startswith(f"{field}: ")
+
+
+# SPEC §2 bounds a rate window at 366 days in any of s, m, h, d; the window number was capped at six digits,
+# so `rate <= 1/31622400s` (exactly 366d) and every window from 1000000s (11.6 days) up failed closed.
+@pytest.mark.parametrize(("text", "window"), [("rate <= 1/1000000s", 1_000_000), ("rate <= 1/31622400s", 31_622_400)])
+def test_windows_in_seconds_up_to_366_days_parse(text: str, window: int) -> None:
+    assert parse(text) == Rate(1, window)
+
+
+@pytest.mark.parametrize("text", ["rate <= 1/31622401s", "rate <= 1/99999999s", "rate <= 1/100000000s"])
+def test_windows_beyond_366_days_stay_malformed(text: str) -> None:
+    result = parse(text)
+    assert isinstance(result, Denial) and result.code == Code.MALFORMED_CAVEAT
