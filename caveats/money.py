@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 from decimal import Decimal
 
@@ -58,11 +59,18 @@ def format_micros(micros: int) -> str:
     return f"{sign}{whole}.{digits}"
 
 
+# Scaling in the thread's context rounded to 28 digits (12345678901234567890123.0000001 came back whole) and
+# raised decimal.Overflow near Emax; this context is exact for every finite Decimal.
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[])
+MAX_DIGITS = 30  # no amount has more whole digits; bounds the int built from a huge exponent
+
+
 def decimal_to_micros(value: Decimal) -> int | None:
-    """An exact Decimal as micro-units, or None if it has finer precision than a micro-unit or is not finite."""
-    if not value.is_finite():
+    """An exact Decimal as micro-units, or None if it has finer precision than a micro-unit, is not finite, or
+    has more than MAX_DIGITS whole digits."""
+    if not value.is_finite() or value.adjusted() >= MAX_DIGITS:
         return None
-    scaled = value.scaleb(6)
-    if scaled != scaled.to_integral_value():
+    scaled = value.scaleb(6, context=_EXACT)
+    if scaled != scaled.to_integral_value(context=_EXACT):
         return None
     return int(scaled)

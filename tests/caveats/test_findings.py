@@ -9,6 +9,7 @@ import pytest
 
 from caveats import Caveat, Code, Context, Denial, parse
 from caveats.build import restriction_caveats
+from caveats.money import decimal_to_micros
 from caveats.rate import Rate
 
 # Values no JSON body decodes to, but a Python caller (the MCP guard, the SDK, json.loads' NaN/Infinity
@@ -71,3 +72,26 @@ def test_windows_in_seconds_up_to_366_days_parse(text: str, window: int) -> None
 def test_windows_beyond_366_days_stay_malformed(text: str) -> None:
     result = parse(text)
     assert isinstance(result, Denial) and result.code == Code.MALFORMED_CAVEAT
+
+
+# decimal_to_micros scaled in the default 28-digit context: long values were rounded into a wrong whole
+# number of micros instead of being refused, and exponents near Emax raised decimal.Overflow.
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        (Decimal("12345678901234567890123.0000001"), None),
+        (Decimal("1234567890123456789012345.1234561"), None),
+        (Decimal("1234567890123456789012345.123456"), 1234567890123456789012345123456),
+        (Decimal("999999999999.999999"), 10**18 - 1),
+        (Decimal("-0.000001"), -1),
+        (Decimal("0E-1000"), 0),
+        (Decimal("1E+29"), 10**35),
+        (Decimal("1E+30"), None),
+        (Decimal("1E+999999"), None),
+        (Decimal("-9E+999999"), None),
+        (Decimal("1E-999999"), None),
+        (Decimal("sNaN"), None),
+    ],
+)
+def test_decimal_to_micros_is_exact_or_none(value: Decimal, micros: int | None) -> None:
+    assert decimal_to_micros(value) == micros
