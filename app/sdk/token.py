@@ -146,6 +146,9 @@ class Token:
         """A new token with `delegate = <to>` (if given) first, then these restrictions. Offline, no key."""
         now_s = int(time.time() if now is None else now)
         deadline = self._deadline(expires_in, expires_at, now_s)
+        for name, names in (("tools", tools), ("audience", audience)):
+            if isinstance(names, str):  # list("search") would be s,e,a,r,c,h
+                raise TokenError(f"{name}: give a list of names, like [{names!r}]")
         tools = list(tools) if tools is not None else None
         audience = list(audience) if audience is not None else None
         self._refuse_widening(to, budget, cost_cap, tools, audience, now_s)

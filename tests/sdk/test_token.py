@@ -88,6 +88,8 @@ def test_limits_are_the_tightest_of_each_kind() -> None:
         ({"caveats": ["budget <= ５ USD"]}, "caveats[0]"),
         ({"args": {"amount": "~ 3"}}, "args.amount"),
         ({}, "nothing to add"),
+        ({"tools": "search"}, "tools: give a list of names"),
+        ({"audience": "a"}, "audience: give a list of names"),
         ({"to": "bad name"}, "to: delegate must name one agent"),
     ],
 )
