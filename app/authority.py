@@ -31,7 +31,7 @@ from app.api.schemas import (
     VerifyRequest,
 )
 from app.errors import Conflict, InvalidToken, StoreUnavailable
-from app.store.base import BudgetSpec, Decision, Outcome, RateSpec, Store
+from app.store.base import BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
@@ -237,7 +237,7 @@ class Authority:
         parts: list[Any] = [chain.chain_id, req.tool, req.args, audience, req.cost, req.mode, req.hold_ttl]
         return hashlib.sha256(_fingerprint_encoder.encode(parts)).hexdigest()
 
-    async def _inspect(self, chain: VerifiedChain, now: float) -> Any:
+    async def _inspect(self, chain: VerifiedChain, now: float) -> Inspection:
         prefixes = tuple(chain.counter_prefix(b.index) for b in chain.analysis.budgets)
         return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000))
 
