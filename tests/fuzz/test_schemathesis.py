@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 
 import schemathesis
@@ -11,7 +13,10 @@ from app.api.app import create_app
 from app.config import Settings
 from app.store.memory import MemoryStore
 
-_settings = Settings.from_env({"AGENTCAPS_DATA_DIR": tempfile.mkdtemp(prefix="agentcaps-fuzz-")})
+# The schema is loaded at import, before any fixture: the data dir is made here and removed at exit.
+_data_dir = tempfile.mkdtemp(prefix="agentcaps-fuzz-")
+atexit.register(shutil.rmtree, _data_dir, True)
+_settings = Settings.from_env({"AGENTCAPS_DATA_DIR": _data_dir})
 schema = schemathesis.openapi.from_asgi("/schema", create_app(_settings, store=MemoryStore()))
 
 
