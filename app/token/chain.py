@@ -9,6 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
+from typing import cast
+
+# hmac.digest("sha256") ends in OpenSSL's one-shot HMAC (`_hashlib.hmac_digest`); calling that directly skips
+# hmac.digest's Python-level dispatch, about 0.2 us of 1.5 per HMAC, and a verify does one per caveat.
+try:
+    import _hashlib
+
+    hmac_sha256 = cast(Callable[[bytes, bytes, str], bytes], _hashlib.hmac_digest)
+except (ImportError, AttributeError):  # pragma: no cover - a Python built without OpenSSL
+    hmac_sha256 = hmac.digest
 
 KEY_GENERATOR = b"macaroons-key-generator"
 _PREFIX_TAG = b"agentcaps/prefix\x00"
@@ -16,15 +27,15 @@ _PREFIX_HASH = hashlib.sha256(_PREFIX_TAG)  # copied per prefix: cheaper than ha
 
 
 def derived_key(root_key: bytes) -> bytes:
-    return hmac.digest(KEY_GENERATOR, root_key, "sha256")
+    return hmac_sha256(KEY_GENERATOR, root_key, "sha256")
 
 
 def signatures(root_key: bytes, identifier: bytes, caveats: tuple[bytes, ...]) -> list[bytes]:
     """[sig_0, sig_1, ..., sig_n]: the chain after the identifier and after each caveat."""
-    sig = hmac.digest(derived_key(root_key), identifier, "sha256")
+    sig = hmac_sha256(derived_key(root_key), identifier, "sha256")
     sigs = [sig]
     for caveat in caveats:
-        sig = hmac.digest(sig, caveat, "sha256")
+        sig = hmac_sha256(sig, caveat, "sha256")
         sigs.append(sig)
     return sigs
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
 
 from app.errors import ConfigError
+from app.token.chain import hmac_sha256
 
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ROOT_TAG = b"agentcaps/root/v1\x00"
@@ -41,7 +41,7 @@ class KeyRing:
         master = self.keys.get(kid)
         if master is None:
             return None
-        return hmac.digest(master, _ROOT_TAG + token_id + b"\x00" + location, "sha256")
+        return hmac_sha256(master, _ROOT_TAG + token_id + b"\x00" + location, "sha256")
 
     @classmethod
     def parse(cls, text: str) -> KeyRing:
