@@ -67,9 +67,14 @@ def wait_ready(port: int, timeout: float = 20.0) -> None:
     raise SystemExit("the server did not start")
 
 
-def run_wrk(wrk: str, url: str, body: str, connections: int, duration: int, pause_ms: int = 0) -> dict[str, float]:
+def one_body(body: str, pause_ms: int = 0) -> str:
+    """The wrk script that posts `body`, each connection pausing `pause_ms` before each request."""
+    return WRK_SCRIPT % (body, pause_ms)
+
+
+def run_wrk(wrk: str, url: str, script: str, connections: int, duration: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_SCRIPT % (body, pause_ms))
+        f.write(script)
     out = subprocess.run(
         [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
         capture_output=True,
@@ -91,10 +96,29 @@ def at_fraction_of_peak(
     target = fraction * peak
     pause = 1000 * connections / target
     for _ in range(2):
-        probe = run_wrk(wrk, url, body, connections, 2, max(1, round(pause)))
+        probe = run_wrk(wrk, url, one_body(body, max(1, round(pause))), connections, 2)
         latency = 1000 * connections / probe["rps"] - pause
         pause = max(1.0, 1000 * connections / target - latency)
-    return run_wrk(wrk, url, body, connections, duration, max(1, round(pause)))
+    return run_wrk(wrk, url, one_body(body, max(1, round(pause))), connections, duration)
+
+
+def start_service(ring: KeyRing, store: str, workers: int, wait: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """The service plus the bare route (scripts/bench_app.py) under uvicorn on a free port, ready."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTCAPS_MASTER_KEYS": ring.serialize(),
+        "AGENTCAPS_STORE": store,
+        "AGENTCAPS_REDIS_WAIT": wait,
+        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
+        "AGENTCAPS_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "uvicorn", "scripts.bench_app:app", "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(command, env=env, cwd=ROOT)
+    wait_ready(port)
+    return server, port
 
 
 def _ms(text: str) -> float:
@@ -115,8 +139,6 @@ def main() -> None:
         cluster_mode(wrk, args)
         return
     ring = KeyRing(new_key_entry())
-    port = free_port()
-    location = f"http://127.0.0.1:{port}"
     caveats = [
         "delegate = orchestrator",
         "expires < 2099-01-01T00:00:00Z",
@@ -129,44 +151,17 @@ def main() -> None:
         "cost <= 1.00 USD",
         "arg.q != forbidden",
     ]
-    token, _ = mint(ring, location, caveats)
+    token, _ = mint(ring, "http://bench", caveats)
     body = json.dumps(
         {"token": token, "tool": "search", "args": {"q": "agents"}, "cost": {"amount": "0.000001", "currency": "USD"}}
     )
-    env = {
-        **os.environ,
-        "AGENTCAPS_MASTER_KEYS": ring.serialize(),
-        "AGENTCAPS_STORE": args.store,
-        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
-        "AGENTCAPS_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "scripts.bench_app:app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+    server, port = start_service(ring, args.store, args.workers)
+    location = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(port)
         results: dict[str, dict[str, float]] = {}
         for name, path in (("bare", "/bare"), ("verify", "/v1/verify")):
-            run_wrk(wrk, location + path, body, args.connections, 1)  # warm up
-            peak = run_wrk(wrk, location + path, body, args.connections, args.duration)
+            run_wrk(wrk, location + path, one_body(body), args.connections, 1)  # warm up
+            peak = run_wrk(wrk, location + path, one_body(body), args.connections, args.duration)
             paced = at_fraction_of_peak(wrk, location + path, body, args.connections, peak["rps"], 0.8)
             results[name] = {
                 **peak,
@@ -243,39 +238,14 @@ def cluster_mode(wrk: str, args: argparse.Namespace) -> None:
 def _bench_service(
     wrk: str, ring: KeyRing, store: str, wait: str, workers: int, script: str, args: argparse.Namespace
 ) -> dict[str, float]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AGENTCAPS_MASTER_KEYS": ring.serialize(),
-        "AGENTCAPS_STORE": store,
-        "AGENTCAPS_REDIS_WAIT": wait,
-        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
-        "AGENTCAPS_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [sys.executable, "-m", "uvicorn", "scripts.bench_app:app", "--factory", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    server = subprocess.Popen(command, env=env, cwd=ROOT)
+    server, port = start_service(ring, store, workers, wait)
+    url = f"http://127.0.0.1:{port}/v1/verify"
     try:
-        wait_ready(port)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(script)
-        url = f"http://127.0.0.1:{port}/v1/verify"
-        for duration in (1, args.duration):  # warm up, then measure
-            out = subprocess.run(
-                [wrk, "-t2", f"-c{args.connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        os.unlink(f.name)
+        run_wrk(wrk, url, script, args.connections, 1)  # warm up
+        return run_wrk(wrk, url, script, args.connections, args.duration)
     finally:
         server.terminate()
         server.wait(10)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
 if __name__ == "__main__":
