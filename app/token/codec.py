@@ -74,6 +74,8 @@ def decode(token: str) -> RawMacaroon:
         if data[0] != VERSION:
             raise InvalidToken("token is not a version 2 macaroon")
         location, pos = _field(data, 1, LOCATION) if data[1] == LOCATION else (b"", 1)
+        if pos > 1 and not location:  # an empty field spells "no location" a second way
+            raise InvalidToken("token has an empty location field")
         identifier, pos = _field(data, pos, IDENTIFIER)
         pos = _end_of_section(data, pos)
         caveats: list[bytes] = []

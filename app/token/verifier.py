@@ -46,7 +46,13 @@ class VerifiedChain(msgspec.Struct, frozen=True):
 class Verifier:
     def __init__(self, ring: KeyRing, cache_size: int = CACHE_SIZE) -> None:
         self.ring = ring
-        self.verify = functools.lru_cache(maxsize=cache_size)(self._verify)
+        self.cached = functools.lru_cache(maxsize=cache_size)(self._verify)
+
+    def verify(self, token: str) -> VerifiedChain:
+        """The verified chain of `token`, or InvalidToken. Only a str is a token (the cache would hash anything)."""
+        if type(token) is not str:
+            raise InvalidToken("a token is a string")
+        return self.cached(token)
 
     def _verify(self, token: str) -> VerifiedChain:
         raw = codec.decode(token)

@@ -155,23 +155,14 @@ def test_unused_trailing_bits_must_be_zero(rest: int, padded: bool) -> None:
         pytest.param(
             bytearray(GOOD.encode()),
             id="bytearray",
-            marks=pytest.mark.xfail(
-                strict=True, raises=TypeError, reason="Verifier.verify's lru_cache hashes the argument first"
-            ),
         ),
         pytest.param(
             [GOOD],
             id="list",
-            marks=pytest.mark.xfail(
-                strict=True, raises=TypeError, reason="Verifier.verify's lru_cache hashes the argument first"
-            ),
         ),
         pytest.param(
             {"token": GOOD},
             id="dict",
-            marks=pytest.mark.xfail(
-                strict=True, raises=TypeError, reason="Verifier.verify's lru_cache hashes the argument first"
-            ),
         ),
     ],
 )
@@ -310,11 +301,6 @@ def test_a_wrong_length_is_refused() -> None:
             refused(b64(data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an empty location has two spellings, no field and an empty field (01 00): both decode and verify",
-)
 def test_an_empty_location_has_one_spelling() -> None:
     without = signed([b"delegate = a"], location=b"")  # no location field
     assert without[1] == ID
