@@ -27,6 +27,12 @@ def attenuate(token: str, caveats: list[str]) -> str:
     for caveat in added:
         sig = chain.extend(sig, caveat)
     out = raw._replace(caveats=raw.caveats + added, signature=sig)
+    # The verifier's limits, checked here too: a token it would refuse is better never made.
     if len(out.caveats) > codec.MAX_CAVEATS:
         raise ValueError(f"a token holds at most {codec.MAX_CAVEATS} caveats")
-    return codec.encode(out)
+    if any(len(caveat) > codec.MAX_CAVEAT_BYTES for caveat in added):
+        raise ValueError(f"a caveat is at most {codec.MAX_CAVEAT_BYTES} bytes")
+    encoded = codec.encode(out)
+    if len(encoded) > codec.MAX_TOKEN_CHARS:
+        raise ValueError(f"the token would be over {codec.MAX_TOKEN_CHARS // 1024} KiB")
+    return encoded

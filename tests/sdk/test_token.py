@@ -126,3 +126,14 @@ def test_denies_now_previews_the_stateless_caveats() -> None:
     assert token.denies_now("search", now=NOW) is None
     assert token.denies_now("pay", now=NOW).startswith("tool_not_allowed")  # type: ignore[union-attr]
     assert token.denies_now("search", now=NOW + 86400).startswith("expired")  # type: ignore[union-attr]
+
+
+def test_attenuation_never_makes_a_token_the_verifier_would_refuse() -> None:
+    token = root()
+    long_names = ",".join(f"{i}" + "t" * 120 for i in range(9))  # a valid caveat of about 1.1 KiB
+    with pytest.raises(TokenError, match="at most 1024 bytes"):
+        token.attenuate(caveats=[f"tools in {long_names}"], now=NOW)
+    big = token.attenuate(caveats=["arg.x = " + "a" * 250] * 45, now=NOW)  # about 15 KiB serialized
+    with pytest.raises(TokenError, match="over 16 KiB"):
+        big.attenuate(caveats=["arg.y = " + "b" * 250] * 5, now=NOW)
+    assert Verifier(RING).verify(str(big)).analysis.texts[-1].startswith("arg.x = ")
