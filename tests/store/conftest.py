@@ -1,30 +1,73 @@
-"""Every store contract test runs on each backend: memory and a real Redis (SPEC semantics, not fakes)."""
+"""Every store contract test runs on each backend: memory and a real Redis (SPEC semantics, not fakes).
+
+Redis is the shared one on 127.0.0.1:6379, database 5 (AGENTCAPS_TEST_STORE_REDIS): not one of the databases
+tests/api claims and flushes (12..7). Nothing here flushes a database, so several runs can share it: every
+test works on fresh random root ids, and the keys of those roots are deleted after the test.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 
 from app.store.base import BudgetSpec, Decision, RateSpec, Store
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 
 REDIS_URL = os.environ.get("AGENTCAPS_TEST_STORE_REDIS", "redis://127.0.0.1:6379/5")
-T0 = 1_800_000_000_000  # now_ms at the start of every test
+T0 = 1_800_000_000_000  # now_ms at the start of most tests: a fixed instant, so every number is exact
+USD = 1_000_000  # micro-units per unit
+BIG = 999_999_999_999_999_999  # 999999999999.999999 units: the largest amount the caveat language allows
 
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else RedisStore(REDIS_URL)
-    yield s
-    await s.close()
+_issued: list[str] = []  # root ids handed out during the current test, whose Redis keys are deleted after it
 
 
 def tid() -> str:
-    return secrets.token_hex(16)  # a fresh root per test: nothing shared with other runs
+    """A fresh root token id (32 hex digits, as hold ids require)."""
+    token_id = secrets.token_hex(16)
+    _issued.append(token_id)
+    return token_id
+
+
+def real_ms() -> int:
+    """The wall clock, for the few tests where Redis judges expiry by its own clock (PXAT marks)."""
+    return int(time.time() * 1000)
+
+
+@pytest.fixture(autouse=True)
+def _forget_roots() -> Iterator[None]:
+    _issued.clear()
+    yield
+    if not _issued:
+        return
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        for token_id in _issued:
+            keys = list(client.scan_iter(match=f"ac:{{{token_id}}}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    except redis.ConnectionError:
+        pass  # a test about an unreachable store; nothing was written
+    finally:
+        client.close()
+        _issued.clear()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str) -> AsyncIterator[Store]:
+    s: Store = MemoryStore() if backend == "memory" else RedisStore(REDIS_URL)
+    yield s
+    await s.close()
 
 
 def decision(
@@ -49,8 +92,8 @@ def decision(
         budgets=budgets,
         cost=cost,
         currency="USD",
-        mode=mode,
-        hold_ttl_ms=hold_ttl_ms,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        hold_ttl_ms=hold_ttl_ms,
         request_id=request_id,
         fingerprint=fingerprint,
     )

@@ -1,83 +1,198 @@
-"""One contract for every counter store: budgets, holds, idempotency, rate windows, revocation, inspect."""
+"""One contract for every counter store: budgets, holds, idempotency, rate windows, revocation, inspect.
+
+Each test runs on memory:// and on a real Redis. Amounts are micro-units; `now` is the caller's clock (T0 + n),
+except in the few tests that say they use the wall clock.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import pytest
 
+from app.api.schemas import MintRequest, Money, VerifyRequest
+from app.authority import Authority
 from app.errors import Conflict, NotFound
 from app.store.base import IDEMPOTENCY_TTL_MS, ROOT, RateSpec, Store
-from tests.store.conftest import T0, budget, decision, tid
+from app.token.keys import KeyRing, new_key_entry
+from tests.store.conftest import BIG, T0, USD, budget, decision, real_ms, tid
 
-USD = 1_000_000
-BIG = 999_999_999_999_999_999  # 999999999999.999999 units: the largest amount the language allows
+# Redis expires idempotent answers (SET PX), revocation marks (SET PXAT) and closed holds (PEXPIRE) by its own
+# clock, not by the caller's now_ms as base.py promises ("every backend decides the same instant") and as
+# MemoryStore does. Only a caller clock that differs from Redis's shows it: a skewed server, or a test clock.
+REDIS_CLOCK = "app/store/lua: Redis expires answers and revocation marks by its own clock, not by now_ms"
+
+
+def redis_judges_by_its_own_clock(request: pytest.FixtureRequest, backend: str) -> None:
+    if backend == "redis":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=REDIS_CLOCK))
+
+
+# -- budgets ----------------------------------------------------------------------------------------------
+
+
+async def test_charges_within_the_limit_and_refuses_over_it(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10 * USD),)
+    for spent in (4, 8):
+        out = await store.decide(decision(root, 4 * USD, budgets=levels))
+        assert (out.status, out.balances) == ("allowed", [(spent * USD, 0)])
+    over = await store.decide(decision(root, 4 * USD, budgets=levels))
+    assert (over.status, over.index, over.balances) == ("budget_exceeded", 0, [(8 * USD, 0)])
+    assert (await store.decide(decision(root, 2 * USD, budgets=levels))).balances == [(10 * USD, 0)]
+    assert (await store.decide(decision(root, 1, budgets=levels))).status == "budget_exceeded"
 
 
 async def test_sibling_children_share_the_parent_level(store: Store) -> None:
+    """Parent 10, children 8 and 8: each child's budgets list the parent prefix and its own."""
     root = tid()
     a = (budget("parent", 10 * USD), budget("child-a", 8 * USD))
     b = (budget("parent", 10 * USD), budget("child-b", 8 * USD))
     assert (await store.decide(decision(root, 8 * USD, budgets=a))).status == "allowed"
+    own = await store.decide(decision(root, 1, budgets=a))  # the parent has room, child-a's own level not
+    assert (own.status, own.index, own.balances) == ("budget_exceeded", 1, [(8 * USD, 0), (8 * USD, 0)])
     over = await store.decide(decision(root, 2 * USD + 1, budgets=b))
     assert (over.status, over.index, over.balances) == ("budget_exceeded", 0, [(8 * USD, 0), (0, 0)])
     ok = await store.decide(decision(root, 2 * USD, budgets=b))
     assert (ok.status, ok.balances) == ("allowed", [(10 * USD, 0), (2 * USD, 0)])
+    for levels in (a, b):
+        assert (await store.decide(decision(root, 1, budgets=levels))).index == 0  # the parent is spent
+    inspected = await store.inspect(root, ("p0",), ("parent", "child-a", "child-b"), T0)
+    assert inspected.balances == [(10 * USD, 0), (8 * USD, 0), (2 * USD, 0)]
 
 
 async def test_all_or_nothing_when_a_deeper_level_refuses(store: Store) -> None:
     root = tid()
     levels = (budget("l1", 10 * USD), budget("l2", 3 * USD), budget("l3", 5 * USD))
-    denied = await store.decide(decision(root, 4 * USD, budgets=levels))
-    assert (denied.status, denied.index) == ("budget_exceeded", 1)
-    assert denied.balances == [(0, 0), (0, 0), (0, 0)]  # every level reported, none written
+    assert (await store.decide(decision(root, 2 * USD, budgets=levels))).status == "allowed"
+    rate = (RateSpec("r", 2, 60_000),)
+    denied = await store.decide(decision(root, 2 * USD, budgets=levels, rates=rate, mode="hold"))
+    assert (denied.status, denied.index, denied.hold_id) == ("budget_exceeded", 1, None)
+    assert denied.balances == [(2 * USD, 0), (2 * USD, 0), (2 * USD, 0)]  # every level reported, none written
     inspected = await store.inspect(root, ("p0",), ("l1", "l2", "l3"), T0)
-    assert inspected.balances == [(0, 0), (0, 0), (0, 0)]
+    assert inspected.balances == [(2 * USD, 0), (2 * USD, 0), (2 * USD, 0)]
+    for _ in range(2):  # and the refused call took no rate slot: both are still free
+        assert (await store.decide(decision(root, rates=rate))).status == "allowed"
 
 
-async def test_amounts_are_exact_up_to_the_largest_limit(store: Store) -> None:
+async def test_micro_units_are_exact(store: Store) -> None:
     root = tid()
-    levels = (budget("big", BIG),)
-    assert (await store.decide(decision(root, BIG - 1, budgets=levels))).status == "allowed"
-    last = await store.decide(decision(root, 1, budgets=levels))
-    assert (last.status, last.balances) == ("allowed", [(BIG, 0)])
+    levels = (budget("b", USD + 1),)  # 1.000001
+    assert (await store.decide(decision(root, 999_999, budgets=levels))).balances == [(999_999, 0)]
+    assert (await store.decide(decision(root, 3, budgets=levels))).status == "budget_exceeded"
+    assert (await store.decide(decision(root, 2, budgets=levels))).balances == [(USD + 1, 0)]
     assert (await store.decide(decision(root, 1, budgets=levels))).status == "budget_exceeded"
-    assert (await store.decide(decision(root, 0, budgets=levels))).status == "allowed"
 
 
-async def test_a_budget_that_is_not_charged_is_reported(store: Store) -> None:
+@pytest.mark.parametrize(
+    ("limit", "first"),
+    [
+        (BIG, BIG - 1),  # 999999999999.999999
+        (2_000_000_000, 999_999_999),  # the second charge carries exactly into the high limb
+        (10**17 + 1, 10**17),  # a low limb of zeros must print as nine digits
+        (1_000_000_000, 999_999_999),  # the limb boundary itself
+    ],
+)
+async def test_amounts_are_exact_at_the_boundary(store: Store, limit: int, first: int) -> None:
+    """Limit L: spend L-1... then exactly the rest is allowed, then one micro-unit more is not."""
     root = tid()
-    out = await store.decide(decision(root, 5, budgets=(budget("a", 10), budget("b", 1, charge=False))))
+    levels = (budget("big", limit), budget("twin", limit))
+    out = await store.decide(decision(root, first, budgets=levels))
+    assert (out.status, out.balances) == ("allowed", [(first, 0)] * 2)
+    assert (await store.decide(decision(root, limit - first + 1, budgets=levels))).status == "budget_exceeded"
+    last = await store.decide(decision(root, limit - first, budgets=levels))
+    assert (last.status, last.balances) == ("allowed", [(limit, 0)] * 2)
+    over = await store.decide(decision(root, 1, budgets=levels))
+    assert (over.status, over.balances) == ("budget_exceeded", [(limit, 0)] * 2)
+    assert (await store.decide(decision(root, 0, budgets=levels))).status == "allowed"
+    assert (await store.inspect(root, (), ("big",), T0)).balances == [(limit, 0)]
+
+
+async def test_a_single_cost_at_the_largest_limit(store: Store) -> None:
+    root = tid()
+    assert (await store.decide(decision(root, BIG, budgets=(budget("a", BIG - 1),)))).status == "budget_exceeded"
+    out = await store.decide(decision(root, BIG, budgets=(budget("b", BIG),)))
+    assert (out.status, out.balances) == ("allowed", [(BIG, 0)])
+
+
+async def test_huge_holds_count_and_settle_exactly(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", BIG),)
+    held = await store.decide(decision(root, BIG - 1, budgets=levels, mode="hold"))
+    assert (held.status, held.balances) == ("allowed", [(0, BIG - 1)])
+    assert held.hold_id is not None
+    assert (await store.decide(decision(root, 1, budgets=levels))).balances == [(1, BIG - 1)]
+    assert (await store.decide(decision(root, 1, budgets=levels))).status == "budget_exceeded"
+    assert (await store.settle(held.hold_id, BIG - 2, T0)).amount == BIG - 2
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(BIG - 1, 0)]
+
+
+async def test_a_budget_that_is_not_charged_is_reported_never_charged(store: Store) -> None:
+    """Another currency's level: reported, never charged, never checked (its limit 1 < the cost 5)."""
+    root = tid()
+    levels = (budget("usd", 10), budget("eur", 1, charge=False))
+    out = await store.decide(decision(root, 5, budgets=levels))
     assert (out.status, out.balances) == ("allowed", [(5, 0), (0, 0)])
+    held = await store.decide(decision(root, 5, budgets=levels, mode="hold"))
+    assert (held.status, held.balances) == ("allowed", [(5, 5), (0, 0)])
+    assert held.hold_id is not None
+    await store.settle(held.hold_id, 4, T0)
+    assert (await store.inspect(root, (), ("usd", "eur"), T0)).balances == [(9, 0), (0, 0)]
+
+
+async def test_a_token_without_budgets_is_not_spend_limited(store: Store) -> None:
+    out = await store.decide(decision(tid(), BIG))
+    assert (out.status, out.balances) == ("allowed", [])
+
+
+# -- holds ------------------------------------------------------------------------------------------------
 
 
 async def test_holds_count_settle_partially_and_are_idempotent(store: Store) -> None:
     root = tid()
     levels = (budget("l1", 10 * USD), budget("l2", 5 * USD))
     held = await store.decide(decision(root, 4 * USD, budgets=levels, mode="hold"))
-    assert held.status == "allowed" and held.hold_id and held.hold_id.startswith(root + ".")
+    assert held.status == "allowed" and held.hold_id is not None
     assert held.balances == [(0, 4 * USD), (0, 4 * USD)]
+    assert held.hold_id.partition(".")[0] == root and len(held.hold_id) == 65
     assert (await store.decide(decision(root, USD + 1, budgets=levels))).status == "budget_exceeded"
-    with pytest.raises(ValueError):
-        await store.settle(held.hold_id, 4 * USD + 1, T0)
+    assert (await store.decide(decision(root, 1, budgets=levels, mode="hold"))).balances == [(0, 4 * USD + 1)] * 2
     state = await store.settle(held.hold_id, 3 * USD, T0)
-    assert (state.state, state.amount, state.currency) == ("settled", 3 * USD, "USD")
-    assert (await store.settle(held.hold_id, 3 * USD, T0)).amount == 3 * USD  # idempotent
+    assert state == type(state)(held.hold_id, "settled", 3 * USD, "USD")
+    assert (await store.settle(held.hold_id, 3 * USD, T0)) == state  # idempotent, charges nothing more
     with pytest.raises(Conflict):
         await store.settle(held.hold_id, 2 * USD, T0)
     with pytest.raises(Conflict):
         await store.release(held.hold_id, T0)
     inspected = await store.inspect(root, ("p0",), ("l1", "l2"), T0)
-    assert inspected.balances == [(3 * USD, 0), (3 * USD, 0)]
+    assert inspected.balances == [(3 * USD, 1), (3 * USD, 1)]
+
+
+async def test_settling_more_than_held_changes_nothing(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10 * USD),)
+    held = await store.decide(decision(root, 4 * USD, budgets=levels, mode="hold"))
+    assert held.hold_id is not None
+    with pytest.raises(ValueError):
+        await store.settle(held.hold_id, 4 * USD + 1, T0)
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(0, 4 * USD)]
+    assert (await store.settle(held.hold_id, 4 * USD, T0)).amount == 4 * USD  # still open, settles in full
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(4 * USD, 0)]
 
 
 async def test_release_frees_everything_and_settle_after_release_conflicts(store: Store) -> None:
     root = tid()
     held = await store.decide(decision(root, 7, budgets=(budget("b", 10),), mode="hold"))
     assert held.hold_id is not None
-    assert (await store.release(held.hold_id, T0)).state == "released"
-    assert (await store.release(held.hold_id, T0)).state == "released"
-    with pytest.raises(Conflict):
-        await store.settle(held.hold_id, None, T0)
+    released = await store.release(held.hold_id, T0)
+    assert released == type(released)(held.hold_id, "released", 0, "USD")
+    assert (await store.release(held.hold_id, T0)) == released
+    for amount in (None, 0, 7):
+        with pytest.raises(Conflict):
+            await store.settle(held.hold_id, amount, T0)
     assert (await store.inspect(root, (), ("b",), T0)).balances == [(0, 0)]
+    assert (await store.decide(decision(root, 10, budgets=(budget("b", 10),)))).status == "allowed"
 
 
 async def test_settle_without_an_amount_charges_the_hold(store: Store) -> None:
@@ -85,20 +200,82 @@ async def test_settle_without_an_amount_charges_the_hold(store: Store) -> None:
     held = await store.decide(decision(root, 7, budgets=(budget("b", 10),), mode="hold"))
     assert held.hold_id is not None
     assert (await store.settle(held.hold_id, None, T0)).amount == 7
+    assert (await store.settle(held.hold_id, 7, T0)).amount == 7
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(7, 0)]
 
 
-async def test_expired_holds_are_purged_and_unknown_holds_are_not_found(store: Store) -> None:
+async def test_an_expired_hold_no_longer_counts_and_is_not_found(store: Store) -> None:
     root = tid()
     levels = (budget("b", 10),)
     held = await store.decide(decision(root, 8, budgets=levels, mode="hold", hold_ttl_ms=1000))
     assert held.hold_id is not None
+    assert (await store.inspect(root, (), ("b",), T0 + 999)).balances == [(0, 8)]
     assert (await store.decide(decision(root, 3, budgets=levels, now=T0 + 999))).status == "budget_exceeded"
-    assert (await store.decide(decision(root, 3, budgets=levels, now=T0 + 1000))).status == "allowed"
+    assert (await store.inspect(root, (), ("b",), T0 + 1000)).balances == [(0, 0)]  # purged by time alone
     with pytest.raises(NotFound):
         await store.settle(held.hold_id, None, T0 + 1000)
-    for bad in ("nope", root + ".zz", "0" * 32 + "." + "0" * 32, root):
+    with pytest.raises(NotFound):
+        await store.release(held.hold_id, T0 + 1000)
+    assert (await store.decide(decision(root, 10, budgets=levels, now=T0 + 1000))).status == "allowed"
+
+
+async def test_an_expired_hold_is_purged_by_the_next_decision(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10),)
+    held = await store.decide(decision(root, 8, budgets=levels, mode="hold", hold_ttl_ms=1000))
+    assert held.hold_id is not None
+    out = await store.decide(decision(root, 10, budgets=levels, now=T0 + 1000))
+    assert (out.status, out.balances) == ("allowed", [(10, 0)])
+    with pytest.raises(NotFound):
+        await store.settle(held.hold_id, 8, T0 + 1000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/store: purge releases at most PURGE_BATCH (100) expired holds per call, so the 101st still counts: "
+    "the next call is refused by a hold that has expired, and under a request_id that refusal is replayed for 24 h",
+)
+async def test_every_expired_hold_stops_counting_however_many_expire_at_once(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 101),)
+    for _ in range(101):
+        assert (
+            await store.decide(decision(root, 1, budgets=levels, mode="hold", hold_ttl_ms=1000))
+        ).status == "allowed"
+    out = await store.decide(decision(root, 101, budgets=levels, now=T0 + 1000, request_id="r", fingerprint="f"))
+    assert (out.status, out.balances) == ("allowed", [(101, 0)])
+
+
+async def test_unknown_and_garbage_hold_ids_are_not_found(store: Store) -> None:
+    root, other = tid(), tid()
+    held = await store.decide(decision(root, 1, budgets=(budget("b", 10),), mode="hold"))
+    assert held.hold_id is not None
+    call = held.hold_id.partition(".")[2]
+    bad = [
+        "",
+        "nope",
+        root,
+        root + ".",
+        root + ".zz",
+        f"{root}.{secrets.token_hex(16)}",  # well formed, never issued
+        f"{other}.{call}",  # the call id of a real hold under another root
+        "0" * 32 + "." + "0" * 32,
+        held.hold_id.upper(),
+        held.hold_id[:-1],
+        held.hold_id + "0",
+        held.hold_id + "\n",
+        " " + held.hold_id,
+        held.hold_id + ".x",
+        held.hold_id.replace(".", ":"),
+        f"{root}.{call[:31]}\u0663",  # an Arabic-Indic digit
+        "../" * 30,
+    ]
+    for hold_id in bad:
         with pytest.raises(NotFound):
-            await store.release(bad, T0)
+            await store.settle(hold_id, 1, T0)
+        with pytest.raises(NotFound):
+            await store.release(hold_id, T0)
+    assert (await store.settle(held.hold_id, 1, T0)).amount == 1  # the real one was never touched
 
 
 async def test_zero_cost_holds_release_settle_and_expire(store: Store) -> None:
@@ -113,32 +290,89 @@ async def test_zero_cost_holds_release_settle_and_expire(store: Store) -> None:
     assert (await store.decide(decision(root, 10, budgets=levels, now=T0 + 5))).status == "allowed"
 
 
+# -- idempotency ------------------------------------------------------------------------------------------
+
+
 async def test_idempotent_retries_return_the_first_answer(store: Store) -> None:
     root = tid()
     levels = (budget("b", 10),)
     first = await store.decide(decision(root, 6, budgets=levels, request_id="r", fingerprint="f"))
-    again = await store.decide(decision(root, 6, budgets=levels, request_id="r", fingerprint="f"))
+    again = await store.decide(decision(root, 6, budgets=levels, request_id="r", fingerprint="f", now=T0 + 5))
     assert first.status == again.status == "allowed" and again.replayed and not first.replayed
     assert again.balances == first.balances == [(6, 0)]
-    other = await store.decide(decision(root, 6, budgets=levels, request_id="r", fingerprint="g"))
-    assert other.status == "conflict"
-    denied = await store.decide(decision(root, 6, budgets=levels, request_id="d", fingerprint="f"))
-    replayed = await store.decide(decision(root, 1, budgets=levels, request_id="d", fingerprint="f"))
-    assert denied.status == replayed.status == "budget_exceeded" and replayed.replayed
-    assert (await store.lookup(root, "r", "f")) is not None and (await store.lookup(root, "zz", "f")) is None
-    assert (await store.lookup(root, "r", "g")).status == "conflict"  # type: ignore[union-attr]
-    assert (await store.inspect(root, (), ("b",), T0)).balances == [(6, 0)]
+    other = await store.decide(decision(root, 1, budgets=levels, request_id="r", fingerprint="g"))
+    assert (other.status, other.replayed) == ("conflict", False)
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(6, 0)]  # neither charged anything
+    assert (await store.decide(decision(root, 6, budgets=levels, request_id="r", fingerprint="f"))).replayed
 
 
-@pytest.mark.parametrize("store", ["memory"], indirect=True)  # Redis expires answers in real time (PX)
-async def test_idempotent_answers_expire_after_a_day(store: Store) -> None:
+async def test_a_denial_is_replayed_too(store: Store) -> None:
+    root = tid()
+    denied = await store.decide(decision(root, 6, budgets=(budget("b", 5),), request_id="d", fingerprint="f"))
+    assert (denied.status, denied.replayed) == ("budget_exceeded", False)
+    # The same request again, with room now: still the first answer, and still nothing charged.
+    replayed = await store.decide(decision(root, 6, budgets=(budget("b", 50),), request_id="d", fingerprint="f"))
+    assert (replayed.status, replayed.index, replayed.replayed) == ("budget_exceeded", 0, True)
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(0, 0)]
+
+
+async def test_a_replayed_hold_is_the_same_hold(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10),)
+    first = await store.decide(decision(root, 4, budgets=levels, mode="hold", request_id="h", fingerprint="f"))
+    again = await store.decide(decision(root, 4, budgets=levels, mode="hold", request_id="h", fingerprint="f"))
+    assert first.hold_id is not None and again.hold_id == first.hold_id and again.replayed
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(0, 4)]
+
+
+async def test_lookup_reads_a_stored_answer_without_deciding(store: Store) -> None:
+    root = tid()
+    assert await store.lookup(root, "r", "f") is None
+    first = await store.decide(decision(root, 3, budgets=(budget("b", 10),), request_id="r", fingerprint="f"))
+    found = await store.lookup(root, "r", "f")
+    assert found is not None
+    assert (found.status, found.balances, found.replayed) == ("allowed", first.balances, True)
+    differs = await store.lookup(root, "r", "g")
+    assert differs is not None and differs.status == "conflict"
+    assert await store.lookup(root, "other", "f") is None
+    assert await store.lookup(tid(), "r", "f") is None  # request ids are per root
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(3, 0)]
+
+
+async def test_idempotent_answers_expire_24_hours_after_now_ms(
+    store: Store, backend: str, request: pytest.FixtureRequest
+) -> None:
+    redis_judges_by_its_own_clock(request, backend)
     root = tid()
     levels = (budget("b", 100),)
     await store.decide(decision(root, 1, budgets=levels, request_id="r", fingerprint="f"))
+    still = await store.decide(
+        decision(root, 1, budgets=levels, request_id="r", fingerprint="f", now=T0 + IDEMPOTENCY_TTL_MS - 1)
+    )
+    assert still.replayed
     later = await store.decide(
         decision(root, 1, budgets=levels, request_id="r", fingerprint="f", now=T0 + IDEMPOTENCY_TTL_MS)
     )
-    assert not later.replayed and later.balances == [(2, 0)]
+    assert (later.replayed, later.balances) == (False, [(2, 0)])
+
+
+@pytest.mark.parametrize("backend", ["memory"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/store/memory.py: Store.lookup takes no now_ms, so MemoryStore.lookup never expires an answer (only "
+    "the sweep every 4096 decisions does): a retry 25 h later of a token that has expired since is replayed allowed",
+)
+async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no_longer_holds(store: Store) -> None:
+    now = [T0 / 1000]
+    authority = Authority(KeyRing(new_key_entry()), store, "http://agentcaps.test", lambda: now[0])
+    token = authority.mint(MintRequest(subject="orchestrator", expires_in=3600, budget=Money("10.00", "USD"))).token
+    request = VerifyRequest(token=token, tool="search", cost=Money("1.00", "USD"), request_id="r")
+    assert (await authority.verify(request, None)).status == 200
+    now[0] += 25 * 3600  # past the token's expiry and past the 24 h of the answer
+    assert (await authority.verify(request, None)).status == 403
+
+
+# -- rate windows -----------------------------------------------------------------------------------------
 
 
 async def test_rate_windows_slide_exactly(store: Store) -> None:
@@ -147,39 +381,136 @@ async def test_rate_windows_slide_exactly(store: Store) -> None:
     for i in range(3):
         assert (await store.decide(decision(root, rates=rate, now=T0 + i * 1000))).status == "allowed"
     limited = await store.decide(decision(root, rates=rate, now=T0 + 10_000))
-    assert (limited.status, limited.retry_after_ms) == ("rate_limited", 50_000)
-    assert (await store.decide(decision(root, rates=rate, now=T0 + 59_999))).status == "rate_limited"
+    assert (limited.status, limited.index, limited.retry_after_ms) == ("rate_limited", 0, 50_000)
+    limited = await store.decide(decision(root, rates=rate, now=T0 + 59_999))
+    assert (limited.status, limited.retry_after_ms) == ("rate_limited", 1)
+    # The call at T0 slides out; the refused calls took no slot, so one is free now and the next waits
+    # for the call at T0 + 1000 to slide out.
     assert (await store.decide(decision(root, rates=rate, now=T0 + 60_000))).status == "allowed"
+    limited = await store.decide(decision(root, rates=rate, now=T0 + 60_001))
+    assert (limited.status, limited.retry_after_ms) == ("rate_limited", 999)
+    assert (await store.decide(decision(root, rates=rate, now=T0 + 61_000))).status == "allowed"
 
 
-async def test_denied_calls_use_no_rate_slot_and_a_rate_of_zero_allows_nothing(store: Store) -> None:
+async def test_rate_levels_are_shared_by_prefix_and_name_the_level_that_refuses(store: Store) -> None:
     root = tid()
-    rate, levels = (RateSpec("r", 1, 60_000),), (budget("b", 1),)
-    assert (await store.decide(decision(root, 5, rates=rate, budgets=levels))).status == "budget_exceeded"
+    a = (RateSpec("parent", 2, 60_000), RateSpec("child-a", 1, 60_000))
+    b = (RateSpec("parent", 2, 60_000), RateSpec("child-b", 5, 60_000))
+    assert (await store.decide(decision(root, rates=a, now=T0))).status == "allowed"
+    own = await store.decide(decision(root, rates=a, now=T0 + 1))
+    assert (own.status, own.index, own.retry_after_ms) == ("rate_limited", 1, 59_999)
+    assert (await store.decide(decision(root, rates=b, now=T0 + 2))).status == "allowed"  # a's refusal took none
+    parent = await store.decide(decision(root, rates=b, now=T0 + 3))
+    assert (parent.status, parent.index, parent.retry_after_ms) == ("rate_limited", 0, 59_997)
+
+
+async def test_a_refused_call_uses_no_rate_slot(store: Store) -> None:
+    root = tid()
+    rate, levels = (RateSpec("r", 2, 60_000),), (budget("b", 1),)
     assert (await store.decide(decision(root, 1, rates=rate, budgets=levels))).status == "allowed"
-    zero = await store.decide(decision(tid(), rates=(RateSpec("z", 0, 3_600_000),)))
-    assert (zero.status, zero.retry_after_ms) == ("rate_limited", 3_600_000)
+    for _ in range(3):
+        assert (await store.decide(decision(root, 1, rates=rate, budgets=levels))).status == "budget_exceeded"
+    assert (await store.decide(decision(root, 0, rates=rate, budgets=levels))).status == "allowed"
+    limited = await store.decide(decision(root, 1, rates=rate, budgets=levels))
+    assert limited.status == "rate_limited"  # a rate refusal wins over the budget's
 
 
-async def test_revocation_marks_name_the_first_revoked_prefix_and_are_never_shortened(store: Store) -> None:
+async def test_a_rate_of_zero_allows_nothing(store: Store) -> None:
+    zero = (RateSpec("z", 0, 3_600_000),)
+    for now in (T0, T0 + 3_600_000, T0 + 10**9):
+        out = await store.decide(decision(tid(), rates=zero, now=now))
+        assert (out.status, out.index, out.retry_after_ms) == ("rate_limited", 0, 3_600_000)
+
+
+# -- revocation -------------------------------------------------------------------------------------------
+
+
+async def test_revocation_names_the_first_revoked_prefix(store: Store) -> None:
     root = tid()
-    chain = ("p0", "p1", "p2")
-    await store.revoke(root, "p1", T0 + 1000)
+    chain = ("p0", "p1", "p2", "p3")
+    await store.revoke(root, "p2", 0)
+    assert (await store.decide(decision(root, revocation=chain))).index == 2
+    await store.revoke(root, "p1", 0)
     out = await store.decide(decision(root, revocation=chain))
     assert (out.status, out.index) == ("revoked", 1)
     assert (await store.decide(decision(root, revocation=("p0", "p9")))).status == "allowed"  # a sibling
-    await store.revoke(root, "p1", T0 + 10)  # an earlier expiry never shortens a mark
-    assert (await store.decide(decision(root, revocation=chain, now=T0 + 500))).status == "revoked"
-    inspected = await store.inspect(root, chain, (), T0)
-    assert inspected.revoked_index == 1
+    assert (await store.decide(decision(root, revocation=("p0",)))).status == "allowed"  # an ancestor
+    assert (await store.decide(decision(tid(), revocation=chain))).status == "allowed"  # another root
+    assert (await store.inspect(root, chain, (), T0)).revoked_index == 1
+
+
+async def test_revocation_wins_and_charges_nothing(store: Store) -> None:
+    root = tid()
+    levels, rate = (budget("b", 10),), (RateSpec("r", 1, 60_000),)
+    await store.revoke(root, "p1", 0)
+    out = await store.decide(decision(root, 11, revocation=("p0", "p1"), budgets=levels, rates=rate, mode="hold"))
+    assert (out.status, out.index, out.hold_id) == ("revoked", 1, None)
+    sibling = await store.decide(decision(root, 10, revocation=("p0", "p2"), budgets=levels, rates=rate))
+    assert (sibling.status, sibling.balances) == ("allowed", [(10, 0)])  # the rate slot and budget were free
 
 
 async def test_the_whole_root_mark(store: Store) -> None:
     root = tid()
+    await store.revoke(root, "p1", 0)
     await store.revoke(root, ROOT, 0)
-    out = await store.decide(decision(root))
-    assert (out.status, out.index) == ("revoked", -1)
-    assert (await store.inspect(root, ("p0",), (), T0)).revoked_index == -1
+    for chain in (("p0",), ("p0", "p1"), ()):
+        out = await store.decide(decision(root, revocation=chain))
+        assert (out.status, out.index) == ("revoked", -1)
+    assert (await store.inspect(root, ("p0", "p1"), (), T0)).revoked_index == -1
+    assert (await store.decide(decision(tid()))).status == "allowed"
+
+
+async def test_revocation_marks_expire_and_are_never_shortened(store: Store) -> None:
+    """On the wall clock: Redis judges its marks by its own clock (see REDIS_CLOCK)."""
+    root, r = tid(), real_ms()
+    await store.revoke(root, "a", r + 400)
+    await store.revoke(root, "a", r + 100)  # an earlier expiry never shortens a mark
+    await store.revoke(root, "b", 0)
+    await store.revoke(root, "b", r + 100)  # nor shortens a mark forever
+    await store.revoke(root, "c", r + 100)
+    await store.revoke(root, "c", 0)  # but forever lengthens a mark
+    await store.revoke(root, "d", r + 100)
+    await store.revoke(root, "d", r + 250)  # and so does a later expiry
+    await store.revoke(root, "e", r - 1)  # a mark already over: nothing
+
+    async def revoked_at(at: int) -> dict[str, bool]:
+        while (now := real_ms()) < at:
+            await asyncio.sleep((at - now) / 1000)
+        outs = {p: await store.decide(decision(root, revocation=("p0", p), now=now)) for p in "abcde"}
+        return {p: out.status == "revoked" for p, out in outs.items()}
+
+    assert await revoked_at(r) == {"a": True, "b": True, "c": True, "d": True, "e": False}
+    assert await revoked_at(r + 150) == {"a": True, "b": True, "c": True, "d": True, "e": False}
+    assert await revoked_at(r + 300) == {"a": True, "b": True, "c": True, "d": False, "e": False}
+    assert await revoked_at(r + 450) == {"a": False, "b": True, "c": True, "d": False, "e": False}
+
+
+async def test_revocation_marks_expire_at_now_ms(store: Store, backend: str, request: pytest.FixtureRequest) -> None:
+    redis_judges_by_its_own_clock(request, backend)
+    root = tid()
+    await store.revoke(root, "p1", T0 + 1000)
+    assert (await store.decide(decision(root, revocation=("p0", "p1"), now=T0 + 999))).status == "revoked"
+    assert (await store.decide(decision(root, revocation=("p0", "p1"), now=T0 + 1000))).status == "allowed"
+
+
+# -- inspect and ready ------------------------------------------------------------------------------------
+
+
+async def test_inspect_reports_balances_holds_and_revocation(store: Store) -> None:
+    root = tid()
+    levels = (budget("parent", 10), budget("child", 5))
+    await store.decide(decision(root, 3, budgets=levels, mode="hold", hold_ttl_ms=1000))
+    await store.decide(decision(root, 1, budgets=levels))
+    chain, prefixes = ("p0", "p1"), ("parent", "child", "never-charged")
+    first = await store.inspect(root, chain, prefixes, T0)
+    assert (first.revoked_index, first.balances) == (None, [(1, 3), (1, 3), (0, 0)])
+    assert (await store.inspect(root, chain, prefixes, T0 + 1000)).balances == [(1, 0), (1, 0), (0, 0)]
+    await store.revoke(root, "p1", 0)
+    assert (await store.inspect(root, chain, prefixes, T0 + 1000)).revoked_index == 1
+    await store.revoke(root, ROOT, 0)
+    assert (await store.inspect(root, chain, (), T0 + 1000)).revoked_index == -1
+    empty = await store.inspect(tid(), (), (), T0)
+    assert (empty.revoked_index, empty.balances) == (None, [])
 
 
 async def test_ready(store: Store) -> None:
