@@ -1,7 +1,9 @@
 """Fail closed: every way Redis can fail or refuse is StoreUnavailable, never an allow, and the store recovers.
 
-A small TCP proxy sits between the store and the real Redis and can drop the connection mid-request, hold a
-reply past the timeout, or answer a script call with a Redis error line.
+fakeredis runs Lua only with `lupa`, which is not a dependency, so faults come from a small TCP proxy between
+the store and the real Redis instead: the scripts that run are the real ones. The proxy forwards the connection
+handshake as it is and does to script calls what `mode` says. A Redis of the test's own is killed with SIGKILL
+under load and restarted on its append-only file.
 """
 
 from __future__ import annotations
@@ -14,67 +16,134 @@ import pytest
 import redis
 
 from app.errors import StoreUnavailable
+from app.store.base import Outcome, Store
 from app.store.redis import RedisStore
 from tests.processes import RedisServer, free_port
-from tests.store.conftest import budget, decision, tid
+from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
+
+HANDSHAKE = (b"HELLO", b"AUTH", b"CLIENT", b"SELECT")
+
+
+def split_commands(buf: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The complete RESP commands at the start of `buf` as (NAME, raw bytes), and the incomplete rest."""
+    commands, pos = [], 0
+    while pos < len(buf):
+        start, args = pos, []
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            break
+        count, pos = int(buf[pos + 1 : end]), end + 2  # redis-py sends arrays only: `*N`
+        for _ in range(count):
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            size, pos = int(buf[pos + 1 : end]), end + 2
+            if len(buf) < pos + size + 2:
+                break
+            args.append(buf[pos : pos + size])
+            pos += size + 2
+        if len(args) < count:
+            return commands, buf[start:]
+        commands.append((args[0].upper(), buf[start:pos]))
+    return commands, buf[pos:]
 
 
 class Proxy:
-    """Forwards to Redis on 6379 unless told to `drop`, `stall`, or answer scripts with an `error` line."""
+    """Forwards to the real Redis; for every command but the handshake, `mode` can instead:
 
-    def __init__(self) -> None:
+    drop      close the connection instead of passing a script call on (the script never runs)
+    lose      pass a script call on, then close before its reply (it ran; the caller cannot know)
+    truncate  pass the call on and return half of the reply, then close
+    stall     hold every reply (the script ran; the reply comes too late)
+    error     answer each command with the line `reply` (a Redis error, or any RESP reply)
+    """
+
+    def __init__(self, upstream_port: int = 6379, db: int = 5) -> None:
         self.mode = "forward"
-        self.error = b""
+        self.reply = b""
         self.port = free_port()
+        self.upstream_port = upstream_port
+        self.db = db
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
 
     async def stop(self) -> None:
+        """Stop listening and cut every connection: the port refuses from now on."""
         assert self.server is not None
         self.server.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        while self.tasks:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/5"
+        await asyncio.sleep(0.01)  # closed transports release their sockets on the next turns of the loop
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
-
-        async def upstream_to_client() -> None:
-            while data := await up_reader.read(65536):
-                while self.mode == "stall":
-                    await asyncio.sleep(0.05)
-                writer.write(data)
-                await writer.drain()
-
-        back = asyncio.create_task(upstream_to_client())
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            while data := await reader.read(65536):
-                if b"EVALSHA" in data.upper():
-                    if self.mode == "drop":
-                        break
-                    if self.mode == "error":
-                        writer.write(self.error * data.upper().count(b"EVALSHA"))
-                        await writer.drain()
-                        continue
-                up_writer.write(data)
-                await up_writer.drain()
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            await self._pump(reader, writer, up_reader, up_writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # a cut connection is what this proxy is for; cancelled: the proxy stops
         finally:
-            back.cancel()
-            with contextlib.suppress(Exception):
-                writer.close()
+            writer.close()
+            if up_writer is not None:
                 up_writer.close()
             self.tasks.discard(task)
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        mute = asyncio.Event()  # set: replies from Redis are swallowed
+
+        async def replies() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await up_reader.read(65536):
+                    while self.mode == "stall":
+                        await asyncio.sleep(0.02)
+                    if self.mode == "truncate":
+                        writer.write(data[: len(data) // 2])
+                        writer.close()
+                        return
+                    if not mute.is_set() and not writer.is_closing():
+                        writer.write(data)
+
+        back = asyncio.create_task(replies())
+        try:
+            buf = b""
+            while data := await reader.read(65536):
+                commands, buf = split_commands(buf + data)
+                for name, raw in commands:
+                    if self.mode == "forward" or name in HANDSHAKE:
+                        up_writer.write(raw)
+                    elif self.mode == "error":
+                        writer.write(self.reply)
+                    elif self.mode == "drop":
+                        return
+                    elif self.mode == "lose":
+                        mute.set()
+                        up_writer.write(raw)
+                        await asyncio.sleep(0.05)  # the script runs meanwhile
+                        return
+                    else:  # stall, truncate: the call goes through, its reply is dealt with in replies()
+                        up_writer.write(raw)
+        finally:
+            back.cancel()
+            await asyncio.gather(back, return_exceptions=True)
 
 
 @pytest.fixture
@@ -85,71 +154,216 @@ async def proxy() -> AsyncIterator[Proxy]:
     await p.stop()
 
 
-async def charge(store: RedisStore) -> str:
-    outcome = await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))
-    return outcome.status
+@pytest.fixture
+async def proxied(proxy: Proxy) -> AsyncIterator[RedisStore]:
+    s = RedisStore(proxy.url, timeout=0.2)
+    yield s
+    await s.close()
 
 
-async def test_connection_refused_is_unavailable() -> None:
+async def charge(store: Store, root: str | None = None, request_id: str | None = None) -> Outcome:
+    return await store.decide(decision(root or tid(), 1, budgets=(budget("b", 10),), request_id=request_id))
+
+
+async def spent(root: str) -> int:
+    """What the real Redis holds for root, read past the proxy."""
+    direct = RedisStore(REDIS_URL)
+    try:
+        return (await direct.inspect(root, (), ("b",), T0)).balances[0][0]
+    finally:
+        await direct.close()
+
+
+async def test_connection_refused_is_unavailable_then_recovers(proxy: Proxy, proxied: RedisStore) -> None:
+    root = tid()
+    assert (await charge(proxied, root)).status == "allowed"
+    await proxy.stop()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await charge(proxied, root)
+    assert await proxied.ready() is not None
+    await proxy.start()  # the same port answers again: no restart of the store needed
+    assert (await charge(proxied, root)).balances == [(2, 0)]
+    assert await proxied.ready() is None
+
+
+async def test_nothing_listening_is_unavailable() -> None:
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/5", timeout=0.2)
-    with pytest.raises(StoreUnavailable):
-        await charge(store)
-    await store.close()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await charge(store)
+        assert "unreachable" in (await store.ready() or "")
+    finally:
+        await store.close()
 
 
-async def test_a_reply_that_never_comes_is_unavailable_within_the_timeout(proxy: Proxy) -> None:
-    store = RedisStore(proxy.url, timeout=0.2)
-    assert await charge(store) == "allowed"
+async def test_a_reply_past_the_timeout_is_unavailable_and_a_retry_replays(proxy: Proxy, proxied: RedisStore) -> None:
+    root = tid()
+    assert (await charge(proxied)).status == "allowed"
     proxy.mode = "stall"
     started = asyncio.get_running_loop().time()
     with pytest.raises(StoreUnavailable):
-        await charge(store)
-    assert asyncio.get_running_loop().time() - started < 1.5
+        await charge(proxied, root, request_id="r")
+    assert asyncio.get_running_loop().time() - started < 1.0
     proxy.mode = "forward"
-    assert await charge(store) == "allowed"  # recovers by itself on a new connection
-    await store.close()
+    # The script ran, only its reply was late: the retry with the same request id is the first answer.
+    retry = await charge(proxied, root, request_id="r")
+    assert (retry.status, retry.replayed, retry.balances) == ("allowed", True, [(1, 0)])
+    assert await spent(root) == 1
 
 
-async def test_a_connection_dropped_mid_request_is_unavailable_then_recovers(proxy: Proxy) -> None:
-    store = RedisStore(proxy.url, timeout=0.5)
-    proxy.mode = "drop"
+@pytest.mark.parametrize("mode", ["drop", "lose", "truncate"])
+async def test_a_connection_cut_mid_request_is_unavailable_then_recovers(
+    proxy: Proxy, proxied: RedisStore, mode: str
+) -> None:
+    root = tid()
+    assert (await charge(proxied)).status == "allowed"  # a pooled connection, then it breaks under the call
+    proxy.mode = mode
     with pytest.raises(StoreUnavailable):
-        await charge(store)
+        await charge(proxied, root, request_id="r")
     proxy.mode = "forward"
-    assert await charge(store) == "allowed"
-    await store.close()
+    retry = await charge(proxied, root, request_id="r")
+    ran = mode != "drop"  # drop never passed the call on; lose and truncate did
+    assert (retry.status, retry.replayed, await spent(root)) == ("allowed", ran, 1)
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        b"-BUSY Redis is busy running a script\r\n",
-        b"-LOADING Redis is loading the dataset in memory\r\n",
-        b"-READONLY You can't write against a read only replica.\r\n",
-        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
-        b"-CLUSTERDOWN The cluster is down\r\n",
-        b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
-        b"-MASTERDOWN Link with MASTER is down\r\n",
-        b"-ERR something unexpected\r\n",
-    ],
-    ids=lambda line: line.split()[0][1:].decode(),
+ERRORS = [
+    b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n",
+    b"-LOADING Redis is loading the dataset in memory\r\n",
+    b"-READONLY You can't write against a read only replica.\r\n",
+    b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    b"-CLUSTERDOWN The cluster is down\r\n",
+    b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+    b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+    b"-NOSCRIPT No matching script. Please use EVAL.\r\n",  # forever: reloading must not loop
+    b"-ERR something unexpected\r\n",
+]
+
+
+@pytest.mark.parametrize("line", ERRORS, ids=lambda line: line.split()[0][1:].decode())
+async def test_redis_errors_are_unavailable_never_allowed(proxy: Proxy, proxied: RedisStore, line: bytes) -> None:
+    root = tid()
+    held = await proxied.decide(decision(root, 2, budgets=(budget("b", 10),), mode="hold"))
+    assert held.hold_id is not None
+    proxy.mode, proxy.reply = "error", line
+    results = await asyncio.gather(*(charge(proxied, root) for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    for call in (
+        lambda: charge(proxied, root),
+        lambda: proxied.lookup(root, "r", "f"),
+        lambda: proxied.settle(held.hold_id, 1, T0),  # type: ignore[arg-type]
+        lambda: proxied.release(held.hold_id, T0),  # type: ignore[arg-type]
+        lambda: proxied.revoke(root, "p0", 0),
+        lambda: proxied.inspect(root, ("p0",), ("b",), T0),
+    ):
+        with pytest.raises(StoreUnavailable):
+            await call()
+    assert await proxied.ready() is not None
+    proxy.mode = "forward"
+    assert (await charge(proxied, root)).balances == [(1, 2)]  # nothing above was written; and it recovered
+    assert await proxied.ready() is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(ValueError, IndexError, AttributeError, TypeError),
+    reason="app/store/redis.py parses script replies outside _run's error mapping: a reply of an unexpected "
+    "shape raises ValueError (verify: 500; settle: 400 'amount'), not StoreUnavailable (503)",
 )
-async def test_redis_errors_are_unavailable_never_allowed(proxy: Proxy, line: bytes) -> None:
-    store = RedisStore(proxy.url, timeout=0.5)
-    proxy.mode, proxy.error = "error", line
+@pytest.mark.parametrize("line", [b"+OK\r\n", b":1\r\n"], ids=["simple-string", "integer"])
+async def test_a_reply_of_the_wrong_shape_is_unavailable(proxy: Proxy, proxied: RedisStore, line: bytes) -> None:
+    proxy.mode, proxy.reply = "error", line
     with pytest.raises(StoreUnavailable):
-        await charge(store)
-    proxy.mode = "forward"
-    assert await charge(store) == "allowed"
-    await store.close()
+        await charge(proxied)
 
 
 async def test_a_flushed_script_cache_is_reloaded_transparently(redis_server: RedisServer) -> None:
+    """On a Redis of the test's own, so that SCRIPT FLUSH disturbs no other test."""
     store = RedisStore(redis_server.url)
-    root = tid()
-    levels = (budget("b", 10),)
-    assert (await store.decide(decision(root, 4, budgets=levels))).status == "allowed"
-    redis.Redis(port=redis_server.port).script_flush()
-    again = await store.decide(decision(root, 4, budgets=levels))
-    assert (again.status, again.balances) == ("allowed", [(8, 0)])  # ran exactly once after the reload
-    await store.close()
+    direct = redis.Redis(port=redis_server.port)
+    try:
+        root = tid()
+        levels = (budget("b", 100),)
+        assert (await store.decide(decision(root, 4, budgets=levels))).status == "allowed"
+        direct.script_flush()
+        again = await store.decide(decision(root, 4, budgets=levels))
+        assert (again.status, again.balances) == ("allowed", [(8, 0)])  # ran exactly once after the reload
+        direct.script_flush()  # and a whole pipeline of calls that all meet NOSCRIPT: each runs exactly once
+        outcomes = await asyncio.gather(*(store.decide(decision(root, 1, budgets=levels)) for _ in range(30)))
+        assert [o.status for o in outcomes] == ["allowed"] * 30
+        direct.script_flush()
+        held = await store.decide(decision(root, 2, budgets=levels, mode="hold"))
+        assert held.hold_id is not None
+        direct.script_flush()
+        assert (await store.settle(held.hold_id, 1, T0)).amount == 1
+        direct.script_flush()
+        assert (await store.inspect(root, (), ("b",), T0)).balances == [(39, 0)]
+    finally:
+        await store.close()
+        direct.close()
+
+
+async def test_sigkill_under_load_never_overspends_and_the_aof_keeps_every_acknowledged_charge(
+    redis_server: RedisServer,
+) -> None:
+    """Redis with appendfsync always is killed while 16 callers spend; it restarts on the same AOF directory.
+
+    A charge acknowledged before the kill is on disk. A call that failed is in doubt: its script may have run
+    and been written just before the kill. Each call has a request id, so after the restart lookup() says which
+    calls in doubt were charged, and the counter must be exactly the acknowledged plus those.
+    """
+    limit, kill_after = 400, 120
+    store = RedisStore(redis_server.url, timeout=0.5)
+    root, levels = tid(), (budget("b", limit),)
+    acknowledged: set[str] = set()
+    in_doubt: set[str] = set()
+    stop = asyncio.Event()
+
+    async def spender(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            rid, i = f"w{n}-{i}", i + 1
+            try:
+                out = await store.decide(decision(root, 1, budgets=levels, request_id=rid, fingerprint="f"))
+            except StoreUnavailable:
+                in_doubt.add(rid)
+                await asyncio.sleep(0.01)
+                continue
+            assert out.status == "allowed", out  # the limit is never reached before the kill
+            acknowledged.add(rid)
+
+    spenders = [asyncio.create_task(spender(n)) for n in range(16)]
+    try:
+        while len(acknowledged) < kill_after:
+            await asyncio.sleep(0.001)
+        redis_server.kill()  # SIGKILL
+        await asyncio.sleep(0.3)  # the callers meet a dead Redis for a while
+        stop.set()
+        await asyncio.gather(*spenders)
+    finally:
+        stop.set()
+        for task in spenders:
+            task.cancel()
+        await asyncio.gather(*spenders, return_exceptions=True)
+    assert in_doubt, "the kill did not happen under load"
+
+    await asyncio.to_thread(redis_server.start)  # same port, same --dir: the AOF is replayed
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while (why := await store.ready()) is not None:  # LOADING while the AOF is replayed
+            assert asyncio.get_running_loop().time() < deadline, why
+            await asyncio.sleep(0.05)
+        balance = (await store.inspect(root, (), ("b",), T0)).balances[0]  # the same store recovers by itself
+        answers = {rid: await store.lookup(root, rid, "f") for rid in acknowledged | in_doubt}
+        charged_in_doubt = {rid for rid in in_doubt if answers[rid] is not None}
+        assert all(answers[rid] is not None and answers[rid].status == "allowed" for rid in acknowledged)  # type: ignore[union-attr]
+        assert all(answers[rid].status == "allowed" for rid in charged_in_doubt)  # type: ignore[union-attr]
+        assert balance == (len(acknowledged) + len(charged_in_doubt), 0)
+        assert len(charged_in_doubt) <= 16  # at most the calls in flight at the kill
+        # And what is left of the limit is exactly what can still be spent, not one unit more.
+        left = limit - balance[0]
+        outcomes = await asyncio.gather(*(store.decide(decision(root, 1, budgets=levels)) for _ in range(left + 20)))
+        assert sum(o.status == "allowed" for o in outcomes) == left
+        assert (await store.inspect(root, (), ("b",), T0)).balances == [(limit, 0)]
+    finally:
+        await store.close()
