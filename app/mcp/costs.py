@@ -53,7 +53,7 @@ class CostTable:
             return cls()
         try:
             return cls(msgspec.json.decode(Path(path).read_bytes()))
-        except (msgspec.MsgspecError, CaveatSyntaxError, ValueError) as e:
+        except (msgspec.MsgspecError, CaveatSyntaxError, ValueError, OSError) as e:
             raise ValueError(f"cost file {path}: {e}") from None
 
     def cost_of(self, tool: str, args: Mapping[str, Any]) -> Money | None:

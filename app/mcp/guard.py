@@ -1,32 +1,37 @@
-"""The guard: an MCP server middleware that puts agentcaps in front of every tool (SPEC §7).
+"""The guard: agentcaps in front of every MCP tool (SPEC §7), for tool servers you write and for the gateway.
 
 - `tools/list` answers only the tools the presented token allows, read offline (no token: nothing).
-- `tools/call` verifies a hold of the tool's cost, runs the tool, then settles the actual cost (the result's
-  `_meta["agentcaps/cost"]`, at most the hold) or releases the hold if the tool failed or was cancelled. A
-  denial is a normal tool result with `isError` whose text starts `agentcaps denied <code>:` and says what
-  the holder can still do; the tool never runs then. The token is removed from `_meta` before the tool runs.
+- `tools/call` is admitted by verifying a hold of the tool's cost; the tool runs with the token taken out of
+  `_meta`; the call is then concluded: the actual cost is settled (the result's `_meta["agentcaps/cost"]`, at
+  most the hold) or the hold released if the tool failed, asked for input first, or was cancelled. A denial is
+  a normal tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can
+  still do; the tool never runs then.
 
-The same middleware serves tool servers written with the mcp SDK (`MCPServer(..., middleware=[guard])`) and the
-gateway in front of servers you do not own. It asks the service over HTTP (`AsyncClient`) or, configured with
-the keys, decides in-process (`LocalVerifier`).
+`Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`,
+`conclude`, `abandon` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages. It asks
+the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import anyio
 import httpx
 import msgspec
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
+from mcp_types import RequestParamsMeta
+from pydantic import BaseModel
+from starlette.requests import Request
 
 from app.api.schemas import Allowed, Denied, HoldResponse, Money, VerifyRequest
-from app.authority import Authority
+from app.authority import Authority, RequestError
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.mcp.costs import CostError, CostTable
 from app.sdk.client import ApiError
@@ -40,6 +45,8 @@ COST_KEY = "agentcaps/cost"
 DENIAL_KEY = "agentcaps/denial"
 log = logging.getLogger("agentcaps.mcp")
 _as_over_http = msgspec.json.Decoder(VerifyRequest, float_hook=Decimal)
+# What the service may fail with when it cannot be asked: the call is denied, never run on doubt.
+_UNREACHABLE = (httpx.HTTPError, OSError, StoreUnavailable)
 
 
 class Verifier(Protocol):
@@ -60,25 +67,39 @@ class LocalVerifier:
 
     async def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
         audience = kw.pop("audience", None)
-        # The request as the HTTP API would decode it: JSON fractions as exact Decimals, never floats.
-        request = _as_over_http.decode(msgspec.json.encode({"token": token, "tool": tool, **kw}))
-        return (await self.authority.verify(request, audience)).body
+        try:
+            # The request as the HTTP API would decode it: JSON fractions as exact Decimals, never floats.
+            request = _as_over_http.decode(msgspec.json.encode({"token": token, "tool": tool, **kw}))
+            return (await self.authority.verify(request, audience)).body
+        except (msgspec.ValidationError, RequestError) as e:
+            raise ApiError(400, "bad_request", str(e)) from None
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
-        try:
-            return await self.authority.settle(hold_id, amount)
-        except NotFound as e:
-            raise ApiError(404, "not_found", str(e)) from None
-        except Conflict as e:
-            raise ApiError(409, "conflict", str(e)) from None
+        return await self._hold(self.authority.settle(hold_id, amount))
 
     async def release(self, hold_id: str) -> HoldResponse:
+        return await self._hold(self.authority.release(hold_id))
+
+    @staticmethod
+    async def _hold(change: Any) -> HoldResponse:
         try:
-            return await self.authority.release(hold_id)
+            result: HoldResponse = await change
         except NotFound as e:
             raise ApiError(404, "not_found", str(e)) from None
         except Conflict as e:
             raise ApiError(409, "conflict", str(e)) from None
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Admitted:
+    """A call the service allowed, its cost held: conclude it with the tool's result, or abandon it."""
+
+    token: str
+    tool: str
+    args: Mapping[str, Any]
+    cost: Money | None
+    hold_id: str | None
 
 
 @dataclasses.dataclass
@@ -89,73 +110,99 @@ class Guard:
     default_token: str | None = None  # for requests that carry none (the gateway's --token)
     hold_ttl: int = 300
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method == "tools/list":
-            return await self._list(ctx, call_next)
-        if ctx.method == "tools/call":
-            return await self._call(ctx, call_next)
-        return await call_next(ctx)
+    def __post_init__(self) -> None:
+        if not 1 <= self.hold_ttl <= 86400:
+            raise ValueError("hold_ttl must be 1 to 86400 seconds")
 
-    # -- the token ------------------------------------------------------------------------------------
-    def _token(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, ServerRequestContext[Any, Any]]:
-        """The presented token, and the context with the token taken out of `_meta` (it never reaches a tool)."""
-        params = dict(ctx.params or {})
-        meta = dict(params.get("_meta") or {})
-        token = meta.pop(TOKEN_KEY, None)
-        if token is not None:
-            params["_meta"] = meta
-            parsed_meta = {k: v for k, v in (ctx.meta or {}).items() if k != TOKEN_KEY}
-            ctx = dataclasses.replace(ctx, params=params, meta=parsed_meta)  # type: ignore[arg-type]
-        if token is None:  # on streamable HTTP, `request` is the HTTP request and may carry a bearer token
-            headers = getattr(ctx.request, "headers", None) or {}
-            scheme, _, credential = str(headers.get("authorization", "")).partition(" ")
-            token = credential if scheme.lower() == "bearer" and credential else None
-        return (str(token) if token is not None else self.default_token), ctx
+    # -- the checks, on wire-shaped (JSON) params and results ------------------------------------------
+    def take_token(self, params: Mapping[str, Any] | None, authorization: str | None = None) -> tuple[str | None, Any]:
+        """The presented token (`_meta`, else a bearer header, else the default) and the params without it."""
+        token, params = _from_meta(params)
+        return token or _bearer(authorization) or self.default_token, params
 
-    # -- tools/list -----------------------------------------------------------------------------------
-    async def _list(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        token, ctx = self._token(ctx)
-        result = await call_next(ctx)
+    def visible(self, token: str | None) -> Callable[[str], bool]:
+        """Which tool names this token may call, read offline (no key): the caveats' allowlist."""
         try:
             allowed = Token.parse(token).analysis.tools if token else ()
         except TokenError:
             allowed = ()  # a token that does not decode lists nothing
         if allowed is None:
-            return result
-        keep = _tools_filter(allowed)
-        if isinstance(result, dict):
-            return {**result, "tools": [t for t in result.get("tools", []) if keep(t.get("name", ""))]}
-        if result is not None and hasattr(result, "tools"):
-            return result.model_copy(update={"tools": [t for t in result.tools if keep(t.name)]})
-        return result
+            return lambda name: True
+        return lambda name: any(tool_matches(pattern, name) for pattern in allowed)
 
-    # -- tools/call -----------------------------------------------------------------------------------
-    async def _call(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        token, ctx = self._token(ctx)
-        params = ctx.params or {}
-        tool = str(params.get("name", ""))
-        args = params.get("arguments") or {}
+    def filter_listing(self, result: Mapping[str, Any], token: str | None) -> dict[str, Any]:
+        """A tools/list result with only what `token` allows. The listing now depends on the caller's token,
+        so a 2026-era cache hint may no longer share it across callers (`cacheScope: private`)."""
+        keep = self.visible(token)
+        tools = result.get("tools")
+        filtered = dict(result)
+        if isinstance(tools, list):
+            filtered["tools"] = [t for t in tools if isinstance(t, Mapping) and keep(str(t.get("name", "")))]
+        if filtered.get("cacheScope") == "public":
+            filtered["cacheScope"] = "private"
+        return filtered
+
+    async def admit(self, token: str | None, tool: Any, args: Any) -> Admitted | CallToolResult:
+        """Verify a hold of the call's cost: the admitted call, or the denial to answer instead of running it."""
+        if not isinstance(tool, str) or not tool:
+            raise MCPError(INVALID_PARAMS, "tools/call needs a tool name")
         if not token:
             return denial("invalid_token", f"no agentcaps token: send _meta['{TOKEN_KEY}'] or Authorization: Bearer")
+        if not isinstance(args, Mapping):
+            return denial("arg_mismatch", "the call's arguments must be a JSON object", token=token)
         try:
             cost = self.costs.cost_of(tool, args)
         except CostError as e:
-            return denial("arg_mismatch", str(e))
+            return denial("arg_mismatch", str(e), token=token)
         decision = await self._ask(token, tool, args=args, cost=cost, mode="hold", hold_ttl=self.hold_ttl)
         if isinstance(decision, Denied):
-            return denial(decision.code, decision.reason, decision)
-        hold_id = decision.hold_id
-        assert hold_id is not None
-        try:
-            result = await call_next(ctx)
-        except BaseException:
-            await asyncio.shield(self._release(hold_id))  # an error or a cancellation: nothing is charged
-            raise
-        if _is_error(result):
-            await self._release(hold_id)
-            return result
-        await self._settle(token, tool, args, hold_id, cost, _reported_cost(result, cost))
-        return result
+            return denial(decision.code, decision.reason, decision, token)
+        return Admitted(token, tool, args, cost, decision.hold_id)
+
+    async def conclude(self, call: Admitted, result: Mapping[str, Any] | BaseModel | None) -> None:
+        """The tool answered: settle what it cost, or release the hold if it failed or only asked for input
+        (its retry is a new call, verified and charged on its own). Runs to the end even if the caller is
+        cancelled meanwhile: a tool that ran is charged."""
+        wire = _wire(result)
+        if wire.get("isError") or wire.get("resultType") == "input_required":
+            await self.abandon(call)
+            return
+        if call.hold_id is None:
+            return
+        actual = _reported_cost(wire, call.cost, call.tool)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.verifier.settle(call.hold_id, actual.amount if actual is not None else None)
+            except ApiError as e:
+                if e.status != 404 or actual is None:
+                    log.warning("could not settle the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
+                    return
+                # The hold expired while the tool ran: charge the cost directly, once (the hold id is the request
+                # id, so a retry of this charge is the same request).
+                kw = {"args": call.args, "cost": actual, "mode": "charge", "request_id": call.hold_id}
+                charged = await self._ask(call.token, call.tool, **kw)
+                if isinstance(charged, Denied):
+                    log.warning(
+                        "the hold %s expired; charging directly was denied: %s", _short(call.hold_id), charged.code
+                    )
+            except _UNREACHABLE as e:
+                log.warning(
+                    "could not settle the hold %s (%s): it expires uncharged", _short(call.hold_id), type(e).__name__
+                )
+
+    async def abandon(self, call: Admitted) -> None:
+        """Release the hold: nothing is charged. Runs to the end even while the caller is being cancelled."""
+        if call.hold_id is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.verifier.release(call.hold_id)
+            except ApiError as e:
+                log.warning("could not release the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
+            except _UNREACHABLE as e:
+                log.warning(
+                    "could not release the hold %s (%s): it expires by itself", _short(call.hold_id), type(e).__name__
+                )
 
     async def _ask(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
         try:
@@ -164,69 +211,123 @@ class Guard:
             if e.status >= 500:
                 return Denied(False, "store_unavailable", f"agentcaps could not decide: {e.reason}")
             return Denied(False, e.code, e.reason)
-        except (httpx.HTTPError, OSError, StoreUnavailable) as e:
+        except StoreUnavailable as e:
+            return Denied(False, "store_unavailable", f"agentcaps could not decide: {e}")
+        except _UNREACHABLE as e:
             return Denied(False, "store_unavailable", f"agentcaps is unreachable ({type(e).__name__}); not running")
 
-    async def _release(self, hold_id: str) -> None:
+    # -- the mcp SDK server middleware -----------------------------------------------------------------
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in ("tools/list", "tools/call"):
+            return await call_next(ctx)
+        token, ctx = self._strip(ctx)
+        if ctx.method == "tools/list":
+            return self.filter_listing(_wire(await call_next(ctx)), token)
+        params = ctx.params or {}
+        admitted = await self.admit(token, params.get("name"), params.get("arguments") or {})
+        if not isinstance(admitted, Admitted):
+            return admitted
         try:
-            await self.verifier.release(hold_id)
-        except (ApiError, httpx.HTTPError, OSError, StoreUnavailable) as e:
-            log.warning("could not release hold %s (it expires by itself): %s", hold_id, e)
+            result = await call_next(ctx)
+        except BaseException:
+            await self.abandon(admitted)  # an error or a cancellation: nothing is charged
+            raise
+        await self.conclude(admitted, result)
+        return result
 
-    async def _settle(
-        self, token: str, tool: str, args: Any, hold_id: str, held: Money | None, actual: Money | None
-    ) -> None:
-        amount = actual.amount if actual is not None else None
-        try:
-            await self.verifier.settle(hold_id, amount)
-        except ApiError as e:
-            if e.status != 404 or actual is None:
-                log.warning("could not settle hold %s: %s", hold_id, e)
-                return
-            # The hold expired while the tool ran: charge the cost directly, once (the hold id is the request id).
-            charged = await self._ask(token, tool, args=args, cost=actual, mode="charge", request_id=hold_id)
-            if isinstance(charged, Denied):
-                log.warning("hold %s expired and the direct charge was denied: %s", hold_id, charged.reason)
-        except (httpx.HTTPError, OSError, StoreUnavailable) as e:
-            log.warning("could not settle hold %s (it expires by itself): %s", hold_id, e)
+    def _strip(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, ServerRequestContext[Any, Any]]:
+        """The presented token, and the context with it gone from `_meta`, and from the HTTP request's
+        Authorization header if it came from there: a bearer credential never reaches a tool."""
+        token, params = _from_meta(ctx.params)
+        meta = cast(RequestParamsMeta, {k: v for k, v in ctx.meta.items() if k != TOKEN_KEY}) if ctx.meta else None
+        request = ctx.request
+        if token is None and isinstance(request, Request) and (token := _bearer(request.headers.get("authorization"))):
+            scope = dict(request.scope)
+            scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
+            request = Request(scope, request.receive)
+        return token or self.default_token, dataclasses.replace(ctx, params=params, meta=meta, request=request)
 
 
-def _tools_filter(allowed: tuple[str, ...]) -> Any:
-    return lambda name: any(tool_matches(pattern, name) for pattern in allowed)
+def _from_meta(params: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """`_meta["agentcaps/token"]` and the params without it (and without an `_meta` left empty)."""
+    params = dict(params or {})
+    meta = params.get("_meta")
+    if not isinstance(meta, Mapping) or TOKEN_KEY not in meta:
+        return None, params
+    token = meta[TOKEN_KEY]
+    rest = {k: v for k, v in meta.items() if k != TOKEN_KEY}
+    if rest:
+        params["_meta"] = rest
+    else:
+        del params["_meta"]
+    return (token if isinstance(token, str) else None), params
 
 
-def _is_error(result: HandlerResult) -> bool:
-    if isinstance(result, dict):
-        return bool(result.get("isError"))
-    return bool(getattr(result, "is_error", False))
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, credential = (authorization or "").partition(" ")
+    return credential.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _reported_cost(result: HandlerResult, held: Money | None) -> Money | None:
+def _short(hold_id: str) -> str:
+    """Enough of a hold id to find it in the service's logs; the whole id would let a reader settle or release it."""
+    return hold_id[:12] + "..."
+
+
+def _wire(result: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dict(result or {})
+
+
+def _reported_cost(result: Mapping[str, Any], held: Money | None, tool: str) -> Money | None:
     """What the tool reports the call cost (`_meta["agentcaps/cost"]`), if it is a valid amount in the held
     currency and at most the hold; else the held cost."""
-    meta = result.get("_meta") if isinstance(result, dict) else getattr(result, "meta", None)
+    meta = result.get("_meta")
     reported = meta.get(COST_KEY) if isinstance(meta, Mapping) else None
-    if held is None or not isinstance(reported, Mapping) or reported.get("currency") != held.currency:
+    if held is None or reported is None:
         return held
     try:
+        if not isinstance(reported, Mapping) or reported.get("currency") != held.currency:
+            raise CaveatSyntaxError(f"not an amount in {held.currency}")
         micros = parse_micros(str(reported.get("amount")))
-    except CaveatSyntaxError:
+        if micros > parse_micros(held.amount):
+            raise CaveatSyntaxError(f"more than the {held.amount} held")
+    except CaveatSyntaxError as e:
+        log.warning("tool %r reported its cost as %r (%s): settling the held cost", tool, reported, e)
         return held
-    return Money(format_micros(micros), held.currency) if micros <= parse_micros(held.amount) else held
+    return Money(format_micros(micros), held.currency)
 
 
-def denial(code: str, reason: str, body: Denied | None = None) -> CallToolResult:
-    """A refused call as the agent sees it: an error result that says why and what it can still do."""
-    lines = [f"agentcaps denied {code}: {reason}"]
-    if body is not None and body.budgets:
-        left = "; ".join(f"hop {b.hop} {b.remaining} {b.currency} of {b.limit}" for b in body.budgets)
+def denial(code: str, reason: str, body: Denied | None = None, token: str | None = None) -> CallToolResult:
+    """A refused call as the agent sees it: an error result that says why and what the holder can still do.
+    The service's denial body (or one made here, for a call refused before asking) travels in `_meta`."""
+    body = body or Denied(False, code, reason)
+    names: list[str] = []
+    tools = body.tools
+    try:
+        offline = Token.parse(token).analysis if token else None
+    except TokenError:
+        offline = None
+    if offline is not None:
+        names = list(offline.delegation)
+        if tools is None and body.budgets is None and offline.tools is not None:
+            tools = list(offline.tools)  # refused before asking the service: the token's own allowlist
+    lines = [f"agentcaps denied {code}: {reason.rstrip('.')}."]
+    if body.budgets:
+
+        def hop(n: int) -> str:
+            return f"hop {n} ({names[n]})" if n < len(names) else f"hop {n}"
+
+        left = "; ".join(f"{hop(b.hop)} {b.remaining} of {b.limit} {b.currency}" for b in body.budgets)
         lines.append(f"Budget remaining: {left}.")
-    if body is not None and body.tools is not None:
-        lines.append(f"Allowed tools: {', '.join(body.tools)}.")
+    if tools is not None:
+        lines.append(f"Allowed tools: {', '.join(tools) or 'none'}.")
+    elif body.budgets is not None:  # the service read the verified token: no tools caveat
+        lines.append("Allowed tools: any.")
     return CallToolResult.model_validate(
         {
             "content": [TextContent(type="text", text=" ".join(lines))],
             "isError": True,
-            "_meta": {DENIAL_KEY: msgspec.to_builtins(body or Denied(False, code, reason))},
+            "_meta": {DENIAL_KEY: msgspec.to_builtins(body)},
         }
     )

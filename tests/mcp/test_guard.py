@@ -1,78 +1,245 @@
-"""A real MCP client against a guarded tool server, in-process: every outcome of SPEC §7's guard."""
+"""A real MCP client against a guarded tool server, in-process and over stdio: every outcome of SPEC §7's guard."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated, Any
 
-import httpx
+import anyio
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+from pydantic import BaseModel
 
-from app.api.schemas import MintRequest, Money
+from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
+from app.errors import StoreUnavailable
 from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS, build
+from app.sdk import Token
 from app.sdk.client import AsyncClient
 from app.store.memory import MemoryStore
 from app.token.keys import KeyRing, new_key_entry
-from tests.mcp.conftest import Agents
-from tests.processes import Service
+from app.token.mint import attenuate
+from tests.mcp.conftest import Agents, Live, meta, text
+from tests.processes import free_port
 
 
-def token_meta(token: str) -> dict[str, Any]:
-    return {"agentcaps/token": token}
+@dataclass
+class Tools:
+    """An MCP server with a guard in front and tools that record every run."""
+
+    server: MCPServer
+    ran: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def text(result: CallToolResult) -> str:
-    first = result.content[0]
-    assert isinstance(first, TextContent)
-    return first.text
+def tools(guard: Guard) -> Tools:
+    server = MCPServer("counted", middleware=[guard])
+    t = Tools(server)
+
+    @server.tool()
+    def search(query: str) -> str:
+        t.ran.append(("search", query))
+        return f"3 results for {query!r}"
+
+    @server.tool()
+    def pay(amount: Decimal, to: str) -> str:
+        t.ran.append(("pay", amount))
+        return f"paid {amount} USD to {to}"
+
+    return t
 
 
 async def test_tools_list_shows_only_what_the_token_allows(agents: Agents, guard: Guard) -> None:
     async with Client(build([guard])) as client:
-        assert [t.name for t in (await client.list_tools(meta=token_meta(agents.root))).tools] == ["search", "pay"]
-        assert [t.name for t in (await client.list_tools(meta=token_meta(agents.researcher))).tools] == ["search"]
-        assert (await client.list_tools(meta=token_meta("garbage"))).tools == []
-        assert (await client.list_tools()).tools == []  # no token, no tools
+        assert [t.name for t in (await client.list_tools(meta=meta(agents.root))).tools] == ["search", "pay"]
+        assert [t.name for t in (await client.list_tools(meta=meta(agents.researcher))).tools] == ["search"]
+        assert [t.name for t in (await client.list_tools(meta=meta(agents.buyer))).tools] == ["pay"]
+        assert (await client.list_tools(meta=meta("garbage"))).tools == []  # does not decode: nothing
+        assert (await client.list_tools()).tools == []  # no token: nothing
 
 
 async def test_an_allowed_call_runs_and_is_charged_at_every_level(agents: Agents, guard: Guard) -> None:
-    async with Client(build([guard])) as client:
-        result = await client.call_tool("search", {"query": "agents"}, meta=token_meta(agents.researcher))
-    assert not result.is_error and "3 results" in text(result)
-    assert await agents.budgets(agents.researcher) == [("10.00", "0.01", "0.00"), ("2.00", "0.01", "0.00")]
+    t = tools(guard)
+    async with Client(t.server) as client:
+        result = await client.call_tool("search", {"query": "agents"}, meta=meta(agents.researcher))
+        paid = await client.call_tool("pay", {"amount": "2.5", "to": "x"}, meta=meta(agents.buyer))
+    assert not result.is_error and text(result) == "3 results for 'agents'"
+    assert not paid.is_error and t.ran == [("search", "agents"), ("pay", Decimal("2.5"))]
+    assert await agents.budgets(agents.researcher) == [("10.00", "2.51", "0.00"), ("2.00", "0.01", "0.00")]
+    assert await agents.budgets(agents.buyer) == [("10.00", "2.51", "0.00"), ("5.00", "2.50", "0.00")]
 
 
-async def test_each_denial_is_an_error_result_that_says_what_is_left(agents: Agents, guard: Guard) -> None:
+def _clocked() -> tuple[Authority, list[float]]:
+    now = [1_800_000_000.0]
+    return Authority(KeyRing(new_key_entry()), MemoryStore(), "http://agentcaps.test", clock=lambda: now[0]), now
+
+
+def _mint(authority: Authority, **kw: Any) -> str:
+    return authority.mint(MintRequest("orchestrator", **kw)).token
+
+
+class FailingStore(MemoryStore):
+    async def decide(self, d: Any) -> Any:
+        raise StoreUnavailable("redis: connection refused")
+
+
+async def _setup(code: str) -> tuple[Guard, str, str, dict[str, Any]]:
+    """A guard, a token, and a call that the guard must deny with `code`."""
+    authority, now = _clocked()
+    local = LocalVerifier(authority)
+    costs = CostTable(COSTS)
+    usd10 = Money("10.00", "USD")
+    if code == "tool_not_allowed":
+        return Guard(local, costs), _mint(authority, budget=usd10, tools=["search"]), "pay", {"amount": 1, "to": "x"}
+    if code == "arg_mismatch":
+        token = str(Token.parse(_mint(authority, budget=usd10)).attenuate(to="buyer", args={"amount": "<= 3"}))
+        return Guard(local, costs), token, "pay", {"amount": "3.01", "to": "x"}
+    if code == "budget_exceeded":
+        return Guard(local, costs), _mint(authority, budget=Money("1.00", "USD")), "pay", {"amount": 1.5, "to": "x"}
+    if code == "cost_cap_exceeded":
+        token = _mint(authority, budget=usd10, cost_cap=Money("0.005", "USD"))
+        return Guard(local, costs), token, "search", {"query": "q"}
+    if code == "currency_mismatch":
+        euros = CostTable({"search": {"amount": "0.01", "currency": "EUR"}})
+        return Guard(local, euros), _mint(authority, budget=usd10), "search", {"query": "q"}
+    if code == "audience_mismatch":
+        token = _mint(authority, budget=usd10, audience=["payments-srv"])
+        return Guard(local, costs, audience="search-srv"), token, "search", {"query": "q"}
+    if code == "expired":
+        token = _mint(authority, budget=usd10, expires_in=60)
+        now[0] += 61
+        return Guard(local, costs), token, "search", {"query": "q"}
+    if code == "revoked":
+        token = _mint(authority, budget=usd10)
+        await authority.revoke(token)
+        return Guard(local, costs), token, "search", {"query": "q"}
+    if code == "rate_limited":
+        token = _mint(authority, budget=usd10, rate="1/1h")
+        await authority.verify(VerifyRequest(token, "search"), None)  # the one call this hour
+        return Guard(local, costs), token, "search", {"query": "q"}
+    if code == "depth_exceeded":
+        researcher = Token.parse(_mint(authority, budget=usd10)).attenuate(to="researcher", max_depth=0)
+        return Guard(local, costs), attenuate(str(researcher), ["delegate = intern"]), "search", {"query": "q"}
+    if code == "unknown_caveat":
+        return Guard(local, costs), attenuate(_mint(authority), ["colour = blue"]), "search", {"query": "q"}
+    if code == "invalid_token":
+        token = _mint(authority, budget=usd10)
+        return Guard(local, costs), token[:-2] + ("AA" if token[-2:] != "AA" else "BA"), "search", {"query": "q"}
+    if code == "store_unavailable":
+        broken = Authority(authority.ring, FailingStore(), "http://agentcaps.test")
+        return Guard(LocalVerifier(broken), costs), _mint(authority, budget=usd10), "search", {"query": "q"}
+    raise AssertionError(code)
+
+
+DENIALS = [
+    "tool_not_allowed",
+    "arg_mismatch",
+    "budget_exceeded",
+    "cost_cap_exceeded",
+    "currency_mismatch",
+    "audience_mismatch",
+    "expired",
+    "revoked",
+    "rate_limited",
+    "depth_exceeded",
+    "unknown_caveat",
+    "invalid_token",
+    "store_unavailable",
+]
+
+
+@pytest.mark.parametrize("code", DENIALS)
+async def test_each_denial_is_an_error_result_and_the_tool_never_runs(code: str) -> None:
+    guard, token, tool, args = await _setup(code)
+    t = tools(guard)
+    async with Client(t.server) as client:
+        result = await client.call_tool(tool, args, meta=meta(token))
+    assert result.is_error and text(result).startswith(f"agentcaps denied {code}: "), text(result)
+    assert t.ran == []
+    assert result.structured_content is None  # the denial body is in _meta, not checked against an output schema
+    assert result.meta is not None and result.meta["agentcaps/denial"]["code"] == code
+    assert result.meta["agentcaps/denial"]["allowed"] is False
+
+
+async def test_a_denial_says_what_the_holder_can_still_do(agents: Agents, guard: Guard) -> None:
     async with Client(build([guard])) as client:
-        wrong_tool = await client.call_tool("pay", {"amount": 1, "to": "x"}, meta=token_meta(agents.researcher))
-        too_much = await client.call_tool("pay", {"amount": 3.01, "to": "x"}, meta=token_meta(agents.buyer))
-        no_amount = await client.call_tool("pay", {"to": "x"}, meta=token_meta(agents.buyer))
-        forged = await client.call_tool("search", {"query": "q"}, meta=token_meta(agents.researcher[:-2] + "AA"))
-        nothing = await client.call_tool("search", {"query": "q"})
-    assert wrong_tool.is_error and text(wrong_tool).startswith("agentcaps denied tool_not_allowed:")
-    assert "Allowed tools: search." in text(wrong_tool) and "hop 1 2.00 USD of 2.00" in text(wrong_tool)
-    assert wrong_tool.meta is not None and wrong_tool.meta["agentcaps/denial"]["caveat"] == "tools in search"
-    assert wrong_tool.structured_content is None
-    assert text(too_much).startswith("agentcaps denied arg_mismatch:") and "arg.amount <= 3" in text(too_much)
-    assert text(no_amount).startswith("agentcaps denied arg_mismatch: argument 'amount' is missing")
-    assert text(forged).startswith("agentcaps denied invalid_token:")
-    assert text(nothing).startswith("agentcaps denied invalid_token: no agentcaps token")
-    assert await agents.budgets(agents.buyer) == [("10.00", "0.00", "0.00"), ("5.00", "0.00", "0.00")]
+        await client.call_tool("pay", {"amount": 2, "to": "x"}, meta=meta(agents.buyer))
+        wrong_tool = await client.call_tool("search", {"query": "q"}, meta=meta(agents.buyer))
+        over = await client.call_tool("pay", {"amount": "3.01", "to": "x"}, meta=meta(agents.buyer))
+        broke = await client.call_tool("pay", {"amount": 3, "to": "x"}, meta=meta(agents.buyer))
+    left = "Budget remaining: hop 0 (orchestrator) 8.00 of 10.00 USD; hop 1 (buyer) 3.00 of 5.00 USD."
+    assert text(wrong_tool) == (
+        "agentcaps denied tool_not_allowed: tool 'search' is not in pay (caveat 'tools in pay' at hop 1). "
+        f"{left} Allowed tools: pay."
+    )
+    assert wrong_tool.meta is not None
+    denial = wrong_tool.meta["agentcaps/denial"]
+    assert (denial["caveat"], denial["hop"], denial["tools"]) == ("tools in pay", 1, ["pay"])
+    assert [b["remaining"] for b in denial["budgets"]] == ["8.00", "3.00"]
+    assert text(over).startswith("agentcaps denied arg_mismatch: argument 'amount' is not <= 3")
+    assert left in text(over)
+    assert not broke.is_error
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ({"to": "x"}, "argument 'amount' is missing"),
+        ({"amount": -1, "to": "x"}, "argument 'amount' must be a non-negative amount"),
+        ({"amount": "lots", "to": "x"}, "argument 'amount' must be a non-negative amount"),
+        ({"amount": [2], "to": "x"}, "argument 'amount' must be a decimal amount"),
+    ],
+)
+async def test_a_cost_argument_that_is_missing_or_malformed_denies_without_asking(
+    agents: Agents, args: dict[str, Any], why: str
+) -> None:
+    asked: list[str] = []
+
+    class Counting(LocalVerifier):
+        async def verify(self, token: str, tool: str, **kw: Any) -> Any:
+            asked.append(tool)
+            return await super().verify(token, tool, **kw)
+
+    t = tools(Guard(Counting(agents.authority), CostTable(COSTS)))
+    async with Client(t.server) as client:
+        result = await client.call_tool("pay", args, meta=meta(agents.buyer))
+    assert text(result).startswith(f"agentcaps denied arg_mismatch: {why}")
+    assert "Allowed tools: pay." in text(result)  # read from the token offline: the service was not asked
+    assert t.ran == [] and asked == []
+
+
+async def test_no_token_denies(agents: Agents, guard: Guard) -> None:
+    t = tools(guard)
+    async with Client(t.server) as client:
+        result = await client.call_tool("search", {"query": "q"})
+    assert text(result).startswith("agentcaps denied invalid_token: no agentcaps token")
+    assert t.ran == []
+
+
+async def test_a_default_token_serves_requests_that_carry_none(agents: Agents) -> None:
+    t = tools(Guard(LocalVerifier(agents.authority), CostTable(COSTS), default_token=agents.researcher))
+    async with Client(t.server) as client:
+        listed = await client.list_tools()
+        result = await client.call_tool("search", {"query": "q"})
+        other = await client.call_tool("search", {"query": "q"}, meta=meta(agents.buyer))  # its own token wins
+    assert [tool.name for tool in listed.tools] == ["search"] and not result.is_error
+    assert text(other).startswith("agentcaps denied tool_not_allowed:")
 
 
 async def test_budget_exceeded_across_calls(agents: Agents, guard: Guard) -> None:
     async with Client(build([guard])) as client:
         for _ in range(2):
-            ok = await client.call_tool("pay", {"amount": 2.5, "to": "x"}, meta=token_meta(agents.buyer))
+            ok = await client.call_tool("pay", {"amount": 2.5, "to": "x"}, meta=meta(agents.buyer))
             assert not ok.is_error
-        over = await client.call_tool("pay", {"amount": 0.01, "to": "x"}, meta=token_meta(agents.buyer))
-    assert text(over).startswith("agentcaps denied budget_exceeded:") and "hop 1 0.00 USD of 5.00" in text(over)
+        over = await client.call_tool("pay", {"amount": 0.01, "to": "x"}, meta=meta(agents.buyer))
+    assert text(over).startswith("agentcaps denied budget_exceeded:")
+    assert "hop 1 (buyer) 0.00 of 5.00 USD" in text(over)
 
 
 async def test_a_tool_that_raises_releases_its_hold(agents: Agents) -> None:
@@ -84,78 +251,79 @@ async def test_a_tool_that_raises_releases_its_hold(agents: Agents) -> None:
         raise RuntimeError("upstream timed out")
 
     async with Client(server) as client:
-        for _ in range(3):  # held 4 of 10 each time: were a hold kept, the third call would be over budget
-            failed = await client.call_tool("flaky", {}, meta=token_meta(agents.root))
+        for _ in range(3):  # 4 of 10 held each time: were a hold kept, the third call would be over budget
+            failed = await client.call_tool("flaky", {}, meta=meta(agents.root))
             assert failed.is_error and "agentcaps denied" not in text(failed)
     assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
 
 
+async def test_a_cancelled_call_releases_its_hold(agents: Agents) -> None:
+    costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
+    server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+    started = anyio.Event()
+
+    @server.tool()
+    async def slow() -> str:
+        started.set()
+        await anyio.sleep(30)
+        return "never"
+
+    async with Client(server) as client:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: client.call_tool("slow", {}, meta=meta(agents.root)))
+                await started.wait()
+                assert await agents.budgets(agents.root) == [("10.00", "0.00", "4.00")]
+                tg.cancel_scope.cancel()
+        with anyio.fail_after(5):
+            while (await agents.budgets(agents.root))[0][2] != "0.00":
+                await anyio.sleep(0.01)
+    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
+
+
 async def test_the_tool_reports_its_actual_cost_and_never_sees_the_token(agents: Agents) -> None:
-    server = MCPServer(
-        "metered", middleware=[Guard(LocalVerifier(agents.authority), CostTable({"fetch": COSTS["search"]}))]
-    )
+    costs = CostTable({"fetch": {"amount": "0.01", "currency": "USD"}})
+    server = MCPServer("metered", middleware=[Guard(LocalVerifier(agents.authority), costs)])
     seen: dict[str, Any] = {}
 
     @server.tool()
-    def fetch(url: str, ctx: Context) -> CallToolResult:
+    def fetch(url: str, reported: Any, ctx: Context) -> CallToolResult:
         seen["params"] = dict(ctx.request_context.params or {})
         seen["meta"] = dict(ctx.request_context.meta or {})
         return CallToolResult.model_validate(
-            {
-                "content": [{"type": "text", "text": "fetched"}],
-                "_meta": {"agentcaps/cost": {"amount": "0.004", "currency": "USD"}},
-            }
+            {"content": [{"type": "text", "text": "fetched"}], "_meta": {"agentcaps/cost": reported}}
         )
 
     async with Client(server) as client:
-        result = await client.call_tool("fetch", {"url": "u"}, meta={**token_meta(agents.root), "trace": "t1"})
-    assert not result.is_error
-    assert await agents.budgets(agents.root) == [("10.00", "0.004", "0.00")]
+        for reported in (
+            {"amount": "0.004", "currency": "USD"},  # settled as reported
+            {"amount": "0.02", "currency": "USD"},  # more than the hold: the held cost
+            {"amount": "0.004", "currency": "EUR"},  # another currency: the held cost
+            "cheap",  # not an amount: the held cost
+        ):
+            result = await client.call_tool(
+                "fetch", {"url": "u", "reported": reported}, meta=meta(agents.root, trace="t1")
+            )
+            assert not result.is_error
+    assert await agents.budgets(agents.root) == [("10.00", "0.034", "0.00")]
     assert "agentcaps/token" not in seen["params"].get("_meta", {}) and "agentcaps/token" not in seen["meta"]
     assert seen["meta"].get("trace") == "t1"
 
 
 async def test_an_unreachable_verifier_denies_and_the_tool_never_runs(agents: Agents) -> None:
-    ran = []
-    server = MCPServer("lonely", middleware=[Guard(AsyncClient("http://127.0.0.1:9"), CostTable(COSTS))])
-
-    @server.tool()
-    def search(query: str) -> str:
-        ran.append(query)
-        return "ran"
-
-    async with Client(server) as client:
-        result = await client.call_tool("search", {"query": "q"}, meta=token_meta(agents.root))
-    assert text(result).startswith("agentcaps denied store_unavailable:") and ran == []
-
-
-async def test_a_guarded_server_over_stdio_asks_the_real_service(service_factory: object) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    minted = httpx.post(
-        service.url + "/v1/tokens",
-        headers=service.admin(),
-        timeout=5,
-        json={"subject": "orchestrator", "budget": {"amount": "1.00", "currency": "USD"}, "tools": ["search"]},
-    ).json()
-    server = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "app.mcp.example_server", "--guard"],
-        env={**os.environ, "AGENTCAPS_URL": service.url},
-    )
-    async with Client(server) as client:
-        listed = await client.list_tools(meta=token_meta(minted["token"]))
-        allowed = await client.call_tool("search", {"query": "q"}, meta=token_meta(minted["token"]))
-        denied = await client.call_tool("pay", {"amount": 1, "to": "x"}, meta=token_meta(minted["token"]))
-    assert [t.name for t in listed.tools] == ["search"]
-    assert not allowed.is_error and text(denied).startswith("agentcaps denied tool_not_allowed:")
-    inspected = httpx.post(service.url + "/v1/inspect", json={"token": minted["token"]}, timeout=5).json()
-    assert inspected["budgets"][0]["spent"] == "0.01"
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=2) as nobody:
+        t = tools(Guard(nobody, CostTable(COSTS)))
+        async with Client(t.server) as client:
+            result = await client.call_tool("search", {"query": "q"}, meta=meta(agents.root))
+            listed = await client.list_tools(meta=meta(agents.researcher))
+    assert text(result).startswith("agentcaps denied store_unavailable: agentcaps is unreachable")
+    assert t.ran == []
+    assert [tool.name for tool in listed.tools] == ["search"]  # listing is offline: no service needed
 
 
 async def test_a_hold_that_expires_while_the_tool_runs_is_charged_directly_once() -> None:
-    now = [1_800_000_000.0]
-    authority = Authority(KeyRing(new_key_entry()), MemoryStore(), "http://agentcaps.test", clock=lambda: now[0])
-    root = authority.mint(MintRequest("orchestrator", budget=Money("10.00", "USD"))).token
+    authority, now = _clocked()
+    root = _mint(authority, budget=Money("10.00", "USD"))
     costs = CostTable({"slow": {"amount": "3", "currency": "USD"}})
     server = MCPServer("slow", middleware=[Guard(LocalVerifier(authority), costs, hold_ttl=1)])
 
@@ -165,7 +333,56 @@ async def test_a_hold_that_expires_while_the_tool_runs_is_charged_directly_once(
         return "done"
 
     async with Client(server) as client:
-        result = await client.call_tool("slow", {}, meta=token_meta(root))
+        result = await client.call_tool("slow", {}, meta=meta(root))
     assert not result.is_error
     budgets = (await authority.inspect(root)).budgets or []
     assert [(b.spent, b.held) for b in budgets] == [("3.00", "0.00")]
+
+
+class Confirm(BaseModel):
+    ok: bool
+
+
+def ask() -> Elicit[Confirm]:
+    return Elicit("Buy it?", Confirm)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_tool_that_asks_the_user_first_is_charged_once(agents: Agents, mode: str) -> None:
+    """2026-07-28 answers `input_required` first and the client calls again: the first hold is released. Before
+    2026 the server asks mid-call and the hold simply lasts longer."""
+    costs = CostTable({"buy": {"amount": "1", "currency": "USD"}})
+    server = MCPServer("asking", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+
+    @server.tool()
+    def buy(item: str, confirm: Annotated[Confirm, Resolve(ask)]) -> str:
+        return f"bought {item}" if confirm.ok else "kept the money"
+
+    async def yes(ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"ok": True})
+
+    async with Client(server, mode=mode, elicitation_callback=yes) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("buy", {"item": "book"}, meta=meta(agents.root))
+    assert text(result) == "bought book"
+    assert await agents.budgets(agents.root) == [("10.00", "1.00", "0.00")]
+
+
+async def test_a_guarded_server_over_stdio_asks_the_real_service(minted: Live) -> None:
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.mcp.example_server", "--guard"],
+        env={**os.environ, "AGENTCAPS_URL": minted.url},
+    )
+    async with Client(server) as client:
+        listed = await client.list_tools(meta=meta(minted.researcher))
+        allowed = await client.call_tool("search", {"query": "q"}, meta=meta(minted.researcher))
+        denied = await client.call_tool("pay", {"amount": 1, "to": "x"}, meta=meta(minted.researcher))
+    assert [t.name for t in listed.tools] == ["search"]
+    assert not allowed.is_error and text(denied).startswith("agentcaps denied tool_not_allowed:")
+    assert minted.spent(minted.researcher) == ["0.01", "0.01"]
+
+
+def test_a_guard_refuses_a_hold_ttl_the_service_would_refuse(agents: Agents) -> None:
+    for ttl in (0, 86401):
+        with pytest.raises(ValueError, match="hold_ttl"):
+            Guard(LocalVerifier(agents.authority), hold_ttl=ttl)
