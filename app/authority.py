@@ -125,7 +125,7 @@ class Authority:
         fingerprint = self._fingerprint(chain, req, audience) if req.request_id else ""
         if denial is not None:
             if req.request_id is not None:
-                stored = await self.store.lookup(chain.token_id, req.request_id, fingerprint)
+                stored = await self.store.lookup(chain.token_id, req.request_id, fingerprint, int(now * 1000))
                 if stored is not None:
                     return await self._verdict(chain, req, cost, stored, now)
             return Verdict(403, await self._denied(chain, denial, now))

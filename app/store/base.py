@@ -15,7 +15,6 @@ import msgspec
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
 ROOT = "*"  # the revocation marker that kills a whole root token id
-PURGE_BATCH = 100  # expired holds released per call, to keep every call short
 
 
 class BudgetSpec(msgspec.Struct, frozen=True, array_like=True):
@@ -86,7 +85,9 @@ class Store(ABC):
     async def decide(self, d: Decision) -> Outcome: ...
 
     @abstractmethod
-    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
+    async def lookup(
+        self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
+    ) -> Outcome | None:
         """A stored answer for this request id (status `conflict` if the request differs), without deciding."""
 
     @abstractmethod

@@ -10,7 +10,6 @@ import msgspec
 from app.errors import Conflict, NotFound
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
-    PURGE_BATCH,
     ROOT,
     SETTLED_HOLD_TTL_MS,
     Decision,
@@ -102,8 +101,10 @@ class MemoryStore(Store):
                 self.budgets.setdefault((tid, b.prefix), [0, 0])[slot] += d.cost
         return Outcome("allowed", balances=[self._balance(tid, b.prefix) for b in d.budgets], hold_id=hold_id)
 
-    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
-        return self._answer(token_id, request_id, fingerprint, None)
+    async def lookup(
+        self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
+    ) -> Outcome | None:
+        return self._answer(token_id, request_id, fingerprint, now_ms)
 
     def _answer(self, tid: str, request_id: str, fingerprint: str, now: int | None) -> Outcome | None:
         entry = self.answers.get((tid, request_id))
@@ -138,7 +139,7 @@ class MemoryStore(Store):
         active = self.active.get(tid)
         if not active:
             return
-        expired = [h for h, exp in active.items() if exp <= now][:PURGE_BATCH]
+        expired = [h for h, exp in active.items() if exp <= now]
         for hold_id in expired:
             hold = self.holds.pop(hold_id)
             del active[hold_id]

@@ -6,6 +6,8 @@ Retries are off: a timeout after a script ran would charge twice on retry. Clien
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -29,6 +31,15 @@ from app.store.scripts import SCRIPTS
 def base_key(token_id: str) -> str:
     """Every key of one root shares the hash tag `{token id}`: one slot, so one script can touch them all."""
     return f"ac:{{{token_id}}}"
+
+
+@contextlib.contextmanager
+def _expected_reply(script: str) -> Iterator[None]:
+    """A reply of a shape the script never gives means something else answered: fail closed, as on any doubt."""
+    try:
+        yield
+    except (ValueError, IndexError, AttributeError, TypeError) as e:
+        raise StoreUnavailable(f"counter store gave an unexpected reply to {script}") from e
 
 
 def _outcome(reply: str) -> Outcome:
@@ -75,24 +86,34 @@ class RedisStore(Store):
             ",".join(f"{r.prefix}:{r.count}:{r.window_ms}" for r in d.rates),
             ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
         )
-        return _outcome(await self._run("decide", d.token_id, "\n".join(args)))
+        reply = await self._run("decide", d.token_id, "\n".join(args))
+        with _expected_reply("decide"):
+            return _outcome(reply)
 
-    async def lookup(self, token_id: str, request_id: str, fingerprint: str) -> Outcome | None:
+    async def lookup(
+        self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
+    ) -> Outcome | None:  # Redis expires answers by itself (PX), so now_ms is not needed here
         reply = await self._run("lookup", token_id, request_id, fingerprint)
-        return None if reply is None else _outcome(reply)
+        with _expected_reply("lookup"):
+            return None if reply is None else _outcome(reply)
 
     async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int) -> HoldState:
         token_id = hold_token_id(hold_id)
         if token_id is None:
             raise NotFound("no such hold")
         reply = await self._run("hold", token_id, hold_id, action, "" if amount is None else amount, now_ms)
-        if reply[0] == "error":
-            if reply[1] == "not_found":
-                raise NotFound("the hold is unknown or expired")
-            if reply[1] == "too_much":
-                raise ValueError("amount is more than the hold")
-            raise Conflict(reply[2])
-        return HoldState(hold_id, reply[0], int(reply[1]), reply[2])
+        with _expected_reply("hold"):
+            first, second, third = [*list(reply), ""][:3]
+            if first not in ("error", "settled", "released"):
+                raise ValueError(first)
+            state = None if first == "error" else HoldState(hold_id, first, int(second), third)
+        if state is not None:
+            return state
+        if second == "not_found":
+            raise NotFound("the hold is unknown or expired")
+        if second == "too_much":
+            raise ValueError("amount is more than the hold")
+        raise Conflict(third)
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
         return await self._hold(hold_id, "settle", amount, now_ms)
@@ -107,9 +128,10 @@ class RedisStore(Store):
         self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
     ) -> Inspection:
         reply = await self._run("inspect", token_id, now_ms, len(revocation), *revocation, len(budgets), *budgets)
-        flat = reply[1:]
-        balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-        return Inspection(None if reply[0] == "" else int(reply[0]), balances)
+        with _expected_reply("inspect"):
+            flat = reply[1:]
+            balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            return Inspection(None if reply[0] == "" else int(reply[0]), balances)
 
     async def ready(self) -> str | None:
         try:

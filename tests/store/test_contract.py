@@ -230,11 +230,6 @@ async def test_an_expired_hold_is_purged_by_the_next_decision(store: Store) -> N
         await store.settle(held.hold_id, 8, T0 + 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/store: purge releases at most PURGE_BATCH (100) expired holds per call, so the 101st still counts: "
-    "the next call is refused by a hold that has expired, and under a request_id that refusal is replayed for 24 h",
-)
 async def test_every_expired_hold_stops_counting_however_many_expire_at_once(store: Store) -> None:
     root = tid()
     levels = (budget("b", 101),)
@@ -357,11 +352,6 @@ async def test_idempotent_answers_expire_24_hours_after_now_ms(
 
 
 @pytest.mark.parametrize("backend", ["memory"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/store/memory.py: Store.lookup takes no now_ms, so MemoryStore.lookup never expires an answer (only "
-    "the sweep every 4096 decisions does): a retry 25 h later of a token that has expired since is replayed allowed",
-)
 async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no_longer_holds(store: Store) -> None:
     now = [T0 / 1000]
     authority = Authority(KeyRing(new_key_entry()), store, "http://agentcaps.test", lambda: now[0])

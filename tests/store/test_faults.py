@@ -264,12 +264,6 @@ async def test_redis_errors_are_unavailable_never_allowed(proxy: Proxy, proxied:
     assert await proxied.ready() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, IndexError, AttributeError, TypeError),
-    reason="app/store/redis.py parses script replies outside _run's error mapping: a reply of an unexpected "
-    "shape raises ValueError (verify: 500; settle: 400 'amount'), not StoreUnavailable (503)",
-)
 @pytest.mark.parametrize("line", [b"+OK\r\n", b":1\r\n"], ids=["simple-string", "integer"])
 async def test_a_reply_of_the_wrong_shape_is_unavailable(proxy: Proxy, proxied: RedisStore, line: bytes) -> None:
     proxy.mode, proxy.reply = "error", line

@@ -31,9 +31,10 @@ local function balance(prefix)
   return v[1] or '0', v[2] or '0'
 end
 
--- Release up to 100 expired holds of this root: their held amounts stop counting against budgets.
+-- Release every expired hold of this root: their held amounts stop counting against budgets. All of them:
+-- one left over would still count and refuse a call it must not.
 local function purge(now)
-  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, 100)
+  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now)
   for _, hold_id in ipairs(expired) do
     local rec = key('h', hold_id)
     local v = redis.call('HMGET', rec, 'amt', 'b')
