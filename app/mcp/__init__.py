@@ -1,6 +1,21 @@
-"""MCP (SPEC §7): one middleware that guards tools/list and tools/call, used by tool servers and the gateway."""
+"""MCP (SPEC §7): agentcaps in front of MCP tools. `Guard` is the checks, as a server middleware for tool servers
+you write; `Gateway`/`relay` put the same checks in front of servers you do not own (`agentcaps gateway`)."""
 
-from app.mcp.costs import CostTable
-from app.mcp.guard import Guard, LocalVerifier
+from app.mcp.costs import CostError, CostTable
+from app.mcp.gateway import Gateway, relay
+from app.mcp.guard import COST_KEY, DENIAL_KEY, TOKEN_KEY, Admitted, Guard, LocalVerifier, Verifier, denial
 
-__all__ = ["CostTable", "Guard", "LocalVerifier"]
+__all__ = [
+    "COST_KEY",
+    "DENIAL_KEY",
+    "TOKEN_KEY",
+    "Admitted",
+    "CostError",
+    "CostTable",
+    "Gateway",
+    "Guard",
+    "LocalVerifier",
+    "Verifier",
+    "denial",
+    "relay",
+]

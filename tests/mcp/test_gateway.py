@@ -1,96 +1,322 @@
-"""The gateway in front of a server it does not own: in-process, and as `agentcaps gateway` over stdio."""
+"""The gateway in front of a server it does not own: in-process through `Gateway`, and as `agentcaps gateway` over
+stdio against a real service. The upstream knows nothing of agentcaps; everything but the checks passes as is."""
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Annotated, Any
 
-import httpx
+import anyio
+import pytest
 from mcp import Client
+from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters
-from mcp.types import TextContent
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.types import Completion, ElicitRequestParams, ElicitResult, PromptReference
+from pydantic import BaseModel
 
-from app.mcp import Guard
-from app.mcp.example_server import COSTS, build
-from app.mcp.gateway import build as build_gateway
-from app.sdk import Token
-from tests.mcp.conftest import Agents
-from tests.processes import ADMIN_KEY, Service
+from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp.example_server import COSTS
+from app.mcp.gateway import Gateway
+from app.sdk.client import AsyncClient
+from tests.mcp.conftest import Agents, Live, meta, text
+from tests.processes import free_port
+
+MODES = ["auto", "legacy"]  # the 2026-07-28 era (server/discover, stateless) and the handshake era
 
 
-async def test_the_gateway_guards_an_unguarded_server_in_process(agents: Agents, guard: Guard) -> None:
-    async with Client(build()) as upstream, Client(build_gateway(upstream, guard)) as agent:
-        listed = await agent.list_tools(meta={"agentcaps/token": agents.researcher})
-        allowed = await agent.call_tool("search", {"query": "q"}, meta={"agentcaps/token": agents.researcher})
-        denied = await agent.call_tool("pay", {"amount": 1, "to": "x"}, meta={"agentcaps/token": agents.researcher})
+class Confirm(BaseModel):
+    ok: bool
+
+
+def ask() -> Elicit[Confirm]:
+    return Elicit("Buy it?", Confirm)
+
+
+class Upstream:
+    """A plain MCP server (no agentcaps) that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, Any]] = []
+        self.metas: list[dict[str, Any]] = []
+        server = self.server = MCPServer("upstream-tools", instructions="Search before you pay.")
+
+        @server.tool()
+        async def search(query: str, ctx: Context) -> str:
+            self.ran.append(("search", query))
+            self.metas.append(dict(ctx.request_context.meta or {}))
+            await ctx.report_progress(0.5, 1.0, "halfway")
+            return f"3 results for {query!r}"
+
+        @server.tool()
+        def pay(amount: float, to: str) -> str:
+            self.ran.append(("pay", amount))
+            if to == "nobody":
+                raise ValueError("the card was declined")
+            return f"paid {amount} USD to {to}"
+
+        @server.tool()
+        def buy(item: str, confirm: Annotated[Confirm, Resolve(ask)]) -> str:
+            self.ran.append(("buy", item))
+            return f"bought {item}" if confirm.ok else "kept the money"
+
+        @server.tool()
+        async def wait(ctx: Context) -> str:
+            self.ran.append(("wait", None))
+            await anyio.sleep(30)
+            return "never"
+
+        @server.resource("docs://readme")
+        def readme() -> str:
+            return "the upstream's readme"
+
+        @server.resource("files://{name}")
+        def file(name: str) -> str:
+            return f"contents of {name}"
+
+        @server.prompt()
+        def review(code: str) -> str:
+            return f"Please review: {code}"
+
+        @server.completion()
+        async def complete(ref: Any, argument: Any, context: Any) -> Completion:
+            return Completion(values=[f"{argument.value}_{n}" for n in range(2)])
+
+
+async def yes(ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+    return ElicitResult(action="accept", content={"ok": True})
+
+
+def gateway(guard: Guard, upstream: Upstream, mode: str) -> Client:
+    return Client(Gateway(guard, InMemoryTransport(upstream.server)), mode=mode, elicitation_callback=yes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_gateway_checks_every_call_and_the_upstream_never_sees_a_token(
+    agents: Agents, guard: Guard, mode: str
+) -> None:
+    upstream = Upstream()
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with gateway(guard, upstream, mode) as agent:
+        listed = await agent.list_tools(meta=meta(agents.researcher))
+        allowed = await agent.call_tool(
+            "search", {"query": "q"}, meta=meta(agents.researcher, trace="t1"), progress_callback=on_progress
+        )
+        denied = await agent.call_tool("pay", {"amount": 1, "to": "x"}, meta=meta(agents.researcher))
+        over = await agent.call_tool("pay", {"amount": 3.5, "to": "x"}, meta=meta(agents.buyer))
+        paid = await agent.call_tool("pay", {"amount": 2.5, "to": "x"}, meta=meta(agents.buyer))
+        nothing = await agent.call_tool("search", {"query": "q"})
     assert [t.name for t in listed.tools] == ["search"]
-    assert not allowed.is_error and isinstance(allowed.content[0], TextContent)
-    assert "3 results" in allowed.content[0].text
-    assert denied.is_error and isinstance(denied.content[0], TextContent)
-    assert denied.content[0].text.startswith("agentcaps denied tool_not_allowed:")
-    assert await agents.budgets(agents.researcher) == [("10.00", "0.01", "0.00"), ("2.00", "0.01", "0.00")]
+    assert text(allowed) == "3 results for 'q'" and progress == [(0.5, 1.0, "halfway")]
+    assert text(denied).startswith("agentcaps denied tool_not_allowed:") and denied.is_error
+    assert denied.meta is not None and denied.meta["agentcaps/denial"]["tools"] == ["search"]
+    assert text(over).startswith("agentcaps denied arg_mismatch: argument 'amount' is not <= 3")
+    assert text(paid) == "paid 2.5 USD to x"
+    assert text(nothing).startswith("agentcaps denied invalid_token:")
+    assert upstream.ran == [("search", "q"), ("pay", 2.5)]  # denied calls never reached the upstream
+    assert all("agentcaps/token" not in m for m in upstream.metas) and upstream.metas[0]["trace"] == "t1"
+    assert await agents.budgets(agents.researcher) == [("10.00", "2.51", "0.00"), ("2.00", "0.01", "0.00")]
+    assert await agents.budgets(agents.buyer) == [("10.00", "2.51", "0.00"), ("5.00", "2.50", "0.00")]
 
 
-async def test_agentcaps_gateway_over_stdio_with_a_real_service(service_factory: object, tmp_path: Path) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    minted = httpx.post(
-        service.url + "/v1/tokens",
-        headers=service.admin(),
-        timeout=5,
-        json={"subject": "orchestrator", "budget": {"amount": "10.00", "currency": "USD"}},
-    ).json()
-    buyer = Token.parse(minted["token"]).attenuate(
-        to="buyer", budget="5.00 USD", tools=["pay"], args={"amount": "<= 3"}
-    )
-    costs = tmp_path / "costs.json"
-    costs.write_text(json.dumps(COSTS))
-    gateway = StdioServerParameters(
-        command=sys.executable,
-        args=[
-            "-m",
-            "app.cli",
-            "gateway",
-            "--upstream",
-            f"{sys.executable} -m app.mcp.example_server",
-            "--costs",
-            str(costs),
-            "--verifier",
-            service.url,
-            "--token",
-            str(buyer),
-        ],
-    )
-    async with Client(gateway) as agent:
-        listed = await agent.list_tools()
-        paid = await agent.call_tool("pay", {"amount": 2.5, "to": "shop"})
-        refused = await agent.call_tool("pay", {"amount": 3.5, "to": "shop"})
-    assert [t.name for t in listed.tools] == ["pay"]
-    assert not paid.is_error, paid
-    assert refused.is_error and isinstance(refused.content[0], TextContent)
-    assert refused.content[0].text.startswith("agentcaps denied arg_mismatch:")
-    inspected = httpx.post(service.url + "/v1/inspect", json={"token": str(buyer)}, timeout=5).json()
-    assert [b["spent"] for b in inspected["budgets"]] == ["2.50", "2.50"]
-    assert ADMIN_KEY  # the service's admin key minted the root above
-
-
-async def test_the_gateway_forwards_resources_and_prompts_untouched(guard: Guard) -> None:
-    upstream_server = build()
-
-    @upstream_server.resource("docs://readme")
-    def readme() -> str:
-        return "the upstream's readme"
-
-    @upstream_server.prompt()
-    def review(code: str) -> str:
-        return f"Please review: {code}"
-
-    async with Client(upstream_server) as upstream, Client(build_gateway(upstream, guard)) as agent:
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(guard: Guard, mode: str) -> None:
+    async with gateway(guard, Upstream(), mode) as agent:
+        assert agent.server_info is not None and agent.server_info.name == "upstream-tools"
+        assert agent.instructions == "Search before you pay."
+        assert agent.server_capabilities.resources is not None and agent.server_capabilities.prompts is not None
         resources = await agent.list_resources()
-        content = await agent.read_resource("docs://readme")
+        templates = await agent.list_resource_templates()
+        readme = await agent.read_resource("docs://readme")
+        templated = await agent.read_resource("files://notes")
         prompts = await agent.list_prompts()
         prompt = await agent.get_prompt("review", {"code": "x = 1"})
+        completion = await agent.complete(
+            PromptReference(type="ref/prompt", name="review"), {"name": "code", "value": "x"}
+        )
     assert [str(r.uri) for r in resources.resources] == ["docs://readme"]
-    assert getattr(content.contents[0], "text", None) == "the upstream's readme"
+    assert [t.uri_template for t in templates.resource_templates] == ["files://{name}"]
+    assert getattr(readme.contents[0], "text", None) == "the upstream's readme"
+    assert getattr(templated.contents[0], "text", None) == "contents of notes"
     assert [p.name for p in prompts.prompts] == ["review"]
     assert "Please review: x = 1" in str(prompt.messages[0].content)
+    assert completion.completion.values == ["x_0", "x_1"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_tool_that_asks_the_user_is_charged_once_through_the_gateway(agents: Agents, mode: str) -> None:
+    """Before 2026 the upstream's elicitation request crosses the gateway to the agent mid-call; from 2026 the
+    upstream answers `input_required`, the gateway releases that hold, and the agent's retry is charged."""
+    upstream = Upstream()
+    guard = Guard(LocalVerifier(agents.authority), CostTable({"buy": {"amount": "1", "currency": "USD"}}))
+    async with gateway(guard, upstream, mode) as agent:
+        result = await agent.call_tool("buy", {"item": "book"}, meta=meta(agents.root))
+    assert text(result) == "bought book"
+    assert await agents.budgets(agents.root) == [("10.00", "1.00", "0.00")]
+
+
+async def test_an_upstream_error_releases_the_hold(agents: Agents) -> None:
+    upstream = Upstream()
+    guard = Guard(LocalVerifier(agents.authority), CostTable(COSTS))
+    async with gateway(guard, upstream, "auto") as agent:
+        declined = await agent.call_tool("pay", {"amount": 4, "to": "nobody"}, meta=meta(agents.root))
+        unknown = await agent.call_tool("no_such_tool", {}, meta=meta(agents.root))
+    assert declined.is_error and text(declined) == "Error executing tool pay"
+    assert unknown.is_error and "agentcaps denied" not in text(unknown)
+    assert upstream.ran == [("pay", 4)]
+    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
+
+
+async def test_the_agent_cancelling_a_call_releases_its_hold(agents: Agents) -> None:
+    upstream = Upstream()
+    guard = Guard(LocalVerifier(agents.authority), CostTable({"wait": {"amount": "4", "currency": "USD"}}))
+    async with gateway(guard, upstream, "auto") as agent:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: agent.call_tool("wait", {}, meta=meta(agents.root)))
+                with anyio.fail_after(5):
+                    while not upstream.ran:
+                        await anyio.sleep(0.01)
+                assert await agents.budgets(agents.root) == [("10.00", "0.00", "4.00")]
+                tg.cancel_scope.cancel()
+        with anyio.fail_after(5):
+            while (await agents.budgets(agents.root))[0][2] != "0.00":
+                await anyio.sleep(0.01)
+        still = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root))  # the gateway carries on
+    assert not still.is_error
+    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]  # search is free in this cost file
+
+
+async def test_an_unreachable_verifier_denies_and_nothing_reaches_the_upstream(agents: Agents) -> None:
+    upstream = Upstream()
+    nobody = AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+    async with nobody, gateway(Guard(nobody, CostTable(COSTS)), upstream, "auto") as agent:
+        result = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root))
+    assert text(result).startswith("agentcaps denied store_unavailable:")
+    assert upstream.ran == []
+
+
+# -- `agentcaps gateway` as a process ----------------------------------------------------------------------
+
+
+def gateway_process(live: Live, costs_file: Path, *extra: str, upstream: str | None = None) -> StdioServerParameters:
+    upstream = upstream or f"{sys.executable} -m app.mcp.example_server"
+    args = ["-m", "app.cli", "gateway", "--upstream", upstream, "--costs", str(costs_file), "--verifier", live.url]
+    return StdioServerParameters(command=sys.executable, args=[*args, *extra], env=dict(os.environ))
+
+
+async def test_agentcaps_gateway_over_stdio_with_a_real_service(minted: Live, costs_file: Path) -> None:
+    async with Client(gateway_process(minted, costs_file, "--token", minted.buyer)) as agent:
+        listed = await agent.list_tools()  # no token of its own: the gateway's --token
+        paid = await agent.call_tool("pay", {"amount": 2.5, "to": "shop"})
+        refused = await agent.call_tool("pay", {"amount": 3.5, "to": "shop"})
+        own = await agent.call_tool("search", {"query": "q"}, meta=meta(minted.researcher))
+    assert [t.name for t in listed.tools] == ["pay"]
+    assert not paid.is_error, paid
+    assert text(refused).startswith("agentcaps denied arg_mismatch:")
+    assert not own.is_error
+    assert minted.spent(minted.buyer) == ["2.51", "2.50"]
+
+
+async def test_the_upstream_inherits_the_environment_but_not_the_gateways_credentials(
+    minted: Live, costs_file: Path, tmp_path: Path
+) -> None:
+    server = tmp_path / "env_server.py"
+    server.write_text(
+        "import os\n"
+        "from mcp.server.mcpserver import MCPServer\n"
+        "server = MCPServer('env')\n"
+        "@server.tool()\n"
+        "def env(name: str) -> str:\n"
+        "    return os.environ.get(name, '(unset)')\n"
+        "server.run('stdio')\n"
+    )
+    params = gateway_process(minted, costs_file, upstream=f"{sys.executable} {server}")
+    params.env = {**os.environ, "AGENTCAPS_TOKEN": minted.root, "DEMO_SETTING": "on"}
+    async with Client(params) as agent:
+        token = await agent.call_tool("env", {"name": "AGENTCAPS_TOKEN"})
+        setting = await agent.call_tool("env", {"name": "DEMO_SETTING"})
+    assert (text(token), text(setting)) == ("(unset)", "on")
+
+
+def test_the_gateway_exits_when_the_upstream_does(minted: Live, costs_file: Path) -> None:
+    params = gateway_process(minted, costs_file, upstream=f"{sys.executable} -c 'import time; time.sleep(0.5)'")
+    started = time.monotonic()
+    with subprocess.Popen([params.command, *params.args], stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        try:
+            process.wait(timeout=20)  # stdin stays open: the agent is still there
+        finally:
+            process.kill()
+        assert process.stderr is not None
+        err = process.stderr.read()
+    assert process.returncode == 1 and b"the upstream MCP server exited" in err
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--upstream", "x", "--hold-ttl", "0"], "--hold-ttl must be 1 to 86400 seconds"),
+        (["--upstream", ""], "--upstream is empty"),
+        (["--upstream", "'unclosed"], "No closing quotation"),
+        (["--upstream", "x", "--costs", "/nonexistent/costs.json"], "cost file"),
+    ],
+)
+def test_gateway_usage_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.mcp.gateway import main
+
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gateway_needs_exactly_one_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.mcp.gateway import main
+
+    for args in ([], ["--upstream", "x", "--upstream-url", "http://h/mcp"]):
+        with pytest.raises(SystemExit) as exit:
+            main(args)
+        assert exit.value.code == 2
+
+
+def test_gateway_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.mcp.gateway import parser
+
+    args = parser().parse_args(["--upstream", "x"])
+    assert (args.verifier, args.audience, args.token, args.hold_ttl) == ("http://127.0.0.1:8470", None, None, 300)
+    monkeypatch.setenv("AGENTCAPS_URL", "http://agentcaps:9000")
+    monkeypatch.setenv("AGENTCAPS_AUDIENCE", "tools-srv")
+    monkeypatch.setenv("AGENTCAPS_TOKEN", "tok")
+    args = parser().parse_args(["--upstream", "x"])
+    assert (args.verifier, args.audience, args.token) == ("http://agentcaps:9000", "tools-srv", "tok")
+
+
+def test_the_public_names_of_app_mcp() -> None:
+    import app.mcp
+
+    assert sorted(app.mcp.__all__) == [
+        "Admitted",
+        "COST_KEY",
+        "CostError",
+        "CostTable",
+        "DENIAL_KEY",
+        "Gateway",
+        "Guard",
+        "LocalVerifier",
+        "TOKEN_KEY",
+        "Verifier",
+        "denial",
+        "relay",
+    ]
+    assert (app.mcp.TOKEN_KEY, app.mcp.COST_KEY, app.mcp.DENIAL_KEY) == (
+        "agentcaps/token",
+        "agentcaps/cost",
+        "agentcaps/denial",
+    )

@@ -1,102 +1,110 @@
-"""MCP over streamable HTTP: the bearer token on a guarded server, and the gateway in front of an HTTP upstream."""
+"""MCP over streamable HTTP: the bearer token on a guarded server, and the gateway before an HTTP upstream, in both
+protocol eras (2026-07-28 stamps per-message headers the upstream checks; the handshake era has a session)."""
 
 from __future__ import annotations
 
-import json
-import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import TextContent
+from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
-from app.mcp import Guard
-from app.mcp.example_server import COSTS, build
-from app.sdk import Token
-from tests.mcp.conftest import Agents
-from tests.processes import Service, free_port
+from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp.gateway import Gateway
+from tests.mcp.conftest import Agents, Live, meta, serve_http, text
 
-
-def serve_http(server: Any) -> Iterator[str]:
-    port = free_port()
-    runner = uvicorn.Server(
-        uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/mcp"
-    runner.should_exit = True
-    thread.join(10)
+MODES = ["auto", "legacy"]
 
 
-@pytest.fixture
-def guarded_url(guard: Guard) -> Iterator[str]:
-    yield from serve_http(build([guard]))
+class Recording:
+    """A tool server that records the headers and `_meta` each call reached it with."""
+
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.server = MCPServer("recording", middleware=[guard] if guard else [])
+
+        @self.server.tool()
+        def search(query: str, ctx: Context) -> str:
+            self.seen.append({"headers": dict(ctx.headers or {}), "meta": dict(ctx.request_context.meta or {})})
+            return f"3 results for {query!r}"
+
+        @self.server.tool()
+        def pay(amount: float, to: str) -> str:
+            return f"paid {amount} USD to {to}"
+
+        @self.server.tool()
+        def weather(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+            return f"sunny in {region}"  # at 2026-07-28 the server checks the Mcp-Param-Region header against this
 
 
 @pytest.fixture
-def plain_url() -> Iterator[str]:
-    yield from serve_http(build())
+def guarded(guard: Guard) -> Iterator[tuple[Recording, str]]:
+    recording = Recording(guard)
+    with serve_http(recording.server.streamable_http_app()) as url:
+        yield recording, url
 
 
-async def test_the_bearer_header_carries_the_token_over_streamable_http(agents: Agents, guarded_url: str) -> None:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agents.researcher}"})
-    async with http, Client(streamable_http_client(guarded_url, http_client=http)) as client:
+@pytest.fixture
+def plain() -> Iterator[tuple[Recording, str]]:
+    recording = Recording()
+    with serve_http(recording.server.streamable_http_app()) as url:
+        yield recording, url
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_bearer_header_carries_the_token_and_never_reaches_the_tool(
+    agents: Agents, guarded: tuple[Recording, str], mode: str
+) -> None:
+    recording, url = guarded
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agents.researcher}", "X-Trace": "t1"})
+    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
         listed = await client.list_tools()
         allowed = await client.call_tool("search", {"query": "q"})
         denied = await client.call_tool("pay", {"amount": 1, "to": "x"})
+        by_meta = await client.call_tool("pay", {"amount": 1, "to": "x"}, meta=meta(agents.buyer))  # _meta wins
     assert [t.name for t in listed.tools] == ["search"]
-    assert not allowed.is_error
-    assert denied.is_error and isinstance(denied.content[0], TextContent)
-    assert denied.content[0].text.startswith("agentcaps denied tool_not_allowed:")
-    assert await agents.budgets(agents.researcher) == [("10.00", "0.01", "0.00"), ("2.00", "0.01", "0.00")]
+    assert text(allowed) == "3 results for 'q'"
+    assert text(denied).startswith("agentcaps denied tool_not_allowed:")
+    assert text(by_meta) == "paid 1.0 USD to x"
+    headers = recording.seen[0]["headers"]
+    assert "authorization" not in headers and headers["x-trace"] == "t1"
+    assert "agentcaps/token" not in recording.seen[0]["meta"]
+    assert await agents.budgets(agents.researcher) == [("10.00", "1.01", "0.00"), ("2.00", "0.01", "0.00")]
 
 
-async def test_the_gateway_in_front_of_an_http_upstream(service_factory: Any, plain_url: str, tmp_path: Path) -> None:
-    service: Service = service_factory("memory://")
-    minted = httpx.post(
-        service.url + "/v1/tokens",
-        headers=service.admin(),
-        timeout=5,
-        json={"subject": "orchestrator", "budget": {"amount": "1.00", "currency": "USD"}},
-    ).json()
-    researcher = Token.parse(minted["token"]).attenuate(to="researcher", tools=["search"])
-    costs = tmp_path / "costs.json"
-    costs.write_text(json.dumps(COSTS))
-    gateway = StdioServerParameters(
-        command=sys.executable,
-        args=[
-            "-m",
-            "app.cli",
-            "gateway",
-            "--upstream-url",
-            plain_url,
-            "--costs",
-            str(costs),
-            "--verifier",
-            service.url,
-        ],
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_gateway_before_an_http_upstream(agents: Agents, plain: tuple[Recording, str], mode: str) -> None:
+    recording, url = plain
+    costs = CostTable(
+        {"search": {"amount": "0.01", "currency": "USD"}, "weather": {"amount": "0.02", "currency": "USD"}}
     )
-    async with Client(gateway) as agent:
-        listed = await agent.list_tools(meta={"agentcaps/token": str(researcher)})
-        result = await agent.call_tool("search", {"query": "q"}, meta={"agentcaps/token": str(researcher)})
+    guard = Guard(LocalVerifier(agents.authority), costs)
+    async with Client(Gateway(guard, streamable_http_client(url), http=True), mode=mode) as agent:  # type: ignore[arg-type]
+        listed = await agent.list_tools(meta=meta(agents.root))
+        found = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root, trace="t1"))
+        weather = await agent.call_tool("weather", {"region": "eu-west"}, meta=meta(agents.root))
+        denied = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.buyer))
+    assert [t.name for t in listed.tools] == ["search", "pay", "weather"]
+    assert text(found) == "3 results for 'q'" and text(weather) == "sunny in eu-west"
+    assert text(denied).startswith("agentcaps denied tool_not_allowed:")
+    assert "agentcaps/token" not in recording.seen[0]["meta"] and recording.seen[0]["meta"]["trace"] == "t1"
+    assert await agents.budgets(agents.root) == [("10.00", "0.03", "0.00")]
+
+
+async def test_agentcaps_gateway_with_upstream_url(
+    minted: Live, plain: tuple[Recording, str], costs_file: Path
+) -> None:
+    _, url = plain
+    args = ["-m", "app.cli", "gateway", "--upstream-url", url, "--costs", str(costs_file), "--verifier", minted.url]
+    async with Client(StdioServerParameters(command=sys.executable, args=args)) as agent:
+        listed = await agent.list_tools(meta=meta(minted.researcher))
+        result = await agent.call_tool("search", {"query": "q"}, meta=meta(minted.researcher))
     assert [t.name for t in listed.tools] == ["search"] and not result.is_error
-    spent = httpx.post(service.url + "/v1/inspect", json={"token": str(researcher)}, timeout=5).json()["budgets"]
-    assert spent[0]["spent"] == "0.01"
+    assert minted.spent(minted.researcher) == ["0.01", "0.01"]
