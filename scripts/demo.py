@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The delegation demo: an orchestrator hands a researcher and a buyer smaller tokens, and their MCP tool calls
-go through `agentcaps gateway` to an example tool server. Prints a trace and the budget tree; exits 1 if any
-expected allow or deny does not happen.
+"""The delegation demo (run it with scripts/demo): an orchestrator hands a researcher and a buyer smaller tokens,
+offline, and their tool calls go through real MCP clients to an example tool server, through `agentcaps gateway`
+and through a server guarded by itself. Prints each call with its delegation path, what it cost or why it was
+denied, then the budget tree; exits 1 if any expected allow or deny does not happen.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 from mcp import Client
@@ -28,8 +32,43 @@ from app.mcp.example_server import COSTS  # noqa: E402
 from app.sdk import Client as Agentcaps  # noqa: E402
 from app.sdk import Token, TokenError  # noqa: E402
 
-ADMIN = "demo-admin-key-0123456789"
-failures: list[str] = []
+ADMIN = "demo-admin-key-0123456789abcdef"
+EXPECTED_SPENT = {"orchestrator": "4.52", "researcher": "0.01", "buyer": "4.50"}
+
+
+@dataclass
+class Agent:
+    name: str
+    token: Token
+
+
+@dataclass
+class Demo:
+    url: str
+    failures: list[str]
+
+    def spent(self, agent: Agent) -> str:
+        """What this agent's own budget (its last hop's) has spent so far."""
+        with Agentcaps(self.url) as service:
+            budgets = service.inspect(str(agent.token)).budgets or []
+        return budgets[-1].spent if budgets else "0"  # a forged token has no budget to show
+
+    async def call(self, client: Client, agent: Agent, tool: str, args: dict[str, Any], expect: str) -> None:
+        before = self.spent(agent)
+        result = await client.call_tool(tool, args, meta={"agentcaps/token": str(agent.token)})
+        first = result.content[0] if result.content else None
+        said = first.text if isinstance(first, TextContent) else str(first)
+        denial = (result.meta or {}).get("agentcaps/denial")
+        outcome = denial["code"] if denial else ("error" if result.is_error else "allowed")
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        print(f"  {agent.name:<12} {' > '.join(agent.token.delegation):<26} {tool}({shown})")
+        if outcome == "allowed":
+            charged = Decimal(self.spent(agent)) - Decimal(before)
+            print(f"  {'':<12} allowed, charged {charged} USD at every hop: {said}")
+        else:
+            print(f"  {'':<12} {said}")
+        if outcome != expect:
+            self.failures.append(f"{agent.name} {tool}({shown}): expected {expect}, got {outcome}: {said[:160]}")
 
 
 def free_port() -> int:
@@ -39,9 +78,11 @@ def free_port() -> int:
 
 
 def start_service(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+    """agentcaps on the memory store, on a free port, with its own data dir and a known admin key."""
     port = free_port()
     env = {
         **os.environ,
+        "AGENTCAPS_STORE": "memory://",
         "AGENTCAPS_PORT": str(port),
         "AGENTCAPS_DATA_DIR": data_dir,
         "AGENTCAPS_ADMIN_KEYS": ADMIN,
@@ -49,99 +90,98 @@ def start_service(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
     }
     process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
         try:
             if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
                 return process, url
         except httpx.HTTPError:
             time.sleep(0.05)
+    process.kill()
     raise SystemExit("the agentcaps service did not start")
 
 
-async def call(agent: Client, who: str, token: Token, tool: str, args: dict[str, object], expect: str) -> None:
-    result = await agent.call_tool(tool, args, meta={"agentcaps/token": str(token)})
-    first = result.content[0]
-    text = first.text if isinstance(first, TextContent) else str(first)
-    denied = text.startswith("agentcaps denied ")
-    outcome = text.split(" ")[2].rstrip(":") if denied else ("error" if result.is_error else "allowed")
-    path = " -> ".join(token.delegation)
-    shown = ", ".join(f"{k}={v}" for k, v in args.items())
-    cost = COSTS[tool].get("amount") or args.get(COSTS[tool].get("from_arg", ""), "?")
-    print(f"  {who:<10} via {path:<26} {tool}({shown})")
-    print(f"  {'':<10} " + (f"ALLOWED, cost {cost} USD: {text}" if outcome == "allowed" else text))
-    if outcome != expect:
-        failures.append(f"{who} {tool}({shown}): expected {expect}, got {outcome}: {text[:120]}")
-
-
-async def run(url: str, costs_file: str) -> None:
-    with Agentcaps(url, admin_key=ADMIN) as service:
-        root = Token.parse(service.mint("orchestrator", budget="10.00 USD", max_depth=2, expires_in=3600).token)
-    researcher = root.attenuate(to="researcher", budget="2.00 USD", tools=["search"], max_depth=0)
-    buyer = root.attenuate(to="buyer", budget="5.00 USD", tools=["pay"], args={"amount": "<= 3"})
-    print("orchestrator minted a root: 10.00 USD, 2 more hops")
-    print("  offline -> researcher: 2.00 USD, search only, no further delegation")
-    print("  offline -> buyer:      5.00 USD, pay with arg.amount <= 3\n")
+async def run(demo: Demo, costs_file: str) -> None:
+    with Agentcaps(demo.url, admin_key=ADMIN) as service:
+        minted = service.mint("orchestrator", budget="10.00 USD", max_depth=2, expires_in=3600)
+    root = Agent("orchestrator", Token.parse(minted.token))
+    researcher = Agent(
+        "researcher", root.token.attenuate(to="researcher", budget="2.00 USD", tools=["search"], max_depth=0)
+    )
+    buyer = Agent("buyer", root.token.attenuate(to="buyer", budget="5.00 USD", tools=["pay"], args={"amount": "<= 3"}))
+    print("orchestrator mints a root token over HTTP: 10.00 USD, at most 2 further delegations")
+    print("orchestrator -> researcher, offline: 2.00 USD, search only, no further delegation")
+    print("orchestrator -> buyer, offline:      5.00 USD, pay only, arg.amount <= 3")
     try:
-        researcher.attenuate(to="intern")
-        failures.append("the researcher could delegate further")
+        researcher.token.attenuate(to="intern")
+        demo.failures.append("the researcher could delegate to an intern")
     except TokenError as e:
-        print(f"researcher tries to delegate to an intern, offline: refused ({e})\n")
+        print(f"researcher -> intern, offline: refused ({e})")
 
+    example = f"{sys.executable} -m app.mcp.example_server"
     gateway = StdioServerParameters(
         command=sys.executable,
-        args=[
-            "-m",
-            "app.cli",
-            "gateway",
-            "--upstream",
-            f"{sys.executable} -m app.mcp.example_server",
-            "--costs",
-            costs_file,
-            "--verifier",
-            url,
-        ],
+        args=["-m", "app.cli", "gateway", "--upstream", example, "--costs", costs_file, "--verifier", demo.url],
         cwd=str(ROOT),
     )
-    print("calls through `agentcaps gateway` to the example tool server:")
-    async with Client(gateway) as agent:
-        # The orchestrator lists last: the MCP client remembers the last listing when it checks results.
-        for name, token in (("researcher", researcher), ("buyer", buyer), ("orchestrator", root)):
-            listed = await agent.list_tools(meta={"agentcaps/token": str(token)})
-            print(f"  {name} sees the tools: {', '.join(t.name for t in listed.tools)}")
-        await call(agent, "researcher", researcher, "search", {"query": "agent frameworks"}, "allowed")
-        await call(agent, "researcher", researcher, "pay", {"amount": 1, "to": "shop"}, "tool_not_allowed")
-        await call(agent, "buyer", buyer, "pay", {"amount": 2.5, "to": "books"}, "allowed")
-        await call(agent, "buyer", buyer, "pay", {"amount": 3.5, "to": "books"}, "arg_mismatch")
-        await call(agent, "buyer", buyer, "pay", {"amount": 2, "to": "maps"}, "allowed")
-        await call(agent, "buyer", buyer, "pay", {"amount": 1, "to": "maps"}, "budget_exceeded")
-        await call(agent, "buyer", buyer, "search", {"query": "prices"}, "tool_not_allowed")
+    print(f"\nMCP calls through `agentcaps gateway` to the example tool server (costs: {json.dumps(COSTS)}):")
+    async with Client(gateway) as client:
+        for agent in (researcher, buyer, root):
+            listed = await client.list_tools(meta={"agentcaps/token": str(agent.token)})
+            print(f"  {agent.name:<12} tools/list: {', '.join(t.name for t in listed.tools)}")
+        await demo.call(client, researcher, "search", {"query": "agent frameworks"}, "allowed")
+        await demo.call(client, researcher, "pay", {"amount": 1, "to": "shop"}, "tool_not_allowed")
+        await demo.call(client, buyer, "pay", {"amount": 2.5, "to": "books"}, "allowed")
+        await demo.call(client, buyer, "pay", {"amount": 3.5, "to": "books"}, "arg_mismatch")
+        await demo.call(client, buyer, "pay", {"amount": 2, "to": "maps"}, "allowed")
+        await demo.call(client, buyer, "pay", {"amount": 1, "to": "maps"}, "budget_exceeded")
+        await demo.call(client, buyer, "pay", {"to": "maps"}, "arg_mismatch")
+        await demo.call(client, buyer, "search", {"query": "prices"}, "tool_not_allowed")
 
-    print("\nbudget tree (spent / limit):")
-    with Agentcaps(url) as service:
-        for name, token in (("orchestrator", root), ("researcher", researcher), ("buyer", buyer)):
-            budgets = service.inspect(str(token)).budgets or []
-            own = budgets[-1]
-            print(f"  {'  ' * (len(token.delegation) - 1)}{name:<12} {own.spent} / {own.limit} {own.currency}")
-    expected = {"orchestrator": "4.51", "researcher": "0.01", "buyer": "4.50"}
-    with Agentcaps(url) as service:
-        for name, token in (("orchestrator", root), ("researcher", researcher), ("buyer", buyer)):
-            spent = (service.inspect(str(token)).budgets or [])[-1].spent
-            if spent != expected[name]:
-                failures.append(f"{name} spent {spent}, expected {expected[name]}")
+    guarded = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.mcp.example_server", "--guard"],
+        env={**os.environ, "AGENTCAPS_URL": demo.url},
+        cwd=str(ROOT),
+    )
+    print("\nMCP calls to the example tool server guarded by itself (app.mcp.Guard middleware, no gateway):")
+    async with Client(guarded) as client:
+        listed = await client.list_tools(meta={"agentcaps/token": str(root.token)})
+        print(f"  {root.name:<12} tools/list: {', '.join(t.name for t in listed.tools)}")
+        await demo.call(client, root, "search", {"query": "budgets"}, "allowed")
+        text = str(root.token)
+        forged = Agent("(forged)", Token.parse(text[:-6] + ("AAAAAA" if not text.endswith("AAAAAA") else "BBBBBB")))
+        await demo.call(client, forged, "search", {"query": "budgets"}, "invalid_token")
+
+    print("\nbudget tree (spent / limit, each hop's own budget):")
+    with Agentcaps(demo.url) as service:
+        for agent in (root, researcher, buyer):
+            own = (service.inspect(str(agent.token)).budgets or [])[-1]
+            print(
+                f"  {'  ' * (len(agent.token.delegation) - 1)}{agent.name:<14} {own.spent} / {own.limit} {own.currency}"
+            )
+            if own.spent != EXPECTED_SPENT[agent.name]:
+                demo.failures.append(f"{agent.name} spent {own.spent}, expected {EXPECTED_SPENT[agent.name]}")
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentcaps-demo-") as tmp:
         costs = Path(tmp) / "costs.json"
         costs.write_text(json.dumps(COSTS))
-        process, url = start_service(tmp)
+        process, url = start_service(str(Path(tmp) / "data"))
+        demo = Demo(url, [])
         try:
-            asyncio.run(run(url, str(costs)))
+            asyncio.run(run(demo, str(costs)))
         finally:
             process.terminate()
-            process.wait(10)
-    if failures:
-        print("\nUNEXPECTED:\n  " + "\n  ".join(failures))
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    if demo.failures:
+        print("\nUNEXPECTED:\n  " + "\n  ".join(demo.failures))
         return 1
     print("\nevery call was allowed or denied as expected")
     return 0

@@ -21,7 +21,8 @@ COSTS = {"search": {"amount": "0.01", "currency": "USD"}, "pay": {"from_arg": "a
 
 
 def build(middleware: Sequence[Guard] = ()) -> MCPServer:
-    server = MCPServer("example-tools", middleware=list(middleware))
+    # WARNING: on stdio, stderr is the agent's console; the guard's every HTTP request at INFO would flood it.
+    server = MCPServer("example-tools", middleware=list(middleware), log_level="WARNING")
 
     @server.tool()
     def search(query: str) -> str:
