@@ -178,8 +178,16 @@ class Authority:
             )
         if outcome.status == "revoked":
             i = outcome.index  # prefix i ends after caveat i-1; -1 and 0: the whole token id
-            if i > 0:
-                denial = Denial(Code.REVOKED, "token was revoked").at(analysis.texts[i - 1], analysis.hops[i - 1])
+            if i > 0:  # name the revoked token by where it ended: this token, or the ancestor it extends
+                last = analysis.texts[i - 1]
+                whose = (
+                    "this token"
+                    if i == len(chain.prefixes) - 1
+                    else f"the ancestor ending at hop {analysis.hops[i - 1]}"
+                )
+                denial = Denial(Code.REVOKED, f"{whose} was revoked (it ends with '{last}')").at(
+                    last, analysis.hops[i - 1]
+                )
             else:
                 denial = Denial(Code.REVOKED, "the root token was revoked")
             return Verdict(403, await self._denied(chain, denial, now, outcome.balances))

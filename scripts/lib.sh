@@ -12,7 +12,10 @@ ensure_venv() {  # ensure_venv [extra]  e.g. ensure_venv dev
   if [[ ! -x $VENV/bin/python ]]; then
     python3 -m venv "$VENV" || { as_root apt-get install -y -q python3-venv && python3 -m venv "$VENV"; }
   fi
-  stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-${extra:-base}"
+  local version; version="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  stamp="$VENV/.installed-$version-${extra:-base}"
+  # A dev install has everything a base one needs: scripts/run after scripts/test installs nothing.
+  [[ -z $extra && -e $VENV/.installed-$version-dev ]] && return 0
   if [[ ! -e $stamp ]]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install -q -e "$spec"
