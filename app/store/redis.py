@@ -7,6 +7,7 @@ Retries are off: a timeout after a script ran would charge twice on retry. Clien
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,12 @@ def _expected_reply(script: str) -> Iterator[None]:
         yield
     except (ValueError, IndexError, AttributeError, TypeError) as e:
         raise StoreUnavailable(f"counter store gave an unexpected reply to {script}") from e
+
+
+def _request_key(request_id: str) -> str:
+    """A request id as the scripts see it: a digest, so no byte of it (a newline, a comma) can shift the script's
+    arguments, and an empty id is still an id."""
+    return hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _outcome(reply: str) -> Outcome:
@@ -76,7 +83,7 @@ class RedisStore(Store):
         args = (
             str(d.now_ms),
             d.call_id,
-            d.request_id or "",
+            "" if d.request_id is None else _request_key(d.request_id),
             d.fingerprint,
             d.mode,
             str(d.hold_ttl_ms),
@@ -93,7 +100,7 @@ class RedisStore(Store):
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
     ) -> Outcome | None:  # Redis expires answers by itself (PX), so now_ms is not needed here
-        reply = await self._run("lookup", token_id, request_id, fingerprint)
+        reply = await self._run("lookup", token_id, _request_key(request_id), fingerprint)
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 
