@@ -361,3 +361,41 @@ async def test_sigkill_under_load_never_overspends_and_the_aof_keeps_every_ackno
         assert (await store.inspect(root, (), ("b",), T0)).balances == [(limit, 0)]
     finally:
         await store.close()
+
+
+# -- ready() ----------------------------------------------------------------------------------------------
+
+
+async def test_ready_refuses_a_redis_that_may_evict_counters(redis_server: RedisServer) -> None:
+    store, direct = RedisStore(redis_server.url), redis.Redis(port=redis_server.port)
+    try:
+        assert await store.ready() is None
+        direct.config_set("maxmemory-policy", "allkeys-lru")
+        assert "allkeys-lru" in (await store.ready() or "")
+        direct.config_set("maxmemory-policy", "noeviction")
+        assert await store.ready() is None
+    finally:
+        await store.close()
+        direct.close()
+
+
+NO_CONFIG = (
+    "app/store/redis.py ready(): CONFIG GET maxmemory-policy denied (NOPERM, or CONFIG renamed on managed Redis) "
+    "is reported as 'counter store unreachable', so /readyz never turns ready while every decision works"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NO_CONFIG)
+async def test_a_user_without_config_rights_still_decides(redis_server: RedisServer) -> None:
+    """Managed Redis (and least-privilege ACL users) often deny CONFIG: decide() needs only scripts."""
+    direct = redis.Redis(port=redis_server.port)
+    direct.acl_setuser("app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@admin", "-config"])
+    store = RedisStore(f"redis://app:pw@127.0.0.1:{redis_server.port}/0")
+    try:
+        out = await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))
+        assert (out.status, out.balances) == ("allowed", [(1, 0)])
+        why = await store.ready()
+        assert why is None or "unreachable" not in why, why  # it answers: whatever ready() says, not that
+    finally:
+        await store.close()
+        direct.close()
