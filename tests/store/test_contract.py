@@ -241,6 +241,20 @@ async def test_every_expired_hold_stops_counting_however_many_expire_at_once(sto
     assert (out.status, out.balances) == ("allowed", [(101, 0)])
 
 
+async def test_a_hold_with_no_charged_budget_still_settles_by_its_rules(store: Store) -> None:
+    """No budget (or only another currency's): the hold is still a hold: ≤ held, idempotent, Conflict."""
+    root = tid()
+    for levels in ((), (budget("eur", 1, charge=False),)):
+        held = await store.decide(decision(root, 5, budgets=levels, mode="hold"))
+        assert held.status == "allowed" and held.hold_id is not None
+        with pytest.raises(ValueError):
+            await store.settle(held.hold_id, 6, T0)
+        assert (await store.settle(held.hold_id, 0, T0)).amount == 0
+        with pytest.raises(Conflict):
+            await store.settle(held.hold_id, None, T0)  # "all that is held" is 5, not the 0 it settled for
+    assert (await store.inspect(root, (), ("eur",), T0)).balances == [(0, 0)]
+
+
 async def test_unknown_and_garbage_hold_ids_are_not_found(store: Store) -> None:
     root, other = tid(), tid()
     held = await store.decide(decision(root, 1, budgets=(budget("b", 10),), mode="hold"))

@@ -55,12 +55,14 @@ class Proxy:
     lose      pass a script call on, then close before its reply (it ran; the caller cannot know)
     truncate  pass the call on and return half of the reply, then close
     stall     hold every reply (the script ran; the reply comes too late)
+    slow      pass every reply on `delay` seconds late
     error     answer each command with the line `reply` (a Redis error, or any RESP reply)
     """
 
     def __init__(self, upstream_port: int = 6379, db: int = 5) -> None:
         self.mode = "forward"
         self.reply = b""
+        self.delay = 0.0
         self.port = free_port()
         self.upstream_port = upstream_port
         self.db = db
@@ -115,6 +117,8 @@ class Proxy:
                 while data := await up_reader.read(65536):
                     while self.mode == "stall":
                         await asyncio.sleep(0.02)
+                    if self.mode == "slow":
+                        await asyncio.sleep(self.delay)
                     if self.mode == "truncate":
                         writer.write(data[: len(data) // 2])
                         writer.close()
@@ -139,7 +143,7 @@ class Proxy:
                         up_writer.write(raw)
                         await asyncio.sleep(0.05)  # the script runs meanwhile
                         return
-                    else:  # stall, truncate: the call goes through, its reply is dealt with in replies()
+                    else:  # stall, slow, truncate: the call goes through, its reply is dealt with in replies()
                         up_writer.write(raw)
         finally:
             back.cancel()
@@ -210,6 +214,42 @@ async def test_a_reply_past_the_timeout_is_unavailable_and_a_retry_replays(proxy
     retry = await charge(proxied, root, request_id="r")
     assert (retry.status, retry.replayed, retry.balances) == ("allowed", True, [(1, 0)])
     assert await spent(root) == 1
+
+
+async def test_a_reply_late_but_within_the_timeout_is_a_decision(proxy: Proxy, proxied: RedisStore) -> None:
+    root = tid()
+    proxy.mode, proxy.delay = "slow", 0.1  # half the store's 0.2 s timeout
+    outcomes = await asyncio.gather(*(charge(proxied, root) for _ in range(12)))
+    assert sorted(o.status for o in outcomes) == ["allowed"] * 10 + ["budget_exceeded"] * 2
+    assert await spent(root) == 10
+
+
+async def test_a_server_that_accepts_and_never_answers_is_unavailable_in_time() -> None:
+    """A black hole: TCP connects, the connection handshake (or the script call) never gets a reply."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/5", timeout=0.2)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(*(charge(store) for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert loop.time() - started < 1.5
+        assert await store.ready() is not None
+    finally:
+        await store.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize("mode", ["drop", "lose", "truncate"])
