@@ -1,7 +1,9 @@
 """`arg.amount <= 500`, `arg.currency in usd,eur`, `arg.repo = acme/web`: the call's argument at a dot-path.
 
-Numbers compare as exact decimals (JSON numbers reach us as int or Decimal, never float); a string in the
-decimal grammar compares as a number too. A missing argument, or one that is an object, array or null, denies.
+Numbers compare as exact decimals (JSON numbers reach us as int or Decimal, never float). A string in the
+decimal grammar orders as its number; for `=` and `in` it must match the text exactly, and `!=` excludes it when
+its text or its number matches: under either reading, the narrower one wins. A missing argument, or one that is
+an object, array or null, denies.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ _ITEM = r"[!-+\--~]{1,256}"  # printable ASCII but space and comma
 _VALUE_RE = re.compile(_ITEM)
 _LIST_RE = re.compile(rf"{_ITEM}(?:,{_ITEM}){{0,63}}")
 _ORDER = {"<": Decimal.__lt__, "<=": Decimal.__le__, ">": Decimal.__gt__, ">=": Decimal.__ge__}
+# How a denial words the failed rule; the others read "is not in usd,eur", "is not <= 500".
+_FAILED = {"=": "is not", "!=": "must not be"}
 _MISSING = object()
 
 
@@ -82,6 +86,9 @@ class Arg(Caveat, frozen=True):
             return number is not None and _ORDER[self.op](number, self.bound)
         if isinstance(value, str):  # the common case, without a call per listed value
             matched = value in self.values
+            if not matched and self.op == "!=" and _NUMBER_RE.fullmatch(value):
+                # A tool may read "0.00" as the number 0 (the MCP cost's `from_arg` does): `!= 0` excludes it too.
+                matched = equals(Decimal(value), self.values[0])
         elif isinstance(value, bool | int) or (isinstance(value, Decimal) and value.is_finite()):
             matched = any(equals(value, text) for text in self.values)
         else:  # objects, arrays, null, and anything no JSON body yields (floats, NaN, tuples): never holds
@@ -95,4 +102,5 @@ class Arg(Caveat, frozen=True):
         name = ".".join(self.path)
         if value is _MISSING:
             return Denial(Code.ARG_MISMATCH, f"argument '{name}' is missing")
-        return Denial(Code.ARG_MISMATCH, f"argument '{name}' is not {self.op} {','.join(self.values)}")
+        failed = _FAILED.get(self.op) or f"is not {self.op}"
+        return Denial(Code.ARG_MISMATCH, f"argument '{name}' {failed} {','.join(self.values)}")
