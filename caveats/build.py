@@ -66,14 +66,21 @@ def instant_text(seconds: int) -> str:
         raise ValueError(f"expires: {seconds} is not a time from 1970 to 9999") from None
 
 
-def names(items: Iterable[str], field: str) -> Iterable[str]:
-    """A list of names; a bare string would otherwise be joined letter by letter (`s,e,a,r,c,h`)."""
+def names(items: Iterable[str], field: str) -> list[str]:
+    """A list of names; a bare string would otherwise be joined letter by letter (`s,e,a,r,c,h`), and an item
+    holding a comma would pass as several names."""
     if isinstance(items, str):
         raise ValueError(f"{field}: give a list of names, not one string")
-    return items
+    listed = list(items)
+    for item in listed:
+        if not isinstance(item, str) or "," in item:
+            raise ValueError(f"{field}: {item!r} is not one name")
+    return listed
 
 
 def checked_parse(name: str, text: str) -> Caveat:
+    if not isinstance(text, str):  # bytes would parse, then travel on as bytes where text is promised
+        raise ValueError(f"{name}: caveat text must be a string, got {type(text).__name__}")
     parsed = parse(text)
     if isinstance(parsed, Denial):
         raise ValueError(f"{name}: {parsed.reason}")
