@@ -1,0 +1,43 @@
+"""`budget <= 5.00 USD`: parsed here, decided by the counter store, so its stateless check always holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from caveats.budget import Budget
+from caveats.money import Amount
+from tests.caveats.support import BAD_MONEY, assert_malformed, assert_parses, code, ctx, ids
+
+VALID = [
+    ("budget <= 5.00 USD", Budget(Amount("USD", 5_000_000))),
+    ("budget <= 5 USD", Budget(Amount("USD", 5_000_000))),
+    ("budget <= 1.5 EUR", Budget(Amount("EUR", 1_500_000))),
+    ("budget <= 0 CREDITS", Budget(Amount("CREDITS", 0))),
+    ("budget <= 0.000001 A1", Budget(Amount("A1", 1))),
+    ("budget <= 000000000000.000000 US", Budget(Amount("US", 0))),
+    ("budget <= 999999999999 USD", Budget(Amount("USD", 999_999_999_999_000_000))),
+    ("budget <= 999999999999.999999 TOKENS", Budget(Amount("TOKENS", 10**18 - 1))),
+    ("budget <= 1 U_", Budget(Amount("U_", 1_000_000))),
+    ("budget <= 1 ABCDEFGHIJKLMNOP", Budget(Amount("ABCDEFGHIJKLMNOP", 1_000_000))),
+    ("budget <= 1 A123456789012345", Budget(Amount("A123456789012345", 1_000_000))),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), VALID, ids=ids(VALID))
+def test_valid_forms_parse_to_their_limit(text: str, value: Budget) -> None:
+    assert_parses(text, value)
+
+
+@pytest.mark.parametrize("value", BAD_MONEY, ids=ids(BAD_MONEY))
+def test_malformed_amounts_deny(value: str) -> None:
+    assert_malformed(f"budget <= {value}")
+
+
+def test_budget_is_stateful() -> None:
+    assert Budget.STATEFUL
+
+
+@pytest.mark.parametrize("cost", [None, Amount("USD", 10**18), Amount("EUR", 1)])
+def test_the_stateless_check_leaves_it_to_the_store(cost: Amount | None) -> None:
+    # Overspend is the store's budget_exceeded; another currency is the chain's currency_mismatch.
+    assert code("budget <= 1 USD", ctx(cost=cost)) is None
