@@ -10,7 +10,7 @@ import asyncio
 import multiprocessing
 from typing import Any
 
-from app.store.base import Decision, RateSpec
+from app.store.base import Decision, HoldState, RateSpec
 from app.store.redis import RedisStore
 from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
 
@@ -103,3 +103,25 @@ async def test_50_parallel_retries_of_one_request_charge_once() -> None:
     assert {status for status, _, _ in outcomes} == {"allowed"}
     assert sum(not replayed for _, replayed, _ in outcomes) == 1
     assert await inspect(root, ("b",)) == [(3, 0)]
+
+
+async def test_settle_and_release_racing_on_each_hold_close_it_exactly_once() -> None:
+    """For each of 100 holds a settle and a release at once: one wins, the other is a Conflict, never both."""
+    root = tid()
+    store = RedisStore(REDIS_URL)
+    try:
+        holds = await asyncio.gather(
+            *(store.decide(decision(root, 3, budgets=(budget("b", 300),), mode="hold")) for _ in range(100))
+        )
+        ids = [h.hold_id for h in holds if h.hold_id is not None]
+        assert len(ids) == 100
+        calls = [c for h in ids for c in (store.settle(h, 2, T0), store.release(h, T0))]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await store.close()
+    settled = 0
+    for settle, release in zip(results[::2], results[1::2], strict=True):
+        kinds = {type(settle).__name__, type(release).__name__}
+        assert kinds == {"HoldState", "Conflict"}, (settle, release)
+        settled += isinstance(settle, HoldState)
+    assert await inspect(root, ("b",)) == [(2 * settled, 0)]
