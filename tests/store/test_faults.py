@@ -252,6 +252,25 @@ async def test_a_server_that_accepts_and_never_answers_is_unavailable_in_time() 
         await server.wait_closed()
 
 
+async def test_callers_that_give_up_leave_no_reply_for_the_next_caller(proxy: Proxy, proxied: RedisStore) -> None:
+    """Callers cancelled while their replies are on the way: each later call still gets its own reply."""
+    root, levels = tid(), (budget("b", 1000),)
+    proxy.mode, proxy.delay = "slow", 0.1
+    for _ in range(3):
+        gave_up = [asyncio.ensure_future(proxied.decide(decision(root, 1, budgets=levels))) for _ in range(10)]
+        await asyncio.sleep(0.03)
+        for call in gave_up:
+            call.cancel()
+        await asyncio.gather(*gave_up, return_exceptions=True)
+    proxy.mode = "forward"
+    await asyncio.sleep(0.15)  # the given-up calls ran (their replies had nowhere to go)
+    before = await spent(root)
+    assert before == 30
+    for i in range(1, 6):  # one at a time: each reply is exactly this call's
+        out = await proxied.decide(decision(root, 1, budgets=levels, request_id=f"r{i}", fingerprint="f"))
+        assert (out.status, out.replayed, out.balances) == ("allowed", False, [(before + i, 0)])
+
+
 @pytest.mark.parametrize("mode", ["drop", "lose", "truncate"])
 async def test_a_connection_cut_mid_request_is_unavailable_then_recovers(
     proxy: Proxy, proxied: RedisStore, mode: str
