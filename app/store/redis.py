@@ -43,10 +43,10 @@ def _expected_reply(script: str) -> Iterator[None]:
         raise StoreUnavailable(f"counter store gave an unexpected reply to {script}") from e
 
 
-def _request_key(request_id: str) -> str:
-    """A request id as the scripts see it: a digest, so no byte of it (a newline, a comma) can shift the script's
-    arguments, and an empty id is still an id."""
-    return hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
+def _digest(text: str) -> str:
+    """A caller's text (request id, fingerprint) as the scripts see it: a digest, so no byte of it (a newline, a
+    comma) can shift the script's packed arguments, and an empty text is still a value."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _outcome(reply: str) -> Outcome:
@@ -83,8 +83,8 @@ class RedisStore(Store):
         args = (
             str(d.now_ms),
             d.call_id,
-            "" if d.request_id is None else _request_key(d.request_id),
-            d.fingerprint,
+            "" if d.request_id is None else _digest(d.request_id),
+            _digest(d.fingerprint),
             d.mode,
             str(d.hold_ttl_ms),
             str(d.cost),
@@ -100,7 +100,7 @@ class RedisStore(Store):
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
     ) -> Outcome | None:  # Redis expires answers by itself (PX), so now_ms is not needed here
-        reply = await self._run("lookup", token_id, _request_key(request_id), fingerprint)
+        reply = await self._run("lookup", token_id, _digest(request_id), _digest(fingerprint))
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 

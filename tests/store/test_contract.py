@@ -595,18 +595,8 @@ async def test_a_closed_hold_is_forgotten_24_hours_after_now_ms(
         await store.settle(held.hold_id, 3, T0 + SETTLED_HOLD_TTL_MS)
 
 
-SPLIT_FINGERPRINT = (
-    "app/store/redis.py decide(): the fingerprint is still packed raw into the newline-joined script argument; "
-    "a newline in it shifts every later field and decide.lua checks no budget and no rate"
-)
-
-
-async def test_a_fingerprint_with_a_newline_checks_every_budget_and_rate(
-    store: Store, backend: str, request: pytest.FixtureRequest
-) -> None:
+async def test_a_fingerprint_with_a_newline_checks_every_budget_and_rate(store: Store) -> None:
     """The authority's fingerprints are hex digests; the Store contract takes any str, as for request ids."""
-    if backend == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SPLIT_FINGERPRINT))
     root = tid()
     levels, rate = (budget("b", 10),), (RateSpec("r", 1, 60_000),)
     over = await store.decide(decision(root, 11, budgets=levels, rates=rate, request_id="r", fingerprint="f\ng"))
