@@ -18,11 +18,16 @@ from caveats.denial import Code, Denial
 from caveats.grammar import CaveatSyntaxError
 
 PREFIX = "arg."
-_PATH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}(?:\.[A-Za-z0-9_-]{1,64}){0,7}")
-_NUMBER_RE = re.compile(r"-?[0-9]{1,12}(?:\.[0-9]{1,6})?")
+_PATH = r"[A-Za-z0-9_-]{1,64}(?:\.[A-Za-z0-9_-]{1,64}){0,7}"
+_PATH_RE = re.compile(_PATH)
+_NUMBER = r"-?[0-9]{1,12}(?:\.[0-9]{1,6})?"
+_NUMBER_RE = re.compile(_NUMBER)
 _ITEM = r"[!-+\--~]{1,256}"  # printable ASCII but space and comma
 _VALUE_RE = re.compile(_ITEM)
-_LIST_RE = re.compile(rf"{_ITEM}(?:,{_ITEM}){{0,63}}")
+_LIST = rf"{_ITEM}(?:,{_ITEM}){{0,63}}"
+_LIST_RE = re.compile(_LIST)
+# The grammar's key is at most 128 characters (`grammar.split`), so a path at most 124: the lookahead says so.
+_KEY = rf"arg\.(?=[A-Za-z0-9_.-]{{1,124}} )({_PATH})"
 _ORDER = {"<": Decimal.__lt__, "<=": Decimal.__le__, ">": Decimal.__gt__, ">=": Decimal.__ge__}
 # How a denial words the failed rule; the others read "is not in usd,eur", "is not <= 500".
 _FAILED = {"=": "is not", "!=": "must not be"}
@@ -62,6 +67,8 @@ def equals(value: Any, text: str) -> bool:
 class Arg(Caveat, frozen=True):
     KEY: ClassVar[str] = "arg.*"
     OPS: ClassVar[frozenset[str]] = frozenset({"=", "!=", "in", "<", "<=", ">", ">="})
+    # groups: path; an ordering and its number; = or != and its value; the list of `in`
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(rf"{_KEY} (?:(<=?|>=?) ({_NUMBER})|(!?=) ({_ITEM})|in ({_LIST}))")
     path: tuple[str, ...]
     op: str
     values: tuple[str, ...]
@@ -79,6 +86,15 @@ class Arg(Caveat, frozen=True):
             raise CaveatSyntaxError(f"argument value must be printable ASCII without spaces, got {value!r}")
         values = tuple(value.split(",")) if op == "in" else (value,)
         return cls(tuple(path.split(".")), op, values, Decimal(value) if op in _ORDER else None)
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Arg:
+        path, order, number, equality, value, listed = m.groups()
+        if order is not None:
+            return cls(tuple(path.split(".")), order, (number,), Decimal(number))
+        if equality is not None:
+            return cls(tuple(path.split(".")), equality, (value,))
+        return cls(tuple(path.split(".")), "in", tuple(listed.split(",")))
 
     def holds(self, value: Any) -> bool:
         if self.bound is not None:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial
-from caveats.grammar import parse_names
+from caveats.grammar import NAME_LIST, parse_names
 
 
 class Audience(Caveat, frozen=True):
     KEY: ClassVar[str] = "audience"
     OPS: ClassVar[frozenset[str]] = frozenset({"in"})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"audience in ({NAME_LIST})")
     names: tuple[str, ...]
 
     @classmethod
     def parse(cls, op: str, value: str) -> Audience:
         return cls(parse_names(value, "audience"))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Audience:
+        return cls(tuple(m.group(1).split(",")))
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         if ctx.audience in self.names:

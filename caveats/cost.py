@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial
-from caveats.money import Amount, parse_money
+from caveats.money import MONEY, Amount, money_of, parse_money
 
 
 class Cost(Caveat, frozen=True):
     KEY: ClassVar[str] = "cost"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"cost <= {MONEY}")
     cap: Amount
 
     @classmethod
     def parse(cls, op: str, value: str) -> Cost:
         return cls(parse_money(value))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Cost:
+        return cls(money_of(m, 1))
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         cost = ctx.cost

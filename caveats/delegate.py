@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from caveats.base import Caveat
-from caveats.grammar import NAME_RE, CaveatSyntaxError
+from caveats.grammar import NAME, NAME_RE, CaveatSyntaxError
 
 
 class Delegate(Caveat, frozen=True):
     KEY: ClassVar[str] = "delegate"
     OPS: ClassVar[frozenset[str]] = frozenset({"="})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"delegate = ({NAME})")
     agent: str
 
     @classmethod
@@ -18,3 +20,7 @@ class Delegate(Caveat, frozen=True):
         if not NAME_RE.fullmatch(value):
             raise CaveatSyntaxError(f"delegate must name one agent, got {value!r}")
         return cls(value)
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Delegate:
+        return cls(m.group(1))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial
-from caveats.grammar import parse_uint
+from caveats.grammar import UINT, parse_uint
 
 MAX_DEPTH = 1000
 
@@ -14,11 +15,17 @@ MAX_DEPTH = 1000
 class Depth(Caveat, frozen=True):
     KEY: ClassVar[str] = "depth"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"depth <= ({UINT})")
     limit: int
 
     @classmethod
     def parse(cls, op: str, value: str) -> Depth:
         return cls(parse_uint(value, "depth", MAX_DEPTH))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Depth | None:
+        limit = int(m.group(1))
+        return cls(limit) if limit <= MAX_DEPTH else None
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         # The chain opens with the root's `delegate` (hop 0), so hop h has seen h + 1 of them.

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
+from datetime import datetime
 from typing import ClassVar
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial
 from caveats.grammar import CaveatSyntaxError
 
-_RFC3339_Z = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+_INSTANT = "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
+_INSTANT_RE = re.compile(_INSTANT)
 
 
 def parse_instant(text: str) -> int:
     """`2026-12-01T00:00:00Z` -> Unix seconds; only this exact form, a real calendar date, no leap second."""
-    m = _RFC3339_Z.fullmatch(text)
-    if m is None:
+    if _INSTANT_RE.fullmatch(text) is None:
         raise CaveatSyntaxError(f"time must be RFC 3339 UTC like 2026-12-01T00:00:00Z, got {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups())
-    if not (
-        year >= 1970
-        and 1 <= month <= 12
-        and 1 <= day <= calendar.monthrange(year, month)[1]
-        and hour < 24
-        and minute < 60
-        and second < 60
-    ):
+    seconds = instant(text)
+    if seconds is None:
         raise CaveatSyntaxError(f"time {text!r} is not a valid instant")
-    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    return seconds
+
+
+def instant(text: str) -> int | None:
+    """Unix seconds of text already shaped as _INSTANT, or None if it names no real instant since 1970.
+
+    The shape leaves only numbers to check: datetime refuses a month, day, hour, minute or second out of range
+    (February 29 of a common year, 24:00, a leap second), in C and exactly; its float is exact below 2**53.
+    """
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int(at.timestamp()) if at.year >= 1970 else None
 
 
 def format_instant(seconds: int) -> str:
@@ -39,11 +45,17 @@ def format_instant(seconds: int) -> str:
 class Expires(Caveat, frozen=True):
     KEY: ClassVar[str] = "expires"
     OPS: ClassVar[frozenset[str]] = frozenset({"<"})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"expires < ({_INSTANT})")
     at: int
 
     @classmethod
     def parse(cls, op: str, value: str) -> Expires:
         return cls(parse_instant(value))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Expires | None:
+        at = instant(m.group(1))
+        return None if at is None else cls(at)
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         if ctx.now < self.at:

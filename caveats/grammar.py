@@ -9,11 +9,14 @@ import re
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}"
 NAME_RE = re.compile(NAME)
-NAME_LIST_RE = re.compile(rf"{NAME}(?:,{NAME})*")
+NAME_LIST = rf"{NAME}(?:,{NAME})*"
+NAME_LIST_RE = re.compile(NAME_LIST)
 # A tool pattern may end in `*` (prefix match); a bare `*` would be every tool, which is no restriction.
 TOOL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\*?"
-TOOL_LIST_RE = re.compile(rf"{TOOL_PATTERN}(?:,{TOOL_PATTERN})*")
-UINT_RE = re.compile(r"(?:0|[1-9][0-9]{0,8})")
+TOOL_LIST = rf"{TOOL_PATTERN}(?:,{TOOL_PATTERN})*"
+TOOL_LIST_RE = re.compile(TOOL_LIST)
+UINT = r"(?:0|[1-9][0-9]{0,8})"
+UINT_RE = re.compile(UINT)
 
 # KEY OP VALUE with single spaces; VALUE may itself hold spaces (`budget <= 5.00 USD`).
 _CAVEAT_RE = re.compile(r"([a-z][A-Za-z0-9_.-]{0,127}) (=|!=|<|<=|>|>=|in) ([^ ].*)", re.DOTALL)

@@ -11,8 +11,11 @@ import msgspec
 from caveats.grammar import CaveatSyntaxError
 
 MICROS = 1_000_000
-AMOUNT_RE = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,6}))?")
-CURRENCY_RE = re.compile(r"[A-Z][A-Z0-9_]{1,15}")
+AMOUNT = r"([0-9]{1,12})(?:\.([0-9]{1,6}))?"
+AMOUNT_RE = re.compile(AMOUNT)
+CURRENCY = r"[A-Z][A-Z0-9_]{1,15}"
+CURRENCY_RE = re.compile(CURRENCY)
+MONEY = rf"{AMOUNT} ({CURRENCY})"  # groups: whole, fraction, currency
 _MONEY_RE = re.compile(r"([0-9.]+) ([A-Z0-9_]+)")
 
 
@@ -33,8 +36,17 @@ def parse_micros(text: str) -> int:
         raise CaveatSyntaxError(
             f"amount must be digits with at most 12 before and 6 after the decimal point, got {text!r}"
         )
-    whole, frac = m.group(1), m.group(2) or ""
-    return int(whole) * MICROS + int(frac.ljust(6, "0") or "0")
+    return micros_of(m.group(1), m.group(2))
+
+
+def micros_of(whole: str, fraction: str | None) -> int:
+    """The micro-units of an amount's digits, already matched by AMOUNT."""
+    return int(whole) * MICROS + (int(fraction.ljust(6, "0")) if fraction else 0)
+
+
+def money_of(m: re.Match[str], at: int) -> Amount:
+    """The Amount a MONEY pattern spells, its groups starting at group `at`."""
+    return Amount(m.group(at + 2), micros_of(m.group(at), m.group(at + 1)))
 
 
 def parse_currency(text: str) -> str:

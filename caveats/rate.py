@@ -9,24 +9,31 @@ import re
 from typing import ClassVar
 
 from caveats.base import Caveat
-from caveats.grammar import CaveatSyntaxError, parse_uint
+from caveats.grammar import UINT, CaveatSyntaxError, parse_uint
 
 MAX_COUNT = 100_000
 MAX_WINDOW = 366 * 86_400
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_RATE_RE = re.compile(r"([0-9]+)/([1-9][0-9]{0,7})([smhd])")  # 8 digits: 31622400s is 366d
+_WINDOW = r"([1-9][0-9]{0,7})([smhd])"  # 8 digits: 31622400s is 366d
+_RATE_RE = re.compile(rf"([0-9]+)/{_WINDOW}")
 
 
 class Rate(Caveat, frozen=True):
     KEY: ClassVar[str] = "rate"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
     STATEFUL: ClassVar[bool] = True
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(rf"rate <= ({UINT})/{_WINDOW}")
     count: int
     window: int  # seconds
 
     @classmethod
     def parse(cls, op: str, value: str) -> Rate:
         return cls(*parse_rate(value))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Rate | None:
+        count, window = int(m.group(1)), int(m.group(2)) * UNITS[m.group(3)]
+        return cls(count, window) if count <= MAX_COUNT and window <= MAX_WINDOW else None
 
 
 def parse_rate(value: str) -> tuple[int, int]:

@@ -63,6 +63,22 @@ def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
 
 
 def _parse_text(text: str) -> Caveat | Denial:
+    caveat = by_pattern(text)
+    return caveat if caveat is not None else parse_fully(text)
+
+
+def by_pattern(text: str) -> Caveat | None:
+    """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
+    key = text.partition(" ")[0]
+    kind = BY_KEY.get(key) or (Arg if key.startswith(ARG_PREFIX) else None)
+    if kind is None:
+        return None
+    m = kind.PATTERN.fullmatch(text)
+    return None if m is None else kind.from_match(m)
+
+
+def parse_fully(text: str) -> Caveat | Denial:
+    """Parse by the grammar's parts (shape, key, operator, value), each refusal saying what is wrong."""
     try:
         key, op, value = split(text)
         if key.startswith(ARG_PREFIX):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial
-from caveats.grammar import TOOL_LIST_RE, CaveatSyntaxError
+from caveats.grammar import TOOL_LIST, TOOL_LIST_RE, CaveatSyntaxError
 
 
 def tool_matches(pattern: str, tool: str) -> bool:
@@ -16,6 +17,7 @@ def tool_matches(pattern: str, tool: str) -> bool:
 class Tools(Caveat, frozen=True):
     KEY: ClassVar[str] = "tools"
     OPS: ClassVar[frozenset[str]] = frozenset({"in"})
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"tools in ({TOOL_LIST})")
     patterns: tuple[str, ...]
 
     @classmethod
@@ -23,6 +25,10 @@ class Tools(Caveat, frozen=True):
         if not TOOL_LIST_RE.fullmatch(value):
             raise CaveatSyntaxError(f"tools must be comma-separated names (optionally ending in *), got {value!r}")
         return cls(tuple(value.split(",")))
+
+    @classmethod
+    def from_match(cls, m: re.Match[str]) -> Tools:
+        return cls(tuple(m.group(1).split(",")))
 
     def allows(self, tool: str) -> bool:
         # A plain loop on purpose: this runs on every call, and any() over a generator costs about 5x.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from caveats import Caveat, Code, Context, Denial, parse
-from caveats.registry import read
+from caveats.registry import by_pattern, parse_fully, read
 
 NOW = 1_796_083_200  # 2026-12-01T00:00:00Z: tests never read the clock
 N128 = "a" + "b" * 127  # the longest name
@@ -111,14 +111,18 @@ def code(text: str, context: Context, hop: int = 0) -> str | None:
 
 
 def assert_parses(text: str, value: Caveat) -> None:
-    """The text parses to `value` as str and as UTF-8 bytes, and the memoised reader agrees."""
+    """The text parses to `value` as str and as UTF-8 bytes, and the memoised reader agrees; so do the kind's
+    PATTERN (the path every valid caveat takes) and the full parser behind it."""
     assert parse(text) == value
     assert parse(text.encode()) == value
     assert read(text.encode()) == (text, value)
+    assert by_pattern(text) == value
+    assert parse_fully(text) == value
 
 
 def assert_malformed(text: str) -> Denial:
     """The text denies as malformed_caveat, as str and as bytes, with a plain-words reason."""
+    assert by_pattern(text) is None, text  # a kind's PATTERN never takes what the full parser refuses
     denials = []
     for raw in (text, text.encode("utf-8", "surrogatepass")):
         result = parse(raw)

@@ -18,7 +18,7 @@ from caveats.delegate import Delegate
 from caveats.depth import Depth
 from caveats.expires import Expires
 from caveats.rate import Rate
-from caveats.registry import KINDS, _by_key, read
+from caveats.registry import KINDS, _by_key, by_pattern, parse_fully, read
 from caveats.tools import Tools
 from tests.caveats.support import BASE, OPS, assert_malformed
 
@@ -130,6 +130,58 @@ def test_parse_never_raises_and_read_agrees(raw: bytes | str) -> None:
     else:
         result.check(Context(now=0, tool="t", args={"x": 1, "a": {"b": "c"}}), 0)  # what parses, checks
     assert read(raw)[1] == result
+
+
+# Valid caveats at the edges of their kinds' ranges: small edits to them land where the two readings could part.
+EDGES = [
+    *BASE.values(),
+    "expires < 1970-01-01T00:00:00Z",
+    "expires < 2024-02-29T23:59:59Z",
+    "budget <= 999999999999.999999 ABCDEFGHIJKLMNOP",
+    "cost <= 0 XY",
+    "rate <= 100000/366d",
+    "rate <= 0/31622400s",
+    "depth <= 1000",
+    "depth <= 0",
+    "tools in a*,b.c:d@e/f-g_h",
+    "audience in a,b",
+    "arg.a.b in x,y",
+    "arg.n >= -999999999999.999999",
+    "arg.s != -",
+    "arg." + "p" * 64 + "." + "q" * 59 + " = 1",  # the longest path a 128-character key holds
+]
+
+
+def _edit(text: str, at: int, cut: int, insert: str) -> str:
+    at = min(at, len(text))
+    return text[:at] + insert + text[at + cut :]
+
+
+EDITED = st.builds(
+    _edit,
+    st.sampled_from(EDGES),
+    st.integers(0, 140),
+    st.integers(0, 3),
+    st.text(alphabet="0123456789.,-:/*TZsmhdUS=<>! a\u00e9\x85\u2028", max_size=3),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(NEAR, EDITED))
+def test_a_kinds_pattern_takes_only_what_the_full_parser_takes_and_reads_it_alike(text: str) -> None:
+    fast = by_pattern(text)
+    assert fast is None or fast == parse_fully(text), text
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_every_valid_edge_takes_the_pattern_path(text: str) -> None:
+    caveat = by_pattern(text)
+    assert isinstance(caveat, Caveat) and caveat == parse_fully(text)
+
+
+def test_an_argument_path_past_the_keys_128_characters_is_malformed_on_both_paths() -> None:
+    text = "arg." + "p" * 64 + "." + "q" * 60 + " = 1"
+    assert isinstance(assert_malformed(text), Denial)
 
 
 @settings(max_examples=200, deadline=None)
