@@ -19,7 +19,7 @@ from caveats.depth import Depth
 from caveats.expires import Expires
 from caveats.money import Amount
 from caveats.rate import Rate
-from caveats.registry import read
+from caveats.registry import EVERY_KIND, read
 from caveats.tools import Tools
 
 
@@ -62,7 +62,16 @@ class Analysis(msgspec.Struct, frozen=True):
     budgets: tuple[BudgetCounter, ...]
     rates: tuple[RateCounter, ...]
     expires_at: int | None
-    tools: tuple[str, ...] | None  # the effective allowlist; None when unrestricted
+
+    @property
+    def tools(self) -> tuple[str, ...] | None:
+        """The effective tool allowlist, None when unrestricted. Worked out when asked (a denial or a view names
+        it), as no decision needs it: each `tools` caveat checks the call itself."""
+        allowed: tuple[str, ...] | None = None
+        for caveat in self.parsed:
+            if type(caveat) is Tools:
+                allowed = caveat.patterns if allowed is None else intersect(allowed, caveat.patterns)
+        return allowed
 
     @property
     def holder(self) -> str | None:
@@ -106,7 +115,6 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     rates: list[RateCounter] = []
     fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and depth
     expires_at: int | None = None
-    tools: tuple[str, ...] | None = None
     hop = 0
     # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
     # runs for every caveat of every token a verifier has not seen yet. Caveat kinds are never subclassed.
@@ -117,22 +125,18 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         if type(caveat) is Delegate:
             delegation.append(caveat.agent)
             hop = len(delegation) - 1
-        elif type(caveat) is Expires:
-            expires_at = caveat.at if expires_at is None else min(expires_at, caveat.at)
-        elif type(caveat) is Tools:
-            tools = caveat.patterns if tools is None else intersect(tools, caveat.patterns)
+        elif type(caveat) in _CHECKED:
+            steps.append(Step(index, hop, text, caveat))  # type: ignore[arg-type]  # a Caveat: Denial is not checked
+            if type(caveat) is Expires and (expires_at is None or caveat.at < expires_at):
+                expires_at = caveat.at
         elif type(caveat) is Budget:
             budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
         elif type(caveat) is Rate:
             rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
-        elif type(caveat) is Depth or isinstance(caveat, Denial):
+        elif type(caveat) is Depth or type(caveat) is Denial:
             fixed.append(index)
-            hops.append(hop)
-            continue
         hops.append(hop)
-        if type(caveat).check is not Caveat.check:
-            steps.append(Step(index, hop, text, caveat))
-    static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation))
+    static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
     return Analysis(
         tuple(texts),
         tuple(hops),
@@ -144,16 +148,20 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         tuple(budgets),
         tuple(rates),
         expires_at,
-        tools,
     )
+
+
+# The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate`. Depth depends on
+# the chain alone and is decided once, in `_static_denial`.
+_CHECKED: frozenset[type[Caveat]] = frozenset(
+    kind for kind in EVERY_KIND if kind.check is not Caveat.check and kind is not Depth
+)
 
 
 def _static_denial(
     fixed: list[int], parsed: list[Caveat | Denial], texts: list[str], hops: list[int], delegations: int
 ) -> tuple[Denial | None, int]:
     """The first caveat that fails whatever the call: unparseable, unknown key, or depth already exceeded."""
-    if not fixed:
-        return None, -1
     ctx = Context(now=0, tool="", hops=delegations)
     for index in fixed:
         caveat = parsed[index]

@@ -17,7 +17,8 @@ One run, same machine, same kind of tokens. For 1, 5, 10 and 20 caveats it print
 `Verifier.verify(token)` (decode, limits, HMAC chain, prefix ids, analysis), a Context with tool, audience,
 cost and args, then `analysis.evaluate(ctx)`, every caveat of which holds. Every variant, ours included,
 derives the per-token root key from the master key inside the timed loop. Each figure is the best of
-`--rounds` rounds over `--tokens` distinct tokens; other load on the machine only makes figures worse.
+`--rounds` rounds over `--tokens` distinct tokens, the variants taking turns within a round; other load on
+the machine only makes figures worse.
 
     .venv/bin/python scripts/bench_verify.py [--tokens 400] [--rounds 7] [--sizes 1,5,10,20]
 """
@@ -33,17 +34,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pymacaroons
 
+from app.token import codec
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import Verifier
 from caveats import Amount, Context
 from caveats.chain import intersect
-from caveats.registry import read
+from caveats.registry import forget
 
 SIZES = (1, 5, 10, 20)
 LOCATION = "https://agentcaps.example"
@@ -147,21 +150,39 @@ def pymacaroons_verify() -> Verify:
 
 
 # -- timing ---------------------------------------------------------------------------------------------------
-def best(rounds: int, run: Callable[[], int]) -> float:
-    """µs per verify, the best of `rounds` rounds (each round returns how many verifies it made)."""
-    times = []
+class Variant(NamedTuple):
+    prepare: Callable[[], object]  # untimed, before each of its rounds
+    run: Callable[[], int]  # timed; returns how many verifies it made
+
+
+def best(rounds: int, variants: dict[str, Variant]) -> dict[str, float]:
+    """µs per verify by variant, the best of `rounds` rounds. The variants take turns within each round, so
+    a slow spell of a shared machine falls on all of them alike rather than on whichever ran then."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        gc.collect()
-        start = time.perf_counter_ns()
-        count = run()
-        times.append((time.perf_counter_ns() - start) / count / 1000)
-    return min(times)
+        for name, variant in variants.items():
+            variant.prepare()
+            gc.collect()
+            start = time.perf_counter_ns()
+            count = variant.run()
+            times[name].append((time.perf_counter_ns() - start) / count / 1000)
+    return {name: min(t) for name, t in times.items()}
+
+
+def nothing() -> None:
+    pass
 
 
 def forget_caveats() -> None:
     """Empty what a verifier remembers about caveat texts: parsed caveats and tool-list intersections."""
-    read.cache_clear()
+    forget()
     intersect.cache_clear()
+
+
+def distinct_texts(tokens: Sequence[str]) -> tuple[int, int]:
+    """(distinct caveat texts, caveats) over `tokens`: fresh tokens share none, recurring ones all."""
+    every = [c for token in tokens for c in codec.decode(token).caveats]
+    return len(set(every)), len(every)
 
 
 def decide(verifier: Verifier, token: str, ctx: Context) -> None:
@@ -172,28 +193,25 @@ def decide(verifier: Verifier, token: str, ctx: Context) -> None:
         raise AssertionError("the bench's calls must be allowed")
 
 
-def ours_first_sight(ring: KeyRing, tokens: Sequence[str], fresh: bool, memo: list[int]) -> Callable[[], int]:
-    """Each round adds to `memo` the parse memo's [hits, look-ups] while it ran, to show fresh is fresh."""
+def ours_first_sight(ring: KeyRing, tokens: Sequence[str], fresh: bool) -> Variant:
+    """Fresh rounds start with an empty parse memo; recurring ones with one that knows every text."""
     ctx = context()
-    if not fresh:
-        decide(Verifier(ring), tokens[0], ctx)  # other tokens carried these texts before: the memo knows them
+
+    def prepare() -> None:
+        forget_caveats()
+        if not fresh:
+            decide(Verifier(ring), tokens[0], ctx)  # other tokens carried these texts before: the memo knows them
 
     def run() -> int:
         verifier = Verifier(ring)  # an empty token cache: every token is seen for the first time
-        if fresh:
-            forget_caveats()
-        before = read.cache_info()
         for token in tokens:
             decide(verifier, token, ctx)
-        after = read.cache_info()
-        memo[0] += after.hits - before.hits
-        memo[1] += after.hits + after.misses - before.hits - before.misses
         return len(tokens)
 
-    return run
+    return Variant(prepare, run)
 
 
-def ours_cached(ring: KeyRing, token: str, repeat: int) -> Callable[[], int]:
+def ours_cached(ring: KeyRing, token: str, repeat: int) -> Variant:
     verifier = Verifier(ring)
     ctx = context()
     decide(verifier, token, ctx)
@@ -203,36 +221,36 @@ def ours_cached(ring: KeyRing, token: str, repeat: int) -> Callable[[], int]:
             decide(verifier, token, ctx)
         return repeat
 
-    return run
+    return Variant(nothing, run)
 
 
-def floor(verify: Verify, masters: dict[str, bytes], tokens: Sequence[str]) -> Callable[[], int]:
+def floor(verify: Verify, masters: dict[str, bytes], tokens: Sequence[str]) -> Variant:
     def run() -> int:
         for token in tokens:
             if not verify(token, masters):
                 raise AssertionError("the bench's tokens must verify")
         return len(tokens)
 
-    return run
+    return Variant(nothing, run)
 
 
-def measure(size: int, count: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
-    """(µs per verify by variant, the parse memo's hit rate during `fresh` and `recur`)."""
+def measure(size: int, count: int, rounds: int) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
+    """(µs per verify by variant, distinct caveat texts over the `fresh` and `recur` tokens)."""
     masters = {"k1": secrets.token_bytes(32)}
     ring = KeyRing(masters)
     fresh = [mint(ring, LOCATION, caveat_texts(size, n + 1))[0] for n in range(count)]
     recurring = [mint(ring, LOCATION, caveat_texts(size, 0))[0] for _ in range(count)]
-    us = {
-        "bare": best(rounds, floor(bare_verify, masters, recurring)),
-        "pymac": best(rounds, floor(pymacaroons_verify(), masters, recurring)),
-    }
-    hits = {}
-    for name, tokens in (("fresh", fresh), ("recur", recurring)):
-        memo = [0, 0]
-        us[name] = best(rounds, ours_first_sight(ring, tokens, name == "fresh", memo))
-        hits[name] = memo[0] / memo[1]
-    us["cached"] = best(rounds, ours_cached(ring, recurring[0], count))
-    return us, hits
+    us = best(
+        rounds,
+        {
+            "bare": floor(bare_verify, masters, recurring),
+            "pymac": floor(pymacaroons_verify(), masters, recurring),
+            "fresh": ours_first_sight(ring, fresh, fresh=True),
+            "recur": ours_first_sight(ring, recurring, fresh=False),
+            "cached": ours_cached(ring, recurring[0], count),
+        },
+    )
+    return us, {"fresh": distinct_texts(fresh), "recur": distinct_texts(recurring)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -256,9 +274,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         faster = "".join(f"{us['pymac'] / us[k]:>8.1f}x" for k in ours)
         print(f"{size:>8}{over_bare}  |{faster}")
 
-    print("\nparse memo hits over all rounds (fresh must be 0 %):")
-    for size, (_, hits) in results.items():
-        print(f"{size:>8}  fresh {hits['fresh']:>7.2%}   recur {hits['recur']:>7.2%}")
+    print("\ndistinct caveat texts / caveats (fresh: every text new, parsed in every round; recur: remembered)")
+    for size, (_, texts) in results.items():
+        fresh_texts, recur_texts = texts["fresh"], texts["recur"]
+        print(f"{size:>8}  fresh {fresh_texts[0]:>6}/{fresh_texts[1]:<6}  recur {recur_texts[0]:>6}/{recur_texts[1]}")
 
 
 if __name__ == "__main__":
