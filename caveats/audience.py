@@ -22,7 +22,7 @@ class Audience(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Audience:
-        return cls(tuple(m.group(1).split(",")))
+        return cls(tuple(m[1].split(",")))
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         if ctx.audience in self.names:

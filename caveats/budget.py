@@ -25,4 +25,4 @@ class Budget(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Budget:
-        return cls(money_of(m, 1))
+        return cls(money_of(m))

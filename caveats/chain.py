@@ -19,7 +19,7 @@ from caveats.depth import Depth
 from caveats.expires import Expires
 from caveats.money import Amount
 from caveats.rate import Rate
-from caveats.registry import EVERY_KIND, read
+from caveats.registry import EVERY_KIND, read_all
 from caveats.tools import Tools
 
 
@@ -106,9 +106,8 @@ class Analysis(msgspec.Struct, frozen=True):
 
 
 def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
-    texts: list[str] = []
+    entries = read_all(raw_caveats)
     hops: list[int] = []
-    parsed: list[Caveat | Denial] = []
     delegation: list[str] = []
     steps: list[Step] = []
     budgets: list[BudgetCounter] = []
@@ -118,10 +117,7 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     hop = 0
     # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
     # runs for every caveat of every token a verifier has not seen yet. Caveat kinds are never subclassed.
-    for index, raw in enumerate(raw_caveats):
-        text, caveat = read(raw)
-        texts.append(text)
-        parsed.append(caveat)
+    for index, (text, caveat) in enumerate(entries):
         if type(caveat) is Delegate:
             delegation.append(caveat.agent)
             hop = len(delegation) - 1
@@ -136,11 +132,12 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         elif type(caveat) is Depth or type(caveat) is Denial:
             fixed.append(index)
         hops.append(hop)
+    texts, parsed = zip(*entries, strict=True) if entries else ((), ())
     static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
     return Analysis(
-        tuple(texts),
+        texts,
         tuple(hops),
-        tuple(parsed),
+        parsed,
         tuple(delegation),
         tuple(steps),
         static_denial,
@@ -159,7 +156,7 @@ _CHECKED: frozenset[type[Caveat]] = frozenset(
 
 
 def _static_denial(
-    fixed: list[int], parsed: list[Caveat | Denial], texts: list[str], hops: list[int], delegations: int
+    fixed: list[int], parsed: Sequence[Caveat | Denial], texts: Sequence[str], hops: list[int], delegations: int
 ) -> tuple[Denial | None, int]:
     """The first caveat that fails whatever the call: unparseable, unknown key, or depth already exceeded."""
     ctx = Context(now=0, tool="", hops=delegations)

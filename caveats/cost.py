@@ -22,7 +22,7 @@ class Cost(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Cost:
-        return cls(money_of(m, 1))
+        return cls(money_of(m))
 
     def check(self, ctx: Context, hop: int) -> Denial | None:
         cost = ctx.cost

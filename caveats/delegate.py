@@ -23,4 +23,4 @@ class Delegate(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Delegate:
-        return cls(m.group(1))
+        return cls(m[1])

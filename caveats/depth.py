@@ -24,7 +24,7 @@ class Depth(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Depth | None:
-        limit = int(m.group(1))
+        limit = int(m[1])
         return cls(limit) if limit <= MAX_DEPTH else None
 
     def check(self, ctx: Context, hop: int) -> Denial | None:

@@ -54,7 +54,7 @@ class Expires(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Expires | None:
-        at = instant(m.group(1))
+        at = instant(m[1])
         return None if at is None else cls(at)
 
     def check(self, ctx: Context, hop: int) -> Denial | None:

@@ -44,9 +44,10 @@ def micros_of(whole: str, fraction: str | None) -> int:
     return int(whole) * MICROS + (int(fraction.ljust(6, "0")) if fraction else 0)
 
 
-def money_of(m: re.Match[str], at: int) -> Amount:
-    """The Amount a MONEY pattern spells, its groups starting at group `at`."""
-    return Amount(m.group(at + 2), micros_of(m.group(at), m.group(at + 1)))
+def money_of(m: re.Match[str]) -> Amount:
+    """The Amount a pattern spells whose only groups are MONEY's (one `groups()` beats three `group()`s)."""
+    whole, fraction, currency = m.groups()
+    return Amount(currency, micros_of(whole, fraction))
 
 
 def parse_currency(text: str) -> str:

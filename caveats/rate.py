@@ -32,8 +32,9 @@ class Rate(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Rate | None:
-        count, window = int(m.group(1)), int(m.group(2)) * UNITS[m.group(3)]
-        return cls(count, window) if count <= MAX_COUNT and window <= MAX_WINDOW else None
+        count, number, unit = m.groups()
+        calls, window = int(count), int(number) * UNITS[unit]
+        return cls(calls, window) if calls <= MAX_COUNT and window <= MAX_WINDOW else None
 
 
 def parse_rate(value: str) -> tuple[int, int]:

@@ -5,6 +5,8 @@ Adding a kind is one module plus one line in KINDS.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from caveats.arg import PREFIX as ARG_PREFIX
 from caveats.arg import Arg
 from caveats.audience import Audience
@@ -42,30 +44,34 @@ if len(_BY_START) != len(BY_KEY) + 1:
 
 def parse(raw: bytes | str) -> Caveat | Denial:
     """Parse one caveat. Never raises for any input: what does not parse is a Denial."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    except UnicodeDecodeError:
-        return Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
-    return _parse_text(text)
+    return _read(raw)[1]
+
+
+def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
+    """(text_of(raw), parse(raw)), remembered by the exact caveat: see read_all."""
+    return read_all((raw,))[0]
 
 
 _memo: dict[bytes | str, tuple[str, Caveat | Denial]] = {}
 
 
-def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
-    """(text_of(raw), parse(raw)), remembered by the exact caveat.
+def read_all(raws: Iterable[bytes | str]) -> list[tuple[str, Caveat | Denial]]:
+    """read() of each caveat of a chain, in one call: the loop a verifier runs for every new token.
 
     The same texts recur across tokens (`delegate = researcher`, a policy's `tools in ...`), and what they
     parse to is immutable and depends on nothing but the text, so a verifier parses each one once. A plain
     dict, emptied when full, costs a text seen once far less than an LRU's bookkeeping; a recurring text
     is parsed again once per MEMO_SIZE new ones.
     """
-    entry = _memo.get(raw)
-    if entry is None:
-        if len(_memo) >= MEMO_SIZE:
-            _memo.clear()
-        entry = _memo[raw] = _read(raw)
-    return entry
+    entries = []
+    for raw in raws:
+        entry = _memo.get(raw)
+        if entry is None:
+            if len(_memo) >= MEMO_SIZE:
+                _memo.clear()
+            entry = _memo[raw] = _read(raw)
+        entries.append(entry)
+    return entries
 
 
 def forget() -> None:
@@ -74,18 +80,16 @@ def forget() -> None:
 
 
 def _read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
+    """(text, caveat): the kind's PATTERN first, the full parser for what it does not take."""
     if isinstance(raw, str):
-        return raw, _parse_text(raw)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
-    return text, _parse_text(text)
-
-
-def _parse_text(text: str) -> Caveat | Denial:
+        text = raw
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
     caveat = by_pattern(text)
-    return caveat if caveat is not None else parse_fully(text)
+    return text, caveat if caveat is not None else parse_fully(text)
 
 
 def by_pattern(text: str) -> Caveat | None:

@@ -28,7 +28,7 @@ class Tools(Caveat, frozen=True):
 
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Tools:
-        return cls(tuple(m.group(1).split(",")))
+        return cls(tuple(m[1].split(",")))
 
     def allows(self, tool: str) -> bool:
         # A plain loop on purpose: this runs on every call, and any() over a generator costs about 5x.

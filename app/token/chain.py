@@ -7,9 +7,9 @@ which would let anyone extend that prefix.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable
+from hashlib import sha256
 from typing import cast
 
 # hmac.digest("sha256") ends in OpenSSL's one-shot HMAC (`_hashlib.hmac_digest`); calling that directly skips
@@ -23,7 +23,6 @@ except (ImportError, AttributeError):  # pragma: no cover - a Python built witho
 
 KEY_GENERATOR = b"macaroons-key-generator"
 _PREFIX_TAG = b"agentcaps/prefix\x00"
-_PREFIX_HASH = hashlib.sha256(_PREFIX_TAG)  # copied per prefix: cheaper than hashing the tag again each time
 
 
 def derived_key(root_key: bytes) -> bytes:
@@ -46,17 +45,9 @@ def extend(signature: bytes, caveat: bytes) -> bytes:
 
 
 def prefix_id(signature: bytes) -> str:
-    h = _PREFIX_HASH.copy()
-    h.update(signature)
-    return h.hexdigest()[:32]
+    return sha256(_PREFIX_TAG + signature).hexdigest()[:32]
 
 
 def prefix_ids(sigs: list[bytes]) -> tuple[str, ...]:
-    """prefix_id of each signature: the loop inlined, as a verifier computes one per caveat of every new token."""
-    copy = _PREFIX_HASH.copy
-    ids = []
-    for sig in sigs:
-        h = copy()
-        h.update(sig)
-        ids.append(h.hexdigest()[:32])
-    return tuple(ids)
+    """prefix_id of each signature, inlined: a verifier computes one per caveat of every new token."""
+    return tuple([sha256(_PREFIX_TAG + sig).hexdigest()[:32] for sig in sigs])
