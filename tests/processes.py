@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,10 @@ class Service:
         return {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def start_service(store: str, tmp: Path, workers: int = 1, ring: KeyRing | None = None) -> Service:
+def start_service(
+    store: str, tmp: Path, workers: int = 1, ring: KeyRing | None = None, env: Mapping[str, str] | None = None
+) -> Service:
+    """The service in a process of its own; `env` adds to or overrides its configuration."""
     ring = ring or KeyRing(new_key_entry())
     port = free_port()
     env = {
@@ -101,6 +105,7 @@ def start_service(store: str, tmp: Path, workers: int = 1, ring: KeyRing | None 
         "AGENTCAPS_PORT": str(port),
         "AGENTCAPS_LOG_LEVEL": "ERROR",
         "AGENTCAPS_STORE_TIMEOUT": "0.5",
+        **(env or {}),
     }
     code = f"from app.api.server import serve; from app.config import Settings; serve(Settings.from_env(), {workers})"
     process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)

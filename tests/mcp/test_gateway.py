@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import httpx
 import pytest
 from mcp import Client
 from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
-from mcp.types import Completion, ElicitRequestParams, ElicitResult, PromptReference
+from mcp.types import CallToolResult, Completion, ElicitRequestParams, ElicitResult, PromptReference
 from pydantic import BaseModel
 
 from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS
 from app.mcp.gateway import Gateway
 from app.sdk.client import AsyncClient
-from tests.mcp.conftest import Agents, Live, meta, text
-from tests.processes import free_port
+from tests.mcp.conftest import Agents, Live, delegate, meta, text
+from tests.processes import free_port, start_service
 
 MODES = ["auto", "legacy"]  # the 2026-07-28 era (server/discover, stateless) and the handshake era
 
@@ -240,11 +241,52 @@ async def test_the_upstream_inherits_the_environment_but_not_the_gateways_creden
         "server.run('stdio')\n"
     )
     params = gateway_process(minted, costs_file, upstream=f"{sys.executable} {server}")
-    params.env = {**os.environ, "AGENTCAPS_TOKEN": minted.root, "DEMO_SETTING": "on"}
+    params.env = {
+        **os.environ,
+        "AGENTCAPS_TOKEN": minted.root,
+        "AGENTCAPS_VERIFIER_KEY": "the-gateways-own-key-0123456789",
+        "DEMO_SETTING": "on",
+    }
     async with Client(params) as agent:
         token = await agent.call_tool("env", {"name": "AGENTCAPS_TOKEN"})
+        key = await agent.call_tool("env", {"name": "AGENTCAPS_VERIFIER_KEY"})
         setting = await agent.call_tool("env", {"name": "DEMO_SETTING"})
-    assert (text(token), text(setting)) == ("(unset)", "on")
+    assert (text(token), text(key), text(setting)) == ("(unset)", "(unset)", "on")
+
+
+async def test_a_gateway_with_its_verifier_key_verifies_as_its_audience(costs_file: Path, tmp_path: Path) -> None:
+    """A service with AGENTCAPS_VERIFIER_KEYS: the key, not the gateway's word, names the audience."""
+    key = "tools-srv-" + "k" * 24
+    service = start_service("memory://", tmp_path, env={"AGENTCAPS_VERIFIER_KEYS": f"tools-srv:{key}"})
+    try:
+
+        def minted_for(audience: str) -> Live:
+            body = {"subject": "orchestrator", "budget": {"amount": "10.00", "currency": "USD"}, "audience": [audience]}
+            root = httpx.post(service.url + "/v1/tokens", headers=service.admin(), json=body, timeout=5).json()["token"]
+            return Live(service, root, *delegate(root))
+
+        ours, theirs = minted_for("tools-srv"), minted_for("payments-srv")
+
+        async def search(live: Live, *extra: str, env: dict[str, str] | None = None) -> CallToolResult:
+            params = gateway_process(live, costs_file, "--token", live.researcher, *extra)
+            params.env = {**os.environ, **(env or {})}
+            async with Client(params) as agent:
+                return await agent.call_tool("search", {"query": "q"})
+
+        allowed = await search(ours, "--verifier-key", key)
+        from_env = await search(ours, env={"AGENTCAPS_VERIFIER_KEY": key})
+        other_audience = await search(theirs, "--verifier-key", key)
+        wrong_key = await search(ours, "--verifier-key", "x" * 34)
+        no_key = await search(ours)
+        spent = ours.spent(ours.researcher)
+    finally:
+        service.process.terminate()
+        service.process.wait(10)
+    assert not allowed.is_error and not from_env.is_error, (allowed, from_env)
+    assert text(other_audience).startswith("agentcaps denied audience_mismatch:"), text(other_audience)
+    for refused in (wrong_key, no_key):
+        assert refused.is_error and text(refused).startswith("agentcaps denied unauthorized:"), text(refused)
+    assert spent == ["0.02", "0.02"]  # the two allowed searches, at the demo's 0.01 each, and nothing else
 
 
 def test_the_gateway_exits_when_the_upstream_does(minted: Live, costs_file: Path) -> None:
