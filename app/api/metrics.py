@@ -1,8 +1,18 @@
-"""Prometheus metrics, every one named agentcaps_…; one registry per app so tests can build many apps."""
+"""Prometheus metrics, every one named agentcaps_…; one registry per app so tests can build many apps.
+
+Under `serve --workers N` each worker is a process of its own and a scrape reaches whichever one the kernel
+hands the connection: `serve` then points PROMETHEUS_MULTIPROC_DIR at a fresh directory, every worker's
+metrics live in files there, and any worker renders the sum of all of them.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to multiprocess mode
 
 
 class Metrics:
@@ -31,4 +41,9 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROC_DIR):
+            # A fresh registry: the collector reads every worker's files, this process's included.
+            everyone = CollectorRegistry()
+            MultiProcessCollector(everyone)
+            return generate_latest(everyone)
         return generate_latest(self.registry)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import msgspec
 import uvicorn
 from litestar import Litestar
 
 from app.api.app import create_app
+from app.api.metrics import MULTIPROC_DIR
 from app.config import ADMIN_KEY_FILE, Settings
 from app.errors import ConfigError
 
@@ -70,13 +72,16 @@ def serve(settings: Settings, workers: int = 1) -> None:
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)
     os.environ.setdefault("AGENTCAPS_PORT", str(settings.port))
     print(banner(settings, workers), flush=True)
-    uvicorn.run(
-        "app.api.server:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="agentcaps-metrics-") as metrics_dir:
+        if workers > 1:  # the workers, spawned from this environment, share their metrics through files there
+            os.environ[MULTIPROC_DIR] = metrics_dir
+        uvicorn.run(
+            "app.api.server:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )

@@ -69,6 +69,12 @@ def test_1000_concurrent_spends_from_4_processes_against_2_workers_allow_exactly
     statuses = spend_from_processes(service.url, token, processes=4, calls_each=250, concurrency=25)
     assert statuses == {200: 100, 403: 900}
     assert spent(service, token) == ["100.00"]
+    # Whichever worker a scrape reaches, /metrics counts both workers' decisions.
+    for _ in range(6):
+        with httpx.Client(timeout=5) as fresh_connection:
+            text = fresh_connection.get(service.url + "/metrics").text
+        assert 'agentcaps_decisions_total{code="allowed"} 100.0' in text, text
+        assert 'agentcaps_decisions_total{code="budget_exceeded"} 900.0' in text, text
 
 
 def test_a_rate_of_10_per_minute_allows_exactly_10_of_11_parallel_calls(
