@@ -44,6 +44,6 @@ class Metrics:
         if os.environ.get(MULTIPROC_DIR):
             # A fresh registry: the collector reads every worker's files, this process's included.
             everyone = CollectorRegistry()
-            MultiProcessCollector(everyone)
+            MultiProcessCollector(everyone)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             return generate_latest(everyone)
         return generate_latest(self.registry)
