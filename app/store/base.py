@@ -78,6 +78,12 @@ def hold_token_id(hold_id: str) -> str | None:
     return token_id if ok and all(c in "0123456789abcdef" for c in token_id + rest) else None
 
 
+def refuse_negative(amount: int | None) -> None:
+    """A settle charges: a negative amount would credit the budget. Refused before the store reads or writes."""
+    if amount is not None and amount < 0:
+        raise ValueError("amount must not be negative")
+
+
 class Store(ABC):
     """Every method either answers for sure or raises StoreUnavailable; none leaves a partial write."""
 
@@ -92,7 +98,7 @@ class Store(ABC):
 
     @abstractmethod
     async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
-        """Charge `amount` (None: all that is held), release the rest. NotFound, Conflict, or ValueError (> held)."""
+        """Charge `amount` (None: all held), release the rest. NotFound, Conflict, or ValueError (< 0, > held)."""
 
     @abstractmethod
     async def release(self, hold_id: str, now_ms: int) -> HoldState: ...

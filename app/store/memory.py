@@ -18,6 +18,7 @@ from app.store.base import (
     Outcome,
     Store,
     hold_token_id,
+    refuse_negative,
 )
 from caveats.rate import MAX_WINDOW
 
@@ -165,6 +166,7 @@ class MemoryStore(Store):
         del self.active[hold.token_id][hold_id]
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+        refuse_negative(amount)
         hold = self._hold(hold_id, now_ms)
         amount = hold.amount if amount is None else amount
         if hold.state == "released":

@@ -24,6 +24,7 @@ from app.store.base import (
     Outcome,
     Store,
     hold_token_id,
+    refuse_negative,
 )
 from app.store.coalesce import Coalescer
 from app.store.scripts import SCRIPTS
@@ -123,6 +124,7 @@ class RedisStore(Store):
         raise Conflict(third)
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+        refuse_negative(amount)
         return await self._hold(hold_id, "settle", amount, now_ms)
 
     async def release(self, hold_id: str, now_ms: int) -> HoldState:

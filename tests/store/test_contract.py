@@ -181,6 +181,24 @@ async def test_settling_more_than_held_changes_nothing(store: Store) -> None:
     assert (await store.inspect(root, (), ("b",), T0)).balances == [(4 * USD, 0)]
 
 
+async def test_settling_a_negative_amount_is_refused_and_changes_nothing(store: Store) -> None:
+    """A negative settle would credit every level of the hold: the store refuses it, whatever its callers check."""
+    root = tid()
+    levels = (budget("l1", 10 * USD), budget("l2", 5 * USD))
+    assert (await store.decide(decision(root, 2 * USD, budgets=levels))).status == "allowed"
+    held = await store.decide(decision(root, 3 * USD, budgets=levels, mode="hold"))
+    assert held.hold_id is not None
+    for amount in (-1, -3 * USD, -BIG):
+        with pytest.raises(ValueError, match="negative"):
+            await store.settle(held.hold_id, amount, T0)
+    assert (await store.inspect(root, (), ("l1", "l2"), T0)).balances == [(2 * USD, 3 * USD)] * 2
+    assert (await store.settle(held.hold_id, USD, T0)).amount == USD  # still open: it settles as usual
+    with pytest.raises(ValueError, match="negative"):  # and a settled hold refuses it too
+        await store.settle(held.hold_id, -USD, T0)
+    assert (await store.settle(held.hold_id, USD, T0)).amount == USD
+    assert (await store.inspect(root, (), ("l1", "l2"), T0)).balances == [(3 * USD, 0)] * 2
+
+
 async def test_release_frees_everything_and_settle_after_release_conflicts(store: Store) -> None:
     root = tid()
     held = await store.decide(decision(root, 7, budgets=(budget("b", 10),), mode="hold"))
