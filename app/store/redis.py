@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.store.base import (
@@ -48,6 +48,26 @@ def _digest(text: str) -> str:
     """A caller's text (request id, fingerprint) as the scripts see it: a digest, so no byte of it (a newline, a
     comma) can shift the script's packed arguments, and an empty text is still a value."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def eviction_risk(name: str, info: Awaitable[Any]) -> str | None:
+    """Why counters on this node may vanish, or what could not be checked; None when its policy is noeviction.
+
+    The policy comes from INFO memory, which least-privilege ACL users and managed Redis allow where CONFIG GET is
+    denied. A node that refuses INFO too still answers: say that the policy is unchecked, not that it is
+    unreachable. Errors of the connection itself propagate (the caller says unreachable).
+    """
+    try:
+        reply = await info
+    except ResponseError as e:  # an answer all the same: INFO denied (NOPERM) or renamed
+        why = f"INFO memory: {type(e).__name__}"
+        return f"{name} answers, but its maxmemory-policy could not be checked ({why}); it must be noeviction"
+    policy = reply.get("maxmemory_policy") if isinstance(reply, dict) else None
+    if policy is None:
+        return f"{name} answers, but INFO memory gives no maxmemory_policy to check; it must be noeviction"
+    if policy != "noeviction":
+        return f"{name} has maxmemory-policy {policy}; it must be noeviction or counters may vanish"
+    return None
 
 
 def _outcome(reply: str) -> Outcome:
@@ -145,13 +165,9 @@ class RedisStore(Store):
     async def ready(self) -> str | None:
         try:
             await self.client.ping()
-            policy = await self.client.config_get("maxmemory-policy")
+            return await eviction_risk("Redis", self.client.info("memory"))
         except (RedisError, OSError) as e:
             return f"counter store unreachable: {type(e).__name__}"
-        value = next(iter(policy.values()), None) if isinstance(policy, dict) else None
-        if value is not None and value != "noeviction":
-            return f"Redis maxmemory-policy is {value}; it must be noeviction or counters may vanish"
-        return None
 
     async def close(self) -> None:
         await self.client.aclose()

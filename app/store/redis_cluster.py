@@ -49,7 +49,7 @@ from redis.exceptions import (
 )
 
 from app.errors import ConfigError, StoreUnavailable
-from app.store.redis import RedisStore, base_key
+from app.store.redis import RedisStore, base_key, eviction_risk
 from app.store.scripts import NAMES, Script
 
 log = logging.getLogger("agentcaps.store")
@@ -362,7 +362,7 @@ class RedisClusterStore(RedisStore):
             for node in primaries:
                 await node.execute_command("PING")
             state = await primaries[0].execute_command("CLUSTER", "INFO")
-            policies = await _policies(self.cluster.get_nodes())
+            evicting = await _eviction_risk(self.cluster.get_nodes())
         except (StoreUnavailable, RedisError, OSError) as e:
             if self._initialized:
                 self._refresh_topology()
@@ -370,28 +370,18 @@ class RedisClusterStore(RedisStore):
         text = state if isinstance(state, str) else ""
         if "cluster_state:ok" not in text:
             return "Redis Cluster state is not ok (slots uncovered or a failover under way)"
-        for name, policy in policies:
-            if policy != "noeviction":
-                return f"Redis node {name} has maxmemory-policy {policy}; it must be noeviction or counters may vanish"
-        return None
+        return evicting
 
 
-async def _policies(nodes: Iterable[ClusterNode]) -> list[tuple[str, str]]:
-    """maxmemory-policy of every node that answers (a down replica is not the readiness probe's business)."""
-    out = []
+async def _eviction_risk(nodes: Iterable[ClusterNode]) -> str | None:
+    """eviction_risk of every node that answers (a down replica is not the readiness probe's business)."""
     for node in nodes:
         try:
-            reply = await node.execute_command("CONFIG", "GET", "maxmemory-policy")
+            why = await eviction_risk(f"Redis node {node.name}", node.execute_command("INFO", "memory"))
         except (RedisError, OSError):
             if node.server_type == "primary":
                 raise
             continue
-        if isinstance(reply, dict):
-            value = reply.get("maxmemory-policy")
-        elif isinstance(reply, list) and len(reply) == 2:
-            value = reply[1]
-        else:
-            value = None
-        if value is not None:
-            out.append((node.name, str(value)))
-    return out
+        if why is not None:
+            return why
+    return None

@@ -345,6 +345,32 @@ async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store:
     assert await store.ready() is None
 
 
+async def test_readiness_needs_no_config_rights(cluster: Cluster) -> None:
+    """Least-privilege users (ACLs are per node): without CONFIG the policy comes from INFO memory; without INFO
+    either, ready() says what it could not check, never that a cluster which answers is unreachable."""
+    users = {"app-noconfig": ["-config"], "app-noinfo": ["-config", "-info"]}
+    for port in cluster.ports:
+        with cluster.client(port) as c:
+            for user, denied in users.items():
+                c.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@admin", *denied])
+    reasons = {}
+    try:
+        for user in users:
+            store = RedisClusterStore(cluster.url.replace("://", f"://{user}:pw@", 1), 1.0)
+            try:
+                assert (await store.decide(charge(secrets.token_hex(16)))).status == "allowed"
+                reasons[user] = await store.ready()
+            finally:
+                await store.close()
+    finally:
+        for port in cluster.ports:
+            with cluster.client(port) as c:
+                c.acl_deluser(*users)
+    assert reasons["app-noconfig"] is None
+    why = reasons["app-noinfo"] or ""
+    assert "maxmemory-policy could not be checked" in why and "unreachable" not in why, why
+
+
 async def test_an_unreachable_cluster_is_503_and_not_ready() -> None:
     store = RedisClusterStore("redis+cluster://127.0.0.1:1", 0.2)
     try:

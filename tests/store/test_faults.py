@@ -438,23 +438,33 @@ async def test_ready_refuses_a_redis_that_may_evict_counters(redis_server: Redis
         direct.close()
 
 
-NO_CONFIG = (
-    "app/store/redis.py ready(): CONFIG GET maxmemory-policy denied (NOPERM, or CONFIG renamed on managed Redis) "
-    "is reported as 'counter store unreachable', so /readyz never turns ready while every decision works"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_CONFIG)
-async def test_a_user_without_config_rights_still_decides(redis_server: RedisServer) -> None:
-    """Managed Redis (and least-privilege ACL users) often deny CONFIG: decide() needs only scripts."""
+async def test_a_user_without_config_rights_still_decides_and_is_ready(redis_server: RedisServer) -> None:
+    """Managed Redis (and least-privilege ACL users) often deny CONFIG: decide() needs only scripts, and ready()
+    reads the policy from INFO memory."""
     direct = redis.Redis(port=redis_server.port)
     direct.acl_setuser("app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@admin", "-config"])
     store = RedisStore(f"redis://app:pw@127.0.0.1:{redis_server.port}/0")
     try:
         out = await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))
         assert (out.status, out.balances) == ("allowed", [(1, 0)])
-        why = await store.ready()
-        assert why is None or "unreachable" not in why, why  # it answers: whatever ready() says, not that
+        assert await store.ready() is None
+        direct.config_set("maxmemory-policy", "volatile-lru")
+        assert "volatile-lru" in (await store.ready() or "")
+    finally:
+        await store.close()
+        direct.close()
+
+
+async def test_a_user_denied_info_too_is_told_what_ready_could_not_check(redis_server: RedisServer) -> None:
+    direct = redis.Redis(port=redis_server.port)
+    commands = ["+@all", "-@admin", "-config", "-info"]
+    direct.acl_setuser("app", enabled=True, passwords=["+pw"], keys=["*"], commands=commands)
+    store = RedisStore(f"redis://app:pw@127.0.0.1:{redis_server.port}/0")
+    try:
+        assert (await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))).status == "allowed"
+        why = await store.ready() or ""
+        assert "maxmemory-policy could not be checked" in why and "NoPermissionError" in why, why
+        assert "unreachable" not in why
     finally:
         await store.close()
         direct.close()
