@@ -3,6 +3,7 @@
 Each EVALSHA in a pipeline is still its own atomic script; batching only shares the socket round trip and
 redis-py's per-call overhead. Calls submitted in the same event-loop turn go out together; at most
 MAX_IN_FLIGHT pipelines wait for replies at once, and the rest gather into the next one meanwhile.
+`close()` lets the pipelines on the wire finish and answers every call not yet sent with StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from app.errors import StoreUnavailable
 from app.store.scripts import Script
 
 MAX_IN_FLIGHT = 4
 MAX_BATCH = 256
 
 _Call = tuple[Script, str, tuple[str | int, ...], "asyncio.Future[Any]"]
+
+
+def not_sent() -> StoreUnavailable:
+    """The answer to a call that close() kept off the wire: the script never ran, so nothing was spent."""
+    return StoreUnavailable("counter store closed before the call was sent")
 
 
 class Coalescer:
@@ -28,15 +35,28 @@ class Coalescer:
         self.in_flight = 0
         self.scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self.closed = False
 
     def run(self, script: Script, base_key: str, args: tuple[str | int, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self.closed:
+            future.set_exception(not_sent())
+            return future
         self.pending.append((script, base_key, args, future))
         if not self.scheduled and self.in_flight < MAX_IN_FLIGHT:
             self.scheduled = True
             loop.call_soon(self._start)
         return future
+
+    async def close(self) -> None:
+        """Fail closed on what is not sent yet; wait for what is on the wire, so no reply is cut off and no
+        connection is opened after the client closes."""
+        self.closed = True
+        pending, self.pending = self.pending, []
+        for *_, future in pending:
+            _settle(future, not_sent())
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _start(self) -> None:
         self.scheduled = False

@@ -170,4 +170,6 @@ class RedisStore(Store):
             return f"counter store unreachable: {type(e).__name__}"
 
     async def close(self) -> None:
+        if self.coalescer is not None:
+            await self.coalescer.close()  # first: nothing may open a connection after the client closes
         await self.client.aclose()

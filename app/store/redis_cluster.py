@@ -49,6 +49,7 @@ from redis.exceptions import (
 )
 
 from app.errors import ConfigError, StoreUnavailable
+from app.store.coalesce import not_sent
 from app.store.redis import RedisStore, base_key, eviction_risk
 from app.store.scripts import NAMES, Script
 
@@ -142,13 +143,15 @@ class _NodeQueue:
 class _Batcher:
     """Per-node pipelines: EVALSHA calls submitted in one loop turn go out together, then one WAIT if asked.
 
-    A call's future gets (reply or the error object for that command, the WAIT reply or None).
+    A call's future gets (reply or the error object for that command, the WAIT reply or None). After close(),
+    a call is answered StoreUnavailable without being sent.
     """
 
     def __init__(self, wait: WaitPolicy | None) -> None:
         self.wait = wait
         self.queues: dict[str, _NodeQueue] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self.closed = False
 
     def submit(
         self,
@@ -165,11 +168,24 @@ class _Batcher:
         if queue is None or queue.node is not node:  # a refreshed topology brings new node objects
             queue = self.queues[node.name] = _NodeQueue(node)
         call = _Call(script, keys, args, asking, write, loop.create_future())
+        if self.closed:
+            call.future.set_exception(not_sent())
+            return call.future
         queue.pending.append(call)
         if not queue.scheduled and queue.in_flight < MAX_IN_FLIGHT:
             queue.scheduled = True
             loop.call_soon(self._start, queue)
         return call.future
+
+    async def close(self) -> None:
+        """As the single Redis's Coalescer.close: fail closed on what is not sent, wait for what is on the wire."""
+        self.closed = True
+        for queue in self.queues.values():
+            pending, queue.pending = queue.pending, []
+            for call in pending:
+                if not call.future.done():
+                    call.future.set_exception(not_sent())
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _start(self, queue: _NodeQueue) -> None:
         queue.scheduled = False
@@ -261,6 +277,8 @@ class RedisClusterStore(RedisStore):
 
     def _refresh_topology(self) -> None:
         """Re-read the slot map once (in the background): after a failover the old master's slots move."""
+        if self.batcher.closed:
+            return
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.get_running_loop().create_task(self._reload())
 
@@ -273,6 +291,8 @@ class RedisClusterStore(RedisStore):
         await asyncio.sleep(REFRESH_GAP_S)
 
     async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
+        if self.batcher.closed:  # before _topology, which would open connections
+            raise not_sent()
         await self._topology()
         script = CLUSTER_SCRIPTS[name]
         keys = (base_key(token_id), fence_key(token_id))
@@ -339,6 +359,8 @@ class RedisClusterStore(RedisStore):
 
     async def _load(self, node: ClusterNode, script: ClusterScript) -> None:
         """SCRIPT LOAD once per node and script, however many calls met NOSCRIPT at once."""
+        if self.batcher.closed:  # the call will not be sent again: do not open a connection for it
+            raise not_sent()
         key = (node.name, script.sha)
         loading = self._loading.get(key)
         if loading is None:
@@ -353,6 +375,11 @@ class RedisClusterStore(RedisStore):
     async def close(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
+        await self.batcher.close()
+        # A SCRIPT LOAD on the wire finishes too (its caller's next submit is refused, unsent), and the cancelled
+        # refresh ends: nothing is left to use a connection once the client closes.
+        refresh = [] if self._refresh is None else [self._refresh]
+        await asyncio.gather(*refresh, *self._loading.values(), return_exceptions=True)
         await super().close()
 
     async def ready(self) -> str | None:

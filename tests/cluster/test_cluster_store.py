@@ -329,6 +329,38 @@ async def test_with_wait_an_allow_is_given_only_once_replicas_have_the_write(clu
         await impossible.close()
 
 
+# -- close ---------------------------------------------------------------------------------------------------------
+
+
+async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_open(cluster: Cluster) -> None:
+    """As on one Redis: the pipeline on the wire finishes, calls not yet sent are StoreUnavailable, nothing spent."""
+    store = RedisClusterStore(cluster.url, 1.0)
+    tid = secrets.token_hex(16)
+    assert (await store.decide(charge(tid, 0))).status == "allowed"  # connected, the script loaded on its node
+    calls = [asyncio.ensure_future(store.decide(charge(tid, 1, 10**6 * USD))) for _ in range(600)]  # > one batch
+    while not any(queue.in_flight for queue in store.batcher.queues.values()):
+        await asyncio.sleep(0)  # until the first pipeline is on its way; the rest wait
+    await store.close()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    allowed = sum(not isinstance(r, BaseException) and r.status == "allowed" for r in results)
+    unsent = sum(isinstance(r, StoreUnavailable) and "before the call was sent" in str(r) for r in results)
+    assert allowed + unsent == len(calls), [r for r in results if isinstance(r, BaseException)][:3]
+    assert allowed > 0 and unsent > 0
+    with pytest.raises(StoreUnavailable, match="before the call was sent"):
+        await store.decide(charge(tid, 1, 10**6 * USD))
+    connections = [c for node in store.cluster.get_nodes() for c in node._connections]
+    try:
+        assert connections and not [c for c in connections if c.is_connected]
+    finally:
+        for c in connections:
+            await c.disconnect()
+    reader = RedisClusterStore(cluster.url, 1.0)
+    try:
+        assert (await reader.inspect(tid, (), ("h0",), now_ms())).balances == [(allowed, 0)]
+    finally:
+        await reader.close()
+
+
 # -- readiness -----------------------------------------------------------------------------------------------------
 
 
