@@ -120,8 +120,9 @@ class RedisStore(Store):
 
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
-    ) -> Outcome | None:  # Redis expires answers by itself (PX), so now_ms is not needed here
-        reply = await self._run("lookup", token_id, _digest(request_id), _digest(fingerprint))
+    ) -> Outcome | None:
+        when = "" if now_ms is None else now_ms  # None: not judged by time, as in MemoryStore
+        reply = await self._run("lookup", token_id, _digest(request_id), _digest(fingerprint), when)
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 

@@ -20,6 +20,7 @@ FILES = sorted(p.name for p in LUA.iterdir() if p.name.endswith(".lua"))
 # Which arguments of each command are keys: "first" or "all".
 KEY_ARGS = {
     "GET": "first",
+    "MGET": "all",
     "SET": "first",
     "EXISTS": "all",
     "DEL": "all",

@@ -35,7 +35,7 @@ def tid() -> str:
 
 
 def real_ms() -> int:
-    """The wall clock, for the few tests where Redis judges expiry by its own clock (PXAT marks)."""
+    """The wall clock, for the few tests about Redis's own TTLs, which it runs on its own clock."""
     return int(time.time() * 1000)
 
 

@@ -6,28 +6,19 @@ except in the few tests that say they use the wall clock.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import pytest
+import redis
 
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
 from app.store.base import IDEMPOTENCY_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
+from app.store.redis import _digest, base_key
+from app.store.scripts import GC_SLACK_MS
 from app.token.keys import KeyRing, new_key_entry
-from tests.store.conftest import BIG, T0, USD, budget, decision, real_ms, tid
-
-# Redis expires idempotent answers (SET PX), revocation marks (SET PXAT) and closed holds (PEXPIRE) by its own
-# clock, not by the caller's now_ms as base.py promises ("every backend decides the same instant") and as
-# MemoryStore does. Only a caller clock that differs from Redis's shows it: a skewed server, or a test clock.
-REDIS_CLOCK = "app/store/lua: Redis expires answers and revocation marks by its own clock, not by now_ms"
-
-
-def redis_judges_by_its_own_clock(request: pytest.FixtureRequest, backend: str) -> None:
-    if backend == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=REDIS_CLOCK))
-
+from tests.store.conftest import BIG, REDIS_URL, T0, USD, budget, decision, real_ms, tid
 
 # -- budgets ----------------------------------------------------------------------------------------------
 
@@ -366,10 +357,7 @@ async def test_lookup_reads_a_stored_answer_without_deciding(store: Store) -> No
     assert (await store.inspect(root, (), ("b",), T0)).balances == [(3, 0)]
 
 
-async def test_idempotent_answers_expire_24_hours_after_now_ms(
-    store: Store, backend: str, request: pytest.FixtureRequest
-) -> None:
-    redis_judges_by_its_own_clock(request, backend)
+async def test_idempotent_answers_expire_24_hours_after_now_ms(store: Store) -> None:
     root = tid()
     levels = (budget("b", 100),)
     await store.decide(decision(root, 1, budgets=levels, request_id="r", fingerprint="f"))
@@ -483,32 +471,28 @@ async def test_the_whole_root_mark(store: Store) -> None:
 
 
 async def test_revocation_marks_expire_and_are_never_shortened(store: Store) -> None:
-    """On the wall clock: Redis judges its marks by its own clock (see REDIS_CLOCK)."""
-    root, r = tid(), real_ms()
-    await store.revoke(root, "a", r + 400)
-    await store.revoke(root, "a", r + 100)  # an earlier expiry never shortens a mark
+    root = tid()
+    await store.revoke(root, "a", T0 + 400)
+    await store.revoke(root, "a", T0 + 100)  # an earlier expiry never shortens a mark
     await store.revoke(root, "b", 0)
-    await store.revoke(root, "b", r + 100)  # nor shortens a mark forever
-    await store.revoke(root, "c", r + 100)
+    await store.revoke(root, "b", T0 + 100)  # nor shortens a mark forever
+    await store.revoke(root, "c", T0 + 100)
     await store.revoke(root, "c", 0)  # but forever lengthens a mark
-    await store.revoke(root, "d", r + 100)
-    await store.revoke(root, "d", r + 250)  # and so does a later expiry
-    await store.revoke(root, "e", r - 1)  # a mark already over: nothing
+    await store.revoke(root, "d", T0 + 100)
+    await store.revoke(root, "d", T0 + 250)  # and so does a later expiry
+    await store.revoke(root, "e", T0 - 1)  # a mark already over: nothing
 
-    async def revoked_at(at: int) -> dict[str, bool]:
-        while (now := real_ms()) < at:
-            await asyncio.sleep((at - now) / 1000)
+    async def revoked_at(now: int) -> dict[str, bool]:
         outs = {p: await store.decide(decision(root, revocation=("p0", p), now=now)) for p in "abcde"}
         return {p: out.status == "revoked" for p, out in outs.items()}
 
-    assert await revoked_at(r) == {"a": True, "b": True, "c": True, "d": True, "e": False}
-    assert await revoked_at(r + 150) == {"a": True, "b": True, "c": True, "d": True, "e": False}
-    assert await revoked_at(r + 300) == {"a": True, "b": True, "c": True, "d": False, "e": False}
-    assert await revoked_at(r + 450) == {"a": False, "b": True, "c": True, "d": False, "e": False}
+    assert await revoked_at(T0) == {"a": True, "b": True, "c": True, "d": True, "e": False}
+    assert await revoked_at(T0 + 249) == {"a": True, "b": True, "c": True, "d": True, "e": False}
+    assert await revoked_at(T0 + 250) == {"a": True, "b": True, "c": True, "d": False, "e": False}
+    assert await revoked_at(T0 + 400) == {"a": False, "b": True, "c": True, "d": False, "e": False}
 
 
-async def test_revocation_marks_expire_at_now_ms(store: Store, backend: str, request: pytest.FixtureRequest) -> None:
-    redis_judges_by_its_own_clock(request, backend)
+async def test_revocation_marks_expire_at_now_ms(store: Store) -> None:
     root = tid()
     await store.revoke(root, "p1", T0 + 1000)
     assert (await store.decide(decision(root, revocation=("p0", "p1"), now=T0 + 999))).status == "revoked"
@@ -588,22 +572,24 @@ async def test_a_budget_with_an_expiry_counts_until_then(store: Store) -> None:
     assert (await store.inspect(root, (), ("b", "c"), now)).balances == [(10, 0), (10, 0)]
 
 
-async def test_a_budget_is_not_forgotten_while_the_callers_clock_says_it_lives(
-    store: Store, backend: str, request: pytest.FixtureRequest
+async def test_nothing_live_by_now_ms_is_forgotten_when_the_callers_clock_is_hours_behind_redis(
+    store: Store,
 ) -> None:
-    """A caller whose clock is 2 h behind Redis's: decide.lua's PEXPIREAT lies in Redis's past and deletes the
-    counter at once, so a spent budget is whole again (an overspend, not only a late expiry)."""
-    redis_judges_by_its_own_clock(request, backend)
-    root, now = tid(), real_ms() - 7_200_000
+    """A caller 20 h behind Redis's clock (a host set to local time): Redis's own expiry (GC_SLACK_MS past each
+    record's end) still lies in Redis's future, so a spent budget stays spent, a mark revokes, an answer replays."""
+    root, now = tid(), real_ms() - 20 * 3_600_000
     levels = (BudgetSpec("b", 10, True, now + 3_600_000),)
-    assert (await store.decide(decision(root, 10, budgets=levels, now=now))).status == "allowed"
+    first = await store.decide(decision(root, 10, budgets=levels, now=now, request_id="r", fingerprint="f"))
+    assert first.status == "allowed"
+    await store.revoke(root, "p1", now + 3_600_000)
     assert (await store.decide(decision(root, 10, budgets=levels, now=now + 1))).status == "budget_exceeded"
+    assert (await store.decide(decision(root, revocation=("p0", "p1"), now=now + 1))).status == "revoked"
+    again = await store.lookup(root, "r", "f", now + 1)
+    assert again is not None and again.replayed
+    assert (await store.inspect(root, ("p0", "p1"), ("b",), now + 1)).balances == [(10, 0)]
 
 
-async def test_a_closed_hold_is_forgotten_24_hours_after_now_ms(
-    store: Store, backend: str, request: pytest.FixtureRequest
-) -> None:
-    redis_judges_by_its_own_clock(request, backend)
+async def test_a_closed_hold_is_forgotten_24_hours_after_now_ms(store: Store) -> None:
     root = tid()
     held = await store.decide(decision(root, 4, budgets=(budget("b", 10),), mode="hold"))
     assert held.hold_id is not None
@@ -630,3 +616,55 @@ async def test_a_limit_of_zero_allows_only_zero_cost(store: Store) -> None:
     assert (await store.decide(decision(root, 0, budgets=levels, mode="hold"))).status == "allowed"
     out = await store.decide(decision(root, 1, budgets=levels))
     assert (out.status, out.index, out.balances) == ("budget_exceeded", 0, [(0, 0)])
+
+
+# -- Redis: its own TTLs only collect garbage --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -> None:
+    """Relative TTLs too (an answer, a closed hold, a rate log): a verifier whose clock lags another's by hours
+    still finds them while its now_ms says they live."""
+    root, now = tid(), real_ms()
+    levels, rate = (BudgetSpec("b", 10, True, now + 60_000),), (RateSpec("r", 5, 60_000),)
+    d = decision(root, 1, budgets=levels, rates=rate, mode="hold", request_id="q", fingerprint="f", now=now)
+    held = await store.decide(d)
+    assert held.hold_id is not None
+    await store.settle(held.hold_id, 1, now)
+    await store.revoke(root, "p1", now + 60_000)
+    await store.revoke(root, "p2", 0)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        ends = {
+            kind: client.pexpiretime(f"{base_key(root)}:{kind}")
+            for kind in ("b:b", "rv:p1", "rv:p2", "r:r", f"i:{_digest('q')}", f"h:{held.hold_id}")
+        }
+    assert (ends["b:b"], ends["rv:p1"], ends["rv:p2"]) == (now + 60_000 + GC_SLACK_MS,) * 2 + (-1,)
+    for kind, ttl in (("r:r", 60_000), ("i:", IDEMPOTENCY_TTL_MS), ("h:", SETTLED_HOLD_TTL_MS)):
+        end = next(v for k, v in ends.items() if k.startswith(kind))
+        assert now + ttl + GC_SLACK_MS <= end <= real_ms() + ttl + GC_SLACK_MS, kind
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_records_written_before_they_carried_their_end_keep_their_meaning(store: Store) -> None:
+    """Marks holding '1', answers without their end and closed holds without `until` (the format before): they
+    count until Redis expires them, as they did; an upgrade must not lift a revocation or forget an answer."""
+    root, later = tid(), T0 + 10 * IDEMPOTENCY_TTL_MS
+    held = await store.decide(decision(root, 4, budgets=(budget("b", 10),), mode="hold"))
+    assert held.hold_id is not None
+    await store.settle(held.hold_id, 3, T0)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        b = base_key(root)
+        client.set(f"{b}:rv:p1", "1")  # forever
+        client.set(f"{b}:rv:p2", "1", px=600_000)  # until Redis expires it
+        client.set(f"{b}:i:{_digest('r')}", f"{_digest('f')}\nbudget_exceeded,0,0,,0,7,0", px=600_000)
+        client.hdel(f"{b}:h:{held.hold_id}", "until")
+    for prefix in ("p1", "p2"):
+        out = await store.decide(decision(root, revocation=("p0", prefix), now=later))
+        assert (out.status, out.index) == ("revoked", 1), prefix
+    await store.revoke(root, "p1", later + 1)  # a later end never shortens a mark forever
+    await store.revoke(root, "p2", real_ms())  # nor an end before Redis's own on an old mark
+    assert (await store.inspect(root, ("p0", "p1"), (), later + 2)).revoked_index == 1
+    assert (await store.inspect(root, ("p0", "p2"), (), later + 2)).revoked_index == 1
+    replay = await store.decide(decision(root, 1, request_id="r", fingerprint="f", now=later))
+    assert (replay.status, replay.replayed, replay.balances) == ("budget_exceeded", True, [(7, 0)])
+    assert (await store.settle(held.hold_id, 3, later)).amount == 3

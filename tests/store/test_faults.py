@@ -472,6 +472,7 @@ async def test_a_user_denied_info_too_is_told_what_ready_could_not_check(redis_s
 
 # -- close() ----------------------------------------------------------------------------------------------
 
+
 async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_open() -> None:
     """What is on the wire finishes; what is not yet sent is StoreUnavailable (never sent: nothing spent)."""
     store = RedisStore(REDIS_URL, timeout=0.5)

@@ -21,32 +21,23 @@ purge(now)
 local idem
 if request_id ~= '' then
   idem = key('i', request_id)
-  local stored = redis.call('GET', idem)
-  if stored then
-    local sep = string.find(stored, '\n', 1, true)
-    if string.sub(stored, 1, sep - 1) ~= fingerprint then return 'conflict,0,0,,0' end
-    return replayed(string.sub(stored, sep + 1))
-  end
+  local stored = stored_answer(redis.call('GET', idem), fingerprint, now)
+  if stored then return stored end
 end
 
 local function answer(status, index, retry, hold_id, balances)
   local out = {status, tostring(index), tostring(retry), hold_id, '0'}
   for _, b in ipairs(balances) do out[#out + 1] = b[1]; out[#out + 1] = b[2] end
   out = table.concat(out, ',')
-  if idem then redis.call('SET', idem, fingerprint .. '\n' .. out, 'PX', 86400000) end
+  if idem then
+    local ends = string.format('%d', now + IDEMPOTENCY_TTL_MS)
+    redis.call('SET', idem, fingerprint .. '\n' .. out .. '\n' .. ends, 'PX', IDEMPOTENCY_TTL_MS + GC_SLACK_MS)
+  end
   return out
 end
 
-if redis.call('EXISTS', key('rv', '*')) == 1 then return answer('revoked', -1, 0, '', {}) end
-if #revs > 0 then
-  local rv = {}
-  for j, p in ipairs(revs) do rv[j] = key('rv', p) end
-  if redis.call('EXISTS', unpack(rv)) > 0 then
-    for j, k in ipairs(rv) do
-      if redis.call('EXISTS', k) == 1 then return answer('revoked', j - 1, 0, '', {}) end
-    end
-  end
-end
+local revoked = first_revoked(revs, now)
+if revoked then return answer('revoked', revoked, 0, '', {}) end
 
 for j, r in ipairs(rates) do
   local k = key('r', r[1])
@@ -75,7 +66,7 @@ end
 for _, r in ipairs(rates) do
   local k = key('r', r[1])
   redis.call('ZADD', k, now, call_id)
-  redis.call('PEXPIRE', k, r[3])
+  redis.call('PEXPIRE', k, r[3] + GC_SLACK_MS)  -- entries older than the window are trimmed by now, above
 end
 local hold_id = ''
 local field = 's'
@@ -91,7 +82,7 @@ for j, b in ipairs(budgets) do
     redis.call('HINCRBY', k, field, cost)
     local slot = field == 's' and 1 or 2
     balances[j][slot] = decimal(add(big(balances[j][slot]), c))  -- exact: a Lua number prints 1e+14
-    if b[4] > 0 then redis.call('PEXPIREAT', k, b[4]) end
+    if b[4] > 0 then redis.call('PEXPIREAT', k, b[4] + GC_SLACK_MS) end  -- deleted early: whole again, overspent
   end
 end
 if mode == 'hold' then

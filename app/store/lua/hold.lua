@@ -3,9 +3,11 @@
 local hold_id, action, amount, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 purge(now)
 local rec = key('h', hold_id)
-local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled')
+local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled', 'until')
 if not v[1] then return {'error', 'not_found'} end
-local held, prefixes, currency, state, settled = v[1], v[2], v[3], v[4], v[5]
+local held, prefixes, currency, state, settled, ends = v[1], v[2], v[3], v[4], v[5], v[6]
+-- A closed hold is kept until `until`; one closed before holds carried it counts until Redis expires it.
+if state ~= 'held' and ends and not live(ends, now) then return {'error', 'not_found'} end
 if amount == '' then amount = held end
 local target = action == 'settle' and 'settled' or 'released'
 if state ~= 'held' then
@@ -22,7 +24,7 @@ for prefix in string.gmatch(prefixes, '[^,]+') do
   redis.call('HINCRBY', k, 'h', neg(held))
   redis.call('HINCRBY', k, 's', amount)
 end
-redis.call('HSET', rec, 'state', target, 'settled', amount)
-redis.call('PEXPIRE', rec, 86400000)
+redis.call('HSET', rec, 'state', target, 'settled', amount, 'until', now + SETTLED_HOLD_TTL_MS)
+redis.call('PEXPIRE', rec, SETTLED_HOLD_TTL_MS + GC_SLACK_MS)
 redis.call('ZREM', HOLDS, hold_id)
 return {target, amount, currency}

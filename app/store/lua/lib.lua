@@ -31,6 +31,43 @@ local function balance(prefix)
   return v[1] or '0', v[2] or '0'
 end
 
+-- A stored answer "status,index,retry,hold_id,replayed,..." marked as replayed.
+local function replayed(answer)
+  local a, b, c, d = string.match(answer, '^([^,]*),([^,]*),([^,]*),([^,]*),')
+  return table.concat({a, b, c, d, '1'}, ',') .. string.sub(answer, #a + #b + #c + #d + 6)
+end
+
+-- Every "is it over?" is decided here, against the caller's `now` (ms), as MemoryStore does: each record holds
+-- its end. Redis's own TTLs only collect the garbage, GC_SLACK_MS after that end (see scripts.py for why).
+local function live(ends, now)
+  ends = tonumber(ends)
+  return ends == 0 or now < ends  -- 0: never ends
+end
+
+-- The first revoked of `prefixes` (0-based; -1: the whole root), or nil. A mark's value is its end; a mark
+-- holding '1' was written before marks carried their end, and counts until Redis expires it, as it did then.
+local function first_revoked(prefixes, now)
+  local rv = {}
+  rv[1] = key('rv', '*')
+  for j, p in ipairs(prefixes) do rv[j + 1] = key('rv', p) end
+  local marks = redis.call('MGET', unpack(rv))
+  for j = 1, #rv do
+    if marks[j] and (marks[j] == '1' or live(marks[j], now)) then return j - 2 end
+  end
+  return nil
+end
+
+-- A stored answer is "fingerprint\nanswer\nends". Returns nil if there is none or it is over by `now` (nil: not
+-- judged), a conflict if the fingerprint differs, else the answer marked as replayed. One without "\nends" was
+-- stored before answers carried their end, and counts until Redis expires it, as it did then.
+local function stored_answer(stored, fingerprint, now)
+  if not stored then return nil end
+  local fp, answer, ends = string.match(stored, '^([^\n]*)\n([^\n]*)\n?(%d*)$')
+  if ends ~= '' and now and not live(ends, now) then return nil end
+  if fp ~= fingerprint then return 'conflict,0,0,,0' end
+  return replayed(answer)
+end
+
 -- Release every expired hold of this root: their held amounts stop counting against budgets. All of them:
 -- one left over would still count and refuse a call it must not.
 local function purge(now)
@@ -46,10 +83,4 @@ local function purge(now)
     redis.call('DEL', rec)
     redis.call('ZREM', HOLDS, hold_id)
   end
-end
-
--- A stored answer "status,index,retry,hold_id,replayed,..." marked as replayed.
-local function replayed(answer)
-  local a, b, c, d = string.match(answer, '^([^,]*),([^,]*),([^,]*),([^,]*),')
-  return table.concat({a, b, c, d, '1'}, ',') .. string.sub(answer, #a + #b + #c + #d + 6)
 end

@@ -1,12 +1,18 @@
--- Mark a prefix (or '*', the whole root) revoked until expires_ms (0: forever); never shortens a mark.
+-- Mark a prefix (or '*', the whole root) revoked until expires_ms by the caller's clock (0: forever); never
+-- shortens a mark. The mark holds its end (lib.lua first_revoked); Redis drops it GC_SLACK_MS after that.
 -- ARGV: prefix expires_ms
 local k = key('rv', ARGV[1])
 local expires = tonumber(ARGV[2])
-local current = redis.call('PEXPIRETIME', k)  -- -2: no mark, -1: a mark forever
-if current == -1 then return 1 end
+local current = redis.call('GET', k)  -- false: no mark
+if current == '1' then  -- written before marks carried their end: it ends when Redis expires it
+  current = redis.call('PEXPIRETIME', k)
+  if current == -1 then current = 0 end  -- no Redis expiry: forever
+end
+current = tonumber(current)
+if current == 0 then return 1 end
 if expires == 0 then
-  redis.call('SET', k, '1')
-elseif current == -2 or expires > current then
-  redis.call('SET', k, '1', 'PXAT', expires)
+  redis.call('SET', k, '0')
+elseif not current or expires > current then
+  redis.call('SET', k, string.format('%d', expires), 'PXAT', expires + GC_SLACK_MS)
 end
 return 1
