@@ -43,7 +43,8 @@ from caveats.expires import Expires, format_instant, parse_instant
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import Amount, format_micros, parse_micros
 
-_fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="string")
+# Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
+_fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
 _amount = functools.lru_cache(maxsize=8192)(format_micros)
 
@@ -106,7 +107,10 @@ class Authority:
         except ValueError as e:
             field, _, reason = str(e).partition(": ")
             raise RequestError(field, reason) from None
-        token, token_id = mint(self.ring, self.location, texts)
+        try:
+            token, token_id = mint(self.ring, self.location, texts)
+        except ValueError as e:  # over SPEC §1's limits, which the verifier would refuse
+            raise RequestError("caveats", str(e)) from None
         exp = self.verifier.verify(token).analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
@@ -241,8 +245,9 @@ class Authority:
         ]
 
     def _fingerprint(self, chain: VerifiedChain, req: VerifyRequest, audience: str | None) -> str:
-        """What makes two requests the same: the chain (not its encoding), tool, args, audience, cost, mode, ttl."""
-        parts: list[Any] = [chain.chain_id, req.tool, req.args, audience, req.cost, req.mode, req.hold_ttl]
+        """What makes two requests the same: the chain (not its encoding), tool, args (none and {} alike, as they
+        are evaluated alike), audience, cost, mode, ttl."""
+        parts: list[Any] = [chain.chain_id, req.tool, req.args or {}, audience, req.cost, req.mode, req.hold_ttl]
         return hashlib.sha256(_fingerprint_encoder.encode(parts)).hexdigest()
 
     async def _inspect(self, chain: VerifiedChain, now: float) -> Inspection:

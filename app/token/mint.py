@@ -7,7 +7,10 @@ from app.token.keys import KeyRing
 
 
 def mint(ring: KeyRing, location: str, caveats: list[str]) -> tuple[str, str]:
-    """(serialized token, token id). Caveats are appended as given; the caller has validated them."""
+    """(serialized token, token id). Caveats are appended as given; the caller has validated them.
+
+    Raises ValueError for a token the verifier would refuse (too many or too long caveats, over 16 KiB).
+    """
     kid = ring.signing_kid
     token_id = identifier.new_token_id()
     loc = location.encode("utf-8")
@@ -16,7 +19,7 @@ def mint(ring: KeyRing, location: str, caveats: list[str]) -> tuple[str, str]:
     ident = identifier.make(kid, token_id)
     raw_caveats = tuple(c.encode("utf-8") for c in caveats)
     signature = chain.signatures(root_key, ident, raw_caveats)[-1]
-    return codec.encode(codec.RawMacaroon(loc, ident, raw_caveats, signature)), token_id
+    return _encode_within_limits(codec.RawMacaroon(loc, ident, raw_caveats, signature)), token_id
 
 
 def attenuate(token: str, caveats: list[str]) -> str:
@@ -26,13 +29,16 @@ def attenuate(token: str, caveats: list[str]) -> str:
     added = tuple(c.encode("utf-8") for c in caveats)
     for caveat in added:
         sig = chain.extend(sig, caveat)
-    out = raw._replace(caveats=raw.caveats + added, signature=sig)
-    # The verifier's limits, checked here too: a token it would refuse is better never made.
-    if len(out.caveats) > codec.MAX_CAVEATS:
-        raise ValueError(f"a token holds at most {codec.MAX_CAVEATS} caveats")
-    if any(len(caveat) > codec.MAX_CAVEAT_BYTES for caveat in added):
+    return _encode_within_limits(raw._replace(caveats=raw.caveats + added, signature=sig))
+
+
+def _encode_within_limits(m: codec.RawMacaroon) -> str:
+    """The verifier's limits, checked when a token is made: a token it would refuse is better never made."""
+    if len(m.caveats) > codec.MAX_CAVEATS:
+        raise ValueError(f"a token holds at most {codec.MAX_CAVEATS} caveats, this one would hold {len(m.caveats)}")
+    if any(len(caveat) > codec.MAX_CAVEAT_BYTES for caveat in m.caveats):
         raise ValueError(f"a caveat is at most {codec.MAX_CAVEAT_BYTES} bytes")
-    encoded = codec.encode(out)
+    encoded = codec.encode(m)
     if len(encoded) > codec.MAX_TOKEN_CHARS:
         raise ValueError(f"the token would be over {codec.MAX_TOKEN_CHARS // 1024} KiB")
     return encoded

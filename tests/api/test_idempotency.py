@@ -219,3 +219,20 @@ async def test_fifty_parallel_calls_through_two_children_never_overspend_the_par
     codes = [r.status_code for r in responses]
     assert sorted(codes) == [200] * 10 + [403] * 40
     assert inspected["budgets"][0]["spent"] == "1.00"
+
+
+@pytest.mark.parametrize("retry", [{"n": "7.0"}, {"n": 7}, {"n": "7"}], ids=repr)
+def test_an_argument_of_another_json_type_or_spelling_is_another_request(api: Api, retry: dict[str, Any]) -> None:
+    """`arg.n = 7` allows 7.0 and denies "7.0": a retry with the string must not replay the number's allow."""
+    token = api.token(budget=money("10"), caveats=["arg.n = 7"])
+    api.allowed(token, args={"n": 7.0}, cost=money("1"), request_id="typed")
+    r = api.verify(token, args=retry, cost=money("1"), request_id="typed")
+    assert r.status_code == 409, r.text
+    assert api.spent(token) == ["1.00"]
+
+
+def test_no_args_and_empty_args_are_the_same_request(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    first = api.allowed(token, cost=money("1"), request_id="empty")
+    assert api.allowed(token, args={}, cost=money("1"), request_id="empty") == first
+    assert api.spent(token) == ["1.00"]

@@ -183,3 +183,24 @@ def test_the_mint_answer_always_has_expires_at(api: Api) -> None:
     # SPEC §3 marks optional keys with `?`; the mint answer's expires_at has none: null when it never expires.
     body = api.mint()
     assert "expires_at" in body and body["expires_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("caveats", "reason"),
+    [
+        (["arg.x = 1"] * 128, "a token holds at most 128 caveats, this one would hold 129"),  # with its delegate
+        ([f"arg.x{n} = " + "v" * 245 for n in range(60)], "the token would be over 16 KiB"),
+    ],
+    ids=["129 caveats", "over 16 KiB"],
+)
+def test_a_token_over_the_limits_is_never_minted(api: Api, caveats: list[str], reason: str) -> None:
+    """SPEC §1's limits: the verifier would refuse such a token, so mint refuses to make it (400, not 500)."""
+    r = api.post("/v1/tokens", {"subject": "a", "caveats": caveats}, headers=api.admin)
+    assert r.status_code == 400, r.text
+    assert (r.json()["field"], r.json()["reason"]) == ("caveats", reason)
+
+
+def test_a_token_at_the_limits_is_minted_and_verifies(api: Api) -> None:
+    body = api.mint(subject="a", caveats=["arg.x = 1"] * 127)
+    assert len(body["caveats"]) == 128
+    assert api.allowed(body["token"], tool="t", args={"x": 1})["token_id"] == body["token_id"]
