@@ -1,6 +1,9 @@
 """`budget <= 5.00 USD`: total spend through this chain prefix and everything derived from it stays within.
 
-Stateful: the counter store decides it, keyed by the prefix id that ends at this caveat.
+Stateful: the counter store decides the spend, keyed by the prefix id that ends at this caveat. Its currency
+is decided with the stateless caveats, in chain order: a budget admits only calls costed in its own currency.
+Were a budget in another currency merely skipped, a holder could append `budget <= 1000 EUR` to a USD-only
+token and spend euros its parent never allowed: attenuation must only ever narrow.
 """
 
 from __future__ import annotations
@@ -8,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from caveats.base import Caveat
+from caveats.base import Caveat, Context
+from caveats.denial import Code, Denial
 from caveats.money import MONEY, Amount, money_of, parse_money
 
 
@@ -26,3 +30,10 @@ class Budget(Caveat, frozen=True):
     @classmethod
     def from_match(cls, m: re.Match[str]) -> Budget:
         return cls(money_of(m))
+
+    def check(self, ctx: Context, hop: int) -> Denial | None:
+        cost = ctx.cost
+        if cost is None or cost.currency == self.limit.currency:
+            return None
+        currency = self.limit.currency
+        return Denial(Code.CURRENCY_MISMATCH, f"the call costs {cost.currency} but this budget is in {currency}")

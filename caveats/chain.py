@@ -14,7 +14,7 @@ import msgspec
 from caveats.base import Caveat, Context
 from caveats.budget import Budget
 from caveats.delegate import Delegate
-from caveats.denial import Code, Denial
+from caveats.denial import Denial
 from caveats.depth import Depth
 from caveats.expires import Expires
 from caveats.money import Amount
@@ -78,7 +78,7 @@ class Analysis(msgspec.Struct, frozen=True):
         return self.delegation[-1] if self.delegation else None
 
     def evaluate(self, ctx: Context) -> Denial | None:
-        """The first failing stateless caveat in chain order, then the budget currency rule; None if all hold."""
+        """The first failing stateless caveat in chain order (a budget's currency included); None if all hold."""
         static = self.static_denial
         for step in self.steps:
             if static is not None and self.static_index < step.index:
@@ -86,23 +86,7 @@ class Analysis(msgspec.Struct, frozen=True):
             denial = step.check.check(ctx, step.hop)
             if denial is not None:
                 return denial.at(step.caveat, step.hop)
-        if static is not None:
-            return static
-        if ctx.cost is not None and self.budgets:
-            return self.currency_denial(ctx.cost)
-        return None
-
-    def currency_denial(self, cost: Amount) -> Denial | None:
-        """Every budget admits only calls costed in its own currency. Were a budget in another currency merely
-        skipped, a holder could append `budget <= 1000 EUR` to a USD-only token and spend euros its parent never
-        allowed: attenuation must only ever narrow."""
-        for budget in self.budgets:
-            if budget.limit.currency != cost.currency:
-                return Denial(
-                    Code.CURRENCY_MISMATCH,
-                    f"the call costs {cost.currency} but this budget is in {budget.limit.currency}",
-                ).at(budget.caveat, budget.hop)
-        return None
+        return static
 
 
 def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
@@ -121,12 +105,13 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         if type(caveat) is Delegate:
             delegation.append(caveat.agent)
             hop = len(delegation) - 1
+        elif type(caveat) is Budget:  # a counter for the store, and its currency checked with the call
+            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
+            steps.append(Step(index, hop, text, caveat))
         elif type(caveat) in _CHECKED:
             steps.append(Step(index, hop, text, caveat))  # type: ignore[arg-type]  # a Caveat: Denial is not checked
             if type(caveat) is Expires and (expires_at is None or caveat.at < expires_at):
                 expires_at = caveat.at
-        elif type(caveat) is Budget:
-            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
         elif type(caveat) is Rate:
             rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
         elif type(caveat) is Depth or type(caveat) is Denial:
@@ -148,8 +133,8 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     )
 
 
-# The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate`. Depth depends on
-# the chain alone and is decided once, in `_static_denial`.
+# The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate` (Budget is one,
+# taken first for its counter). Depth depends on the chain alone and is decided once, in `_static_denial`.
 _CHECKED: frozenset[type[Caveat]] = frozenset(
     kind for kind in EVERY_KIND if kind.check is not Caveat.check and kind is not Depth
 )

@@ -6,7 +6,7 @@ import pytest
 
 from caveats.budget import Budget
 from caveats.money import Amount
-from tests.caveats.support import BAD_MONEY, assert_malformed, assert_parses, code, ctx, ids
+from tests.caveats.support import BAD_MONEY, assert_malformed, assert_parses, code, ctx, ids, run
 
 VALID = [
     ("budget <= 5.00 USD", Budget(Amount("USD", 5_000_000))),
@@ -37,7 +37,13 @@ def test_budget_is_stateful() -> None:
     assert Budget.STATEFUL
 
 
-@pytest.mark.parametrize("cost", [None, Amount("USD", 10**18), Amount("EUR", 1)])
-def test_the_stateless_check_leaves_it_to_the_store(cost: Amount | None) -> None:
-    # Overspend is the store's budget_exceeded; another currency is the chain's currency_mismatch.
-    assert code("budget <= 1 USD", ctx(cost=cost)) is None
+@pytest.mark.parametrize("cost", [None, Amount("USD", 10**18)])
+def test_the_stateless_check_leaves_the_spend_to_the_store(cost: Amount | None) -> None:
+    assert code("budget <= 1 USD", ctx(cost=cost)) is None  # overspend is the store's budget_exceeded
+
+
+@pytest.mark.parametrize("cost", [Amount("EUR", 1), Amount("EUR", 0), Amount("USDX", 1)])
+def test_a_call_costed_in_another_currency_is_a_currency_mismatch(cost: Amount) -> None:
+    denial = run("budget <= 1 USD", ctx(cost=cost))
+    assert denial is not None and denial.code == "currency_mismatch"
+    assert denial.reason == f"the call costs {cost.currency} but this budget is in USD"

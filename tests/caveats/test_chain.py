@@ -90,6 +90,17 @@ def test_a_budget_added_in_another_currency_never_widens() -> None:
         assert denial is not None and denial.code == Code.CURRENCY_MISMATCH
 
 
+def test_a_budgets_currency_is_decided_in_chain_order_with_the_other_stateless_caveats() -> None:
+    """SPEC §2: the first failing stateless caveat in chain order is the one reported."""
+    a = chain("delegate = o", "budget <= 1 USD", "tools in x", "delegate = r", "budget <= 1 EUR")
+    first = a.evaluate(ctx("y", cost=Amount("EUR", 1), hops=2))
+    assert first is not None and (first.code, first.caveat) == (Code.CURRENCY_MISMATCH, "budget <= 1 USD")
+    later = a.evaluate(ctx("x", cost=Amount("USD", 1), hops=2))
+    assert later is not None and (later.code, later.caveat, later.hop) == (Code.CURRENCY_MISMATCH, "budget <= 1 EUR", 1)
+    tools_first = chain("delegate = o", "tools in x", "budget <= 1 USD").evaluate(ctx("y", cost=Amount("EUR", 1)))
+    assert tools_first is not None and tools_first.code == Code.TOOL_NOT_ALLOWED
+
+
 def test_a_cost_cap_in_another_currency_is_a_currency_mismatch() -> None:
     denial = chain("delegate = o", "cost <= 1 EUR").evaluate(ctx(cost=Amount("USD", 1)))
     assert denial is not None and (denial.code, denial.caveat) == (Code.CURRENCY_MISMATCH, "cost <= 1 EUR")
