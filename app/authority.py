@@ -181,20 +181,7 @@ class Authority:
                 ),
             )
         if outcome.status == "revoked":
-            i = outcome.index  # prefix i ends after caveat i-1; -1 and 0: the whole token id
-            if i > 0:  # name the revoked token by where it ended: this token, or the ancestor it extends
-                last = analysis.texts[i - 1]
-                whose = (
-                    "this token"
-                    if i == len(chain.prefixes) - 1
-                    else f"the ancestor ending at hop {analysis.hops[i - 1]}"
-                )
-                denial = Denial(Code.REVOKED, f"{whose} was revoked (it ends with '{last}')").at(
-                    last, analysis.hops[i - 1]
-                )
-            else:
-                denial = Denial(Code.REVOKED, "the root token was revoked")
-            return Verdict(403, await self._denied(chain, denial, now, outcome.balances))
+            return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
         if outcome.status == "rate_limited":
             rate = analysis.rates[outcome.index]
             denial = Denial(Code.RATE_LIMITED, f"more than {rate.count} calls in {rate.window}s").at(
@@ -293,8 +280,9 @@ class Authority:
                 denial = denial.at(text, hop)
                 denials.append(Denied(False, denial.code, denial.reason, denial.caveat, denial.hop))
             hops[-1].caveats.append(CaveatView(text, denial.code if denial else None))
-        if found.revoked_index is not None:
-            denials.insert(0, Denied(False, Code.REVOKED, "token was revoked"))
+        if found.revoked_index is not None:  # after the stateless caveats, as verify decides
+            revoked = _revoked(chain, found.revoked_index)
+            denials.append(Denied(False, revoked.code, revoked.reason, revoked.caveat, revoked.hop))
         exp = analysis.expires_at
         return InspectResponse(
             valid=True,
@@ -309,6 +297,17 @@ class Authority:
             revoked=found.revoked_index is not None,
             denials=denials,
         )
+
+
+def _revoked(chain: VerifiedChain, index: int) -> Denial:
+    """The revocation that covers this chain, named by where the revoked token ended: prefix `index` ends after
+    caveat index-1 (this token's last, or an ancestor's); -1 and 0 mean the whole root."""
+    if index <= 0:
+        return Denial(Code.REVOKED, "the root token was revoked")
+    analysis = chain.analysis
+    last, hop = analysis.texts[index - 1], analysis.hops[index - 1]
+    whose = "this token" if index == len(chain.prefixes) - 1 else f"the ancestor ending at hop {hop}"
+    return Denial(Code.REVOKED, f"{whose} was revoked").at(last, hop)
 
 
 def _denies_now(parsed: Any, ctx: Context, hop: int) -> Denial | None:

@@ -222,8 +222,24 @@ def test_inspect_shows_revocation(api: Api) -> None:
     api.post("/v1/revoke", {"token": child})
     body = api.post("/v1/inspect", {"token": child}).json()
     assert body["revoked"] is True
-    assert body["denials"][0]["code"] == "revoked"
+    revoked = {k: body["denials"][0][k] for k in ("code", "reason", "caveat", "hop")}
+    assert revoked == {
+        "code": "revoked",
+        "reason": "this token was revoked (caveat 'delegate = a' at hop 1)",
+        "caveat": "delegate = a",
+        "hop": 1,
+    }
+    assert {k: api.denied(child, "revoked")[k] for k in revoked} == revoked  # as verify says it
     assert api.post("/v1/inspect", {"token": root}).json()["revoked"] is False
+
+
+def test_inspect_lists_revocation_after_the_stateless_denials_as_verify_decides(api: Api) -> None:
+    token = attenuate(api.token(expires_in=10), ["delegate = a"])
+    api.post("/v1/revoke", {"token": token})
+    api.clock.advance(10)
+    body = api.post("/v1/inspect", {"token": token}).json()
+    assert [d["code"] for d in body["denials"]] == ["expired", "revoked"]
+    assert body["denials"][0]["code"] == api.denied(token, "expired")["code"]
 
 
 def test_inspect_an_invalid_token(api: Api) -> None:
