@@ -71,6 +71,11 @@ def money(m: Money) -> Amount:
     return Amount(m.currency, parse_micros(m.amount))
 
 
+def _money(a: Amount) -> Money:
+    """An amount as every answer writes it: at least two decimals."""
+    return Money(_amount(a.micros), a.currency)
+
+
 class Authority:
     def __init__(self, ring: KeyRing, store: Store, location: str, clock: Callable[[], float] = time.time) -> None:
         self.ring = ring
@@ -175,7 +180,7 @@ class Authority:
                     analysis.holder,
                     list(analysis.delegation),
                     self._budget_views(chain, outcome.balances),
-                    charged=req.cost if req.cost is not None and req.mode == "charge" else None,
+                    charged=_money(cost) if cost is not None and req.mode == "charge" else None,
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
                 ),

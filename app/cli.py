@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except ApiError as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
-        return EXIT_USAGE if e.status in (400, 401, 404, 409, 413) else EXIT_FAILED
+        return EXIT_USAGE if e.status in (400, 401, 403, 404, 409, 413) else EXIT_FAILED
     except (AgentcapsError, OSError) as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_FAILED

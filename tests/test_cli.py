@@ -116,6 +116,10 @@ def test_mint_verify_revoke_against_the_service(
     assert code == 0 and out.startswith("revoked ")
     code, out, _ = run(capsys, "verify", token, "--tool", "search")
     assert code == 3 and out.startswith("denied revoked")
+    forged = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]  # another signature
+    code, out, err = run(capsys, "revoke", forged)
+    assert code == 2 and out == "", (code, out)
+    assert err.startswith("agentcaps revoke: 403 invalid_token: ") and "{" not in err, err  # words, not raw JSON
     monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", "wrong-admin-key-0123456789")
     code, _, err = run(capsys, "mint", "--subject", "x")
     assert code == 2 and "401 unauthorized" in err

@@ -16,7 +16,6 @@ import msgspec
 from app.api.schemas import (
     Allowed,
     Denied,
-    ErrorBody,
     HoldResponse,
     InspectRequest,
     InspectResponse,
@@ -36,7 +35,7 @@ _denied = msgspec.json.Decoder(Denied)
 
 
 class ApiError(Exception):
-    """The service refused the request itself (400, 401, 404, 409, 413, 5xx): `code`, `reason`, `field`."""
+    """The service refused the request itself (400, 401, 403, 404, 409, 413, 5xx): `code`, `reason`, `field`."""
 
     def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
         super().__init__(f"{status} {code}: {reason}" + (f" (field {field})" if field else ""))
@@ -66,11 +65,20 @@ class _Call(Generic[T]):
         if response.status_code < 300:
             value: T = self.decode.decode(response.content)
             return value
-        try:
-            err = msgspec.json.decode(response.content, type=ErrorBody)
-        except msgspec.MsgspecError:
-            err = ErrorBody("http_error", response.text[:200] or response.reason_phrase)
-        raise ApiError(response.status_code, err.code, err.reason, err.field)
+        raise _api_error(response)
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """The refusal as the service worded it. Read leniently: an error body may carry more than ErrorBody's
+    fields (a refused revoke answers with a denial, `allowed` and all), and a proxy may answer with no JSON."""
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("reason"), str):
+        field = body.get("field")
+        return ApiError(response.status_code, body["code"], body["reason"], field if isinstance(field, str) else None)
+    return ApiError(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
 
 
 def _body(value: Any) -> bytes:

@@ -73,6 +73,14 @@ def test_every_optional_field_becomes_its_caveat_in_order(api: Api) -> None:
     assert decision["charged"] == {"amount": "0.50", "currency": "USD"}
 
 
+@pytest.mark.parametrize(("sent", "charged"), [("1", "1.00"), ("2.5", "2.50"), ("0.123456", "0.123456")])
+def test_the_charge_is_written_as_every_amount_in_an_answer(api: Api, sent: str, charged: str) -> None:
+    """decisions.md: amounts in responses have at least two decimals; the charge too, not the request's text."""
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    decision = api.allowed(token, cost={"amount": sent, "currency": "USD"})
+    assert decision["charged"] == {"amount": charged, "currency": "USD"}
+
+
 def test_location_is_the_configured_public_url(api: Api) -> None:
     from app.token import codec
 

@@ -66,3 +66,26 @@ async def test_the_async_client_gives_the_same_answers(tmp_path: Path) -> None:
         assert (await c.revoke(token_id=root.token_id)).revoked
         gone = await c.verify(root.token, "search")
         assert isinstance(gone, Denied) and gone.code == "revoked"
+
+
+async def test_refusals_read_as_the_service_worded_them_whatever_else_the_body_carries(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)})
+    transport = httpx.ASGITransport(app=create_app(settings, store=MemoryStore()))
+    async with AsyncClient("http://agentcaps.test", admin_key=settings.admin_keys[0], transport=transport) as c:
+        root = (await c.mint("orchestrator")).token
+        with pytest.raises(ApiError) as forged:  # the service answers a denial body: `allowed` and all
+            await c.revoke(root[:-2] + ("A" if root[-2] != "A" else "B") + root[-1])
+    assert (forged.value.status, forged.value.code) == (403, "invalid_token")
+    assert forged.value.reason.startswith("token") and "{" not in forged.value.reason
+
+    def answer(status: int, content: bytes) -> httpx.MockTransport:
+        return httpx.MockTransport(lambda request: httpx.Response(status, content=content))
+
+    for status, content, want in [
+        (502, b"<html>bad gateway</html>", (502, "http_error", "<html>bad gateway</html>", None)),
+        (400, b'{"code":"bad_request","reason":"why","field":"tool","extra":1}', (400, "bad_request", "why", "tool")),
+        (400, b'{"code":1,"reason":"why"}', (400, "http_error", '{"code":1,"reason":"why"}', None)),
+    ]:
+        with Client("http://x", transport=answer(status, content)) as client, pytest.raises(ApiError) as refused:
+            client.inspect("t")
+        assert (refused.value.status, refused.value.code, refused.value.reason, refused.value.field) == want
