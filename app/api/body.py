@@ -2,14 +2,18 @@
 
 msgspec already refuses NaN/Infinity, unknown fields and wrong types; duplicate keys it would silently take
 the last of, so a second pass with the standard library's C scanner refuses them (and names the field of a
-NaN, which msgspec refuses without saying where).
+NaN, which msgspec refuses without saying where). Both decoders recurse once per level of nesting, so a body
+nested deeper than MAX_DEPTH is refused before either runs, in a few passes of C over the bytes; a string
+that is not UTF-8, which msgspec reports as a UnicodeDecodeError, is a malformed body like any other.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
 from decimal import Decimal
+from itertools import accumulate, count
 from typing import Any, TypeVar
 
 import msgspec
@@ -18,6 +22,13 @@ T = TypeVar("T")
 _FIELD_RE = re.compile(r" - at `\$\.?([^`]*)`$")
 _NAMED_RE = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+ARGS_DEPTH = 64  # levels of objects and arrays a field may nest, `args` itself the first (docs/decisions.md)
+MAX_DEPTH = ARGS_DEPTH + 1  # ... inside the request object
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)  # a JSON string: brackets in it are not nesting
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[{\]}]', re.DOTALL)
+_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # an opener steps one level down, a closer one up
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[{]}")))
 
 
 class BadRequest(Exception):
@@ -36,21 +47,62 @@ class _NonFinite:
         self.word = word
 
 
-def _scan(value: Any, path: str) -> None:
-    """Refuse a repeated key or a NaN/Infinity anywhere, naming it by its dotted path."""
-    if isinstance(value, _Object):
-        seen: set[str] = set()
-        for key, item in value:
-            where = f"{path}.{key}" if path else key
-            if key in seen:
-                raise BadRequest(f"duplicate key {key!r} in the JSON body", where)
-            seen.add(key)
-            _scan(item, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _scan(item, f"{path}.{index}" if path else str(index))
-    elif isinstance(value, _NonFinite):
-        raise BadRequest(f"{value.word} is not a JSON number; amounts and arguments must be finite", path or None)
+def _scan(tree: Any) -> None:
+    """Refuse a repeated key or a NaN/Infinity anywhere, naming it by its dotted path; a loop, not recursion."""
+    stack: list[tuple[Any, str]] = [(tree, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Object):
+            seen: set[str] = set()
+            items = []
+            for key, item in value:
+                where = f"{path}.{key}" if path else key
+                if key in seen:
+                    raise BadRequest(f"duplicate key {key!r} in the JSON body", where)
+                seen.add(key)
+                items.append((item, where))
+            stack.extend(reversed(items))  # popped in document order
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, _NonFinite):
+            raise BadRequest(f"{value.word} is not a JSON number; amounts and arguments must be finite", path or None)
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether objects and arrays nest deeper than MAX_DEPTH; each step runs in C, none per byte in Python."""
+    if body.count(b"{") + body.count(b"[") <= MAX_DEPTH:  # every well-formed body of the API, in two passes
+        return False
+    steps = _STRING.sub(b"", body).translate(_STEPS, _NOT_BRACKETS)
+    if b"\x02" * (MAX_DEPTH + 1) in steps:  # the usual attack, "[[[[...", without counting
+        return True
+    # After the k-th bracket the depth is (openers so far) - (closers so far) = sum(steps[:k]) - k.
+    return max(map(operator.sub, accumulate(steps), count(1)), default=0) > MAX_DEPTH
+
+
+def _deep_field(body: bytes) -> str | None:
+    """The top-level field that nests too deeply (only once _too_deep said one does): the last string seen at
+    the top level before the value that opens level 2 is that value's key."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    depth, key, field = 0, b"", b""
+    for m in _STRING_OR_BRACKET.finditer(body):
+        token = m.group()
+        if token[:1] == b'"':
+            if depth == 1:
+                key = token
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth == 2:
+                field = key
+            if depth > MAX_DEPTH:
+                break
+        else:
+            depth -= 1
+    try:
+        name = json.loads(field)
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _strict_scan(body: bytes) -> None:
@@ -58,10 +110,24 @@ def _strict_scan(body: bytes) -> None:
         tree = json.loads(body, parse_constant=_NonFinite, object_pairs_hook=_Object)
     except ValueError as e:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
-    _scan(tree, "")
+    _scan(tree)
+
+
+def _not_utf8(body: bytes) -> str:
+    """Where the body stops being UTF-8, by byte offset in the body (msgspec counts within the string)."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as e:
+        return f"byte {e.start} (0x{body[e.start]:02x}) {e.reason}"
+    return "a string is not UTF-8"
 
 
 def decode(body: bytes, kind: type[T]) -> T:
+    if _too_deep(body):
+        raise BadRequest(
+            f"the JSON nests too deeply: objects and arrays may nest at most {ARGS_DEPTH} levels in a field",
+            _deep_field(body),
+        )
     decoder = _decoders.get(kind)
     if decoder is None:
         # JSON numbers with a fraction become Decimal: arguments compare exactly, never as floats.
@@ -76,6 +142,8 @@ def decode(body: bytes, kind: type[T]) -> T:
         if named:
             path = f"{path}.{named.group(1)}" if path else named.group(1)
         raise BadRequest(reason, path or None) from None
+    except UnicodeDecodeError:  # msgspec checks the bytes of each string as it decodes it
+        raise BadRequest(f"the body is not valid UTF-8 JSON: {_not_utf8(body)}") from None
     except msgspec.DecodeError as e:
         _strict_scan(body)  # names a NaN/Infinity's field if that is what msgspec refused
         raise BadRequest(f"the body is not valid JSON: {e}") from None

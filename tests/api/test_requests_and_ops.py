@@ -59,6 +59,7 @@ BAD_VERIFY: list[tuple[str, Any, str | None]] = [
     ("minus-Infinity-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": -Infinity}}', "args.x"),
 ]
 
+
 @pytest.mark.parametrize(("name", "build", "field"), BAD_VERIFY, ids=[c[0] for c in BAD_VERIFY])
 def test_bad_verify_bodies_are_400_naming_the_field_and_change_nothing(
     api: Api, name: str, build: Any, field: str
@@ -85,6 +86,89 @@ def test_bodies_that_are_not_one_json_object_are_400(api: Api, path: str, conten
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "bad_request"
     assert api.dbsize() == 0
+
+
+BAD_UTF8: list[tuple[str, str, bytes, dict[str, str] | None]] = [
+    # (name, path, body with bytes that are not UTF-8 inside a JSON string, headers)
+    ("verify-tool", "/v1/verify", b'{"token":"x","tool":"s\xff"}', None),
+    ("verify-args-key", "/v1/verify", b'{"token":"x","tool":"s","args":{"k\xed\xa0\x80":1}}', None),
+    ("mint-subject", "/v1/tokens", b'{"subject":"o\xc3"}', {}),
+    ("revoke-token", "/v1/revoke", b'{"token":"\x80"}', None),
+    ("inspect-token", "/v1/inspect", b'{"token":"a\xfe\xff"}', None),
+    ("settle-amount", "/v1/holds/{hold}/settle", b'{"amount":"1\xff"}', None),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "content", "headers"), BAD_UTF8, ids=[c[0] for c in BAD_UTF8])
+def test_a_json_string_that_is_not_utf8_is_400_and_changes_nothing(
+    api: Api, name: str, path: str, content: bytes, headers: dict[str, str] | None
+) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    hold_id = api.allowed(token, cost=USD, mode="hold")["hold_id"]
+    before = api.snapshot()
+    r = api.post(path.format(hold=hold_id), content=content, headers=api.admin if headers is not None else None)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request"
+    assert "not valid UTF-8" in r.json()["reason"], r.json()
+    assert api.snapshot() == before
+
+
+def nested(levels: int, leaf: str = "1", array: bool = False) -> str:
+    """`levels` objects (or arrays) one inside the other around `leaf`."""
+    return ("[" * levels + leaf + "]" * levels) if array else ('{"a":' * levels + leaf + "}" * levels)
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["objects", "arrays"])
+def test_args_nested_past_64_levels_are_400_cheaply_and_change_nothing(api: Api, array: bool) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    api.allowed(token, cost=USD, request_id="warm")
+    before = api.snapshot()
+    inner = nested(2999, array=array)  # args itself is the first level: 3000 in all, about 15 KB
+    content = f'{{"token": "{token}", "tool": "search", "cost": {raw(USD)}, "args": {{"a": {inner}}}}}'
+    assert len(content) < 64 * 1024
+    r = api.post("/v1/verify", content=content)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and r.json()["field"] == "args", r.json()
+    assert "64 levels" in r.json()["reason"], r.json()
+    assert api.snapshot() == before
+    # 65 levels is one too many; exactly 64 is allowed; brackets inside strings are not nesting.
+    too_deep = f'{{"token": "{token}", "tool": "search", "args": {{"a": {nested(64, array=array)}}}}}'
+    r = api.post("/v1/verify", content=too_deep)
+    assert r.status_code == 400 and r.json()["field"] == "args", r.text
+    deepest = f'{{"token": "{token}", "tool": "search", "args": {{"a": {nested(63, array=array)}}}}}'
+    assert api.post("/v1/verify", content=deepest).status_code == 200
+    # The duplicate-key scan walks the deepest allowed args without recursion and names the full path.
+    duplicate = nested(62, '{"k": 1, "k": 2}')  # 64 levels with args and the innermost object
+    r = api.post("/v1/verify", content=f'{{"token": "{token}", "tool": "search", "args": {{"a": {duplicate}}}}}')
+    assert r.status_code == 400 and r.json()["field"] == "args" + ".a" * 63 + ".k", r.text
+    brackets = "[{" * 3000 + '\\"'
+    r = api.post("/v1/verify", content=f'{{"token": "{token}", "tool": "search", "args": {{"s": "{brackets}"}}}}')
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        ("/v1/verify", '{"token": "t", "tool": "search", "extra": ' + nested(3000) + "}", "extra"),
+        ("/v1/verify", '{"token": "t", "tool": ' + nested(3000, array=True) + "}", "tool"),
+        ("/v1/tokens", '{"subject": "o", "caveats": ' + nested(3000, '"x"', array=True) + "}", "caveats"),
+        ("/v1/inspect", nested(3000, array=True), None),
+        ("/v1/revoke", '{"token": "t", "token": ' + nested(3000) + "}", "token"),
+        ("/v1/holds/{hold}/settle", '{"amount": ' + nested(100) + "}", "amount"),
+    ],
+    ids=["verify-unknown-field", "verify-tool", "mint-caveats", "inspect-top-level", "revoke-duplicate", "settle"],
+)
+def test_every_json_endpoint_refuses_deep_nesting_with_400(
+    api: Api, path: str, content: str, field: str | None
+) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    hold_id = api.allowed(token, cost=USD, mode="hold")["hold_id"]
+    before = api.snapshot()
+    r = api.post(path.format(hold=hold_id), content=content, headers=api.admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and r.json().get("field") == field, r.json()
+    assert "nests" in r.json()["reason"], r.json()
+    assert api.snapshot() == before
 
 
 def test_a_body_over_64_kib_is_413(api: Api) -> None:
