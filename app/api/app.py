@@ -26,6 +26,7 @@ from app.api.schemas import (
     ErrorBody,
     InspectRequest,
     MintRequest,
+    ReleaseRequest,
     RevokeRequest,
     RevokeResponse,
     SettleRequest,
@@ -140,6 +141,9 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
     async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
         verifier_audience(request, None)
+        body = await request.body()
+        if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
+            decode(body, ReleaseRequest)
         return _json(await authority.release(hold_id))
 
     @post("/v1/revoke", status_code=200)

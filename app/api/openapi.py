@@ -17,6 +17,7 @@ from app.api.schemas import (
     InspectResponse,
     MintRequest,
     MintResponse,
+    ReleaseRequest,
     RevokeRequest,
     RevokeResponse,
     SettleRequest,
@@ -24,6 +25,7 @@ from app.api.schemas import (
 )
 
 _REF = "#/components/schemas/{name}"
+_OPTIONAL_BODIES = (SettleRequest, ReleaseRequest)  # an empty body means "all held" / nothing to say
 
 
 def _ref(kind: type[Any]) -> dict[str, str]:
@@ -44,7 +46,7 @@ def _op(
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     if body is not None:
-        op["requestBody"] = {"required": body is not SettleRequest, "content": _content(body)}
+        op["requestBody"] = {"required": body not in _OPTIONAL_BODIES, "content": _content(body)}
     if path_param:
         op["parameters"] = [{"name": "hold_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     if auth:
@@ -68,6 +70,7 @@ def document() -> dict[str, Any]:
         Allowed,
         Denied,
         SettleRequest,
+        ReleaseRequest,
         HoldResponse,
         RevokeRequest,
         RevokeResponse,
@@ -106,7 +109,7 @@ def document() -> dict[str, Any]:
             )
         },
         "/v1/holds/{hold_id}/settle": {"post": _op("Charge a hold", SettleRequest, hold, path_param=True)},
-        "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", None, hold, path_param=True)},
+        "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", ReleaseRequest, hold, path_param=True)},
         "/v1/revoke": {
             "post": _op(
                 "Revoke a token and its descendants",

@@ -96,6 +96,10 @@ class SettleRequest(Strict):
     amount: AmountText | None = None
 
 
+class ReleaseRequest(Strict):
+    """Release takes no fields: an empty body or `{}`; anything else is refused, not ignored."""
+
+
 class HoldResponse(Strict):
     hold_id: str
     state: Literal["settled", "released"]

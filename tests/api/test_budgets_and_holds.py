@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.token.mint import attenuate
@@ -200,6 +202,31 @@ def test_release_frees_everything_and_is_idempotent(api: Api) -> None:
     assert api.settle(hold_id).status_code == 409
     assert api.settle(hold_id, {"amount": "0"}).status_code == 409
     assert api.budgets(token)[0]["remaining"] == "10.00"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"x": 1}, "x"), ({"amount": "1"}, "amount"), ([], None), ("1", None), (None, None)],
+    ids=["unknown-field", "settle-field", "array", "string", "null"],
+)
+def test_release_body_is_strict_and_a_bad_one_changes_nothing(api: Api, body: object, field: str | None) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4")
+    before = api.snapshot()
+    r = api.post(f"/v1/holds/{hold_id}/release", content=json.dumps(body))
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "bad_request" and r.json().get("field") == field, r.json()
+    assert api.snapshot() == before
+    assert [(b["spent"], b["held"]) for b in api.budgets(token)] == [("0.00", "4.00")]
+
+
+@pytest.mark.parametrize("content", [b"", b" \n", b"{}", b" { } "], ids=["empty", "blank", "object", "spaced"])
+def test_release_takes_an_empty_body_or_an_empty_object(api: Api, content: bytes) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4")
+    r = api.post(f"/v1/holds/{hold_id}/release", content=content)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"hold_id": hold_id, "state": "released", "currency": "USD"}
 
 
 def test_an_expired_hold_is_404_and_frees_the_budget(api: Api) -> None:

@@ -96,6 +96,7 @@ BAD_UTF8: list[tuple[str, str, bytes, dict[str, str] | None]] = [
     ("revoke-token", "/v1/revoke", b'{"token":"\x80"}', None),
     ("inspect-token", "/v1/inspect", b'{"token":"a\xfe\xff"}', None),
     ("settle-amount", "/v1/holds/{hold}/settle", b'{"amount":"1\xff"}', None),
+    ("release", "/v1/holds/{hold}/release", b'{"\xff":1}', None),
 ]
 
 
@@ -155,8 +156,17 @@ def test_args_nested_past_64_levels_are_400_cheaply_and_change_nothing(api: Api,
         ("/v1/inspect", nested(3000, array=True), None),
         ("/v1/revoke", '{"token": "t", "token": ' + nested(3000) + "}", "token"),
         ("/v1/holds/{hold}/settle", '{"amount": ' + nested(100) + "}", "amount"),
+        ("/v1/holds/{hold}/release", '{"x": ' + nested(3000, array=True) + "}", "x"),
     ],
-    ids=["verify-unknown-field", "verify-tool", "mint-caveats", "inspect-top-level", "revoke-duplicate", "settle"],
+    ids=[
+        "verify-unknown-field",
+        "verify-tool",
+        "mint-caveats",
+        "inspect-top-level",
+        "revoke-duplicate",
+        "settle",
+        "release",
+    ],
 )
 def test_every_json_endpoint_refuses_deep_nesting_with_400(
     api: Api, path: str, content: str, field: str | None
@@ -268,6 +278,13 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
         assert "post" in paths[path], path
     for path in ["/healthz", "/readyz", "/metrics"]:
         assert "get" in paths[path], path
+    # Settle and release take an optional body, each shown by its schema.
+    schemas = doc["components"]["schemas"]
+    for path, kind in [("settle", "SettleRequest"), ("release", "ReleaseRequest")]:
+        body = paths[f"/v1/holds/{{hold_id}}/{path}"]["post"]["requestBody"]
+        assert body["required"] is False
+        assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{kind}"}
+    assert schemas["ReleaseRequest"]["properties"] == {} and schemas["ReleaseRequest"]["additionalProperties"] is False
 
 
 def test_unknown_routes_and_methods(api: Api) -> None:
