@@ -41,6 +41,7 @@ from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
+STORE_DOWN = "the counter store is unavailable; retry later"
 log = logging.getLogger("agentcaps")
 decisions_log = logging.getLogger("agentcaps.decisions")
 _encode = msgspec.json.Encoder().encode
@@ -105,9 +106,10 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         audience = verifier_audience(request, req.audience)
         try:
             verdict = await authority.verify(req, audience)
-        except StoreUnavailable:
+        except StoreUnavailable as e:
+            # A decision like any other (SPEC §3 lists the code among them): a denial, never an allow on doubt.
             metrics.decisions.labels(Code.STORE_UNAVAILABLE).inc()
-            raise
+            return store_unavailable(e, Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN))
         body = verdict.body
         metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
         if body.allowed and req.cost is not None:
@@ -185,6 +187,11 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     async def schema() -> Response[bytes]:
         return _json(openapi.document())
 
+    def store_unavailable(exc: StoreUnavailable, body: Denied | ErrorBody) -> Response[bytes]:
+        metrics.store_errors.inc()
+        log.warning("store unavailable: %s", exc, extra={"fields": {"request_id": secrets.token_hex(8)}})
+        return _json(body, 503, {"retry-after": RETRY_AFTER})
+
     def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         if isinstance(exc, BadRequest):
             return _error(400, "bad_request", exc.reason, exc.field)
@@ -197,14 +204,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if isinstance(exc, Conflict):
             return _error(409, "conflict", str(exc))
         if isinstance(exc, StoreUnavailable):
-            metrics.store_errors.inc()
-            log.warning("store unavailable: %s", exc, extra={"fields": {"request_id": secrets.token_hex(8)}})
-            return _error(
-                503,
-                Code.STORE_UNAVAILABLE,
-                "the counter store is unavailable; retry later",
-                **{"retry-after": RETRY_AFTER},
-            )
+            return store_unavailable(exc, ErrorBody(Code.STORE_UNAVAILABLE, STORE_DOWN))
         if isinstance(exc, HTTPException):
             if exc.status_code == 413:
                 return _error(413, "too_large", f"the body is over {MAX_BODY // 1024} KiB")

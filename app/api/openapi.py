@@ -105,6 +105,7 @@ def document() -> dict[str, Any]:
                     429: ("rate limited", (Denied,)),
                     401: ("bad verifier key", err),
                     409: ("request_id reused for another request", err),
+                    503: ("counter store unavailable: a store_unavailable denial", (Denied,)),
                 },
             )
         },

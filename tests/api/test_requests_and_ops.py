@@ -284,6 +284,10 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
         body = paths[f"/v1/holds/{{hold_id}}/{path}"]["post"]["requestBody"]
         assert body["required"] is False
         assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{kind}"}
+    verify_503 = paths["/v1/verify"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert verify_503 == {"$ref": "#/components/schemas/Denied"}
+    inspect_503 = paths["/v1/inspect"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert inspect_503 == {"$ref": "#/components/schemas/ErrorBody"}
     assert schemas["ReleaseRequest"]["properties"] == {} and schemas["ReleaseRequest"]["additionalProperties"] is False
 
 
@@ -354,9 +358,10 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     ):
         r = client.post("/v1/verify", json=body)
         assert r.status_code == 503, r.text
-        assert r.json()["code"] == "store_unavailable"
-        assert r.headers["retry-after"]
-        assert r.json().get("allowed") is not True
+        # A verify answer is a decision (SPEC §3 lists store_unavailable among its codes): a denial a client
+        # reads like any other, body["allowed"] included.
+        assert r.json() == {"allowed": False, "code": "store_unavailable", "reason": r.json()["reason"]}
+        assert "store" in r.json()["reason"] and r.headers["retry-after"] == "1"
     hold = "0" * 32 + "." + "1" * 32
     for path, body in [
         (f"/v1/holds/{hold}/settle", None),
@@ -367,12 +372,15 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
         r = client.post(path, json=body)
         assert r.status_code == 503, (path, r.text)
         assert r.json()["code"] == "store_unavailable" and r.headers["retry-after"]
+        assert "allowed" not in r.json()  # not a decision: the error shape of every other endpoint
     r = client.post("/v1/revoke", json={"token_id": minted.json()["token_id"]}, headers=admin)
     assert r.status_code == 503
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["reason"]
     assert client.get("/healthz").status_code == 200
-    assert "agentcaps_store_errors_total" in client.get("/metrics").text
+    text = client.get("/metrics").text
+    assert re.search(r"^agentcaps_store_errors_total 8\.0$", text, re.M), text
+    assert re.search(r'^agentcaps_decisions_total\{code="store_unavailable"\} 3\.0$', text, re.M), text
 
 
 def test_a_stateless_denial_still_answers_when_the_store_is_down(down: tuple[TestClient[Litestar], Settings]) -> None:
