@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ from app.api.app import create_app
 from app.api.metrics import MULTIPROC_DIR
 from app.config import ADMIN_KEY_FILE, Settings
 from app.errors import ConfigError
+from app.store import open_store
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,12 +65,23 @@ Try, in another shell:
 API schema: {url}/schema   metrics: {url}/metrics   stop: Ctrl-C"""
 
 
+def check_store(settings: Settings) -> None:
+    """Refuse, before the banner, a store URL that create_app would refuse in every worker. Opening a store
+    parses its URL without connecting; whether it answers is /readyz's question."""
+    try:
+        store = open_store(settings.store, settings.store_timeout, settings.redis_wait)
+    except ValueError as e:  # redis-py's URL parser; its messages carry no password
+        raise ConfigError(f"AGENTCAPS_STORE: {e}") from None
+    asyncio.run(store.close())
+
+
 def serve(settings: Settings, workers: int = 1) -> None:
     if workers > 1 and settings.store == "memory://":
         raise ConfigError(
             "--workers > 1 needs a shared counter store: memory:// would split budgets and rate counters "
             "between processes. Use AGENTCAPS_STORE=redis://... or run one worker."
         )
+    check_store(settings)
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)
     os.environ.setdefault("AGENTCAPS_PORT", str(settings.port))
     print(banner(settings, workers), flush=True)
