@@ -2,11 +2,13 @@
 
 Under `serve --workers N` each worker is a process of its own and a scrape reaches whichever one the kernel
 hands the connection: `serve` then points PROMETHEUS_MULTIPROC_DIR at a fresh directory, every worker's
-metrics live in files there, and any worker renders the sum of all of them.
+metrics live in files there, and any worker renders the sum of all of them. agentcaps_spend is exact per
+process (see Metrics.charged); across workers the collector adds one float per worker, the only rounding left.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -35,10 +37,26 @@ class Metrics:
         )
         self.spend = Counter(
             "agentcaps_spend",
-            "Amount charged or held, by currency (in currency units)",
+            "Amount newly charged by /v1/verify (mode charge, not a replay), by currency (in currency units)",
             ["currency"],
             registry=self.registry,
         )
+        self._spent: dict[str, tuple[int, float]] = {}  # currency -> (exact micro-units, what the counter shows)
+
+    def charged(self, currency: str, micros: int) -> None:
+        """Count one new charge. The total is kept exactly, in micro-units; the counter, a float by Prometheus'
+        design, is stepped to the float nearest that total, so it never drifts as a sum of rounded amounts
+        would (ten charges of 0.1 show 1.0, not 0.9999999999999999)."""
+        total, shown = self._spent.get(currency, (0, 0.0))
+        total += micros
+        target = total / 1_000_000  # int / int rounds once, to the nearest float
+        step = target - shown
+        while shown + step < target:  # the counter adds `step` to `shown` in the same float arithmetic
+            step = math.nextafter(step, math.inf)
+        while shown + step > target:
+            step = math.nextafter(step, -math.inf)
+        self.spend.labels(currency).inc(step)
+        self._spent[currency] = (total, shown + step)
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_DIR):

@@ -261,6 +261,47 @@ def test_metrics_are_prometheus_text_named_agentcaps(api: Api) -> None:
         assert secret not in text
 
 
+def spend_metric(api: Api, currency: str = "USD") -> str | None:
+    """agentcaps_spend_total for a currency as /metrics renders it (None: no sample yet)."""
+    m = re.search(rf'^agentcaps_spend_total\{{currency="{currency}"\}} (\S+)$', api.client.get("/metrics").text, re.M)
+    return m.group(1) if m else None
+
+
+def test_spend_metric_counts_new_charges_only_not_replays_or_holds(api: Api) -> None:
+    token = api.token(budget={"amount": "100", "currency": "USD"}, expires_in=60)
+    api.allowed(token, cost={"amount": "2.5", "currency": "USD"}, request_id="r1")
+    assert spend_metric(api) == "2.5"
+    for _ in range(3):  # the same answer again: no new charge
+        assert api.allowed(token, cost={"amount": "2.5", "currency": "USD"}, request_id="r1")["charged"]
+    assert spend_metric(api) == "2.5"
+    hold_id = api.allowed(token, cost={"amount": "4", "currency": "USD"}, mode="hold")["hold_id"]
+    api.allowed(token, cost={"amount": "4", "currency": "USD"}, mode="hold", request_id="h1")
+    assert spend_metric(api) == "2.5"  # a hold may be released: not spend
+    assert api.release(hold_id).status_code == 200
+    api.denied(token, "budget_exceeded", cost={"amount": "100", "currency": "USD"})
+    assert spend_metric(api) == "2.5"
+    api.allowed(token, cost={"amount": "1", "currency": "USD"})  # no request_id: always new
+    assert spend_metric(api) == "3.5"
+    api.clock.advance(120)  # expired since: the stored answer is still replayed, and still not a new charge
+    assert api.allowed(token, cost={"amount": "2.5", "currency": "USD"}, request_id="r1")["charged"]
+    assert spend_metric(api) == "3.5"
+    assert api.spent(token) == ["3.50"]
+
+
+def test_spend_metric_is_the_exact_total_not_a_sum_of_rounded_floats(api: Api) -> None:
+    token = api.token(budget={"amount": "1000", "currency": "USD"})
+    for _ in range(10):
+        api.allowed(token, cost={"amount": "0.1", "currency": "USD"})
+    assert spend_metric(api) == "1.0"  # summed as floats: 0.9999999999999999
+    api.allowed(token, cost={"amount": "0.2", "currency": "USD"})
+    assert spend_metric(api) == "1.2"  # 1.2000000000000002
+    other = api.token(budget={"amount": "1000000", "currency": "EUR"})
+    for amount in ["0.000001", "123456.789012", "0.3", "0.000007"]:
+        api.allowed(other, cost={"amount": amount, "currency": "EUR"})
+    assert spend_metric(api, "EUR") == "123457.08902"
+    assert spend_metric(api) == "1.2"
+
+
 def test_schema_is_openapi_with_every_path(api: Api) -> None:
     r = api.client.get("/schema")
     assert r.status_code == 200
