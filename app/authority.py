@@ -189,7 +189,7 @@ class Authority:
             return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
         if outcome.status == "rate_limited":
             rate = analysis.rates[outcome.index]
-            denial = Denial(Code.RATE_LIMITED, f"more than {rate.count} calls in {rate.window}s").at(
+            denial = Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
                 rate.caveat, rate.hop
             )
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))

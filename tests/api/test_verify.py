@@ -176,6 +176,7 @@ def test_rate_is_a_sliding_window_with_retry_after(api: Api) -> None:
     body = r.json()
     assert body["allowed"] is False and body["code"] == "rate_limited"
     assert body["caveat"] == "rate <= 2/1m" and body["hop"] == 0
+    assert body["reason"] == "the 2 calls allowed per 60s are used up (caveat 'rate <= 2/1m' at hop 0)"
     # The oldest call leaves the window 60 s after it was made: 20 s from now.
     assert r.headers["retry-after"] == "20"
     api.clock.advance(20)
