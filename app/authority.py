@@ -37,6 +37,7 @@ from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
 from caveats.base import Context
 from caveats.build import restriction_caveats
+from caveats.chain import BudgetCounter, RateCounter
 from caveats.denial import Code, Denial
 from caveats.depth import Depth
 from caveats.expires import Expires, format_instant, parse_instant
@@ -188,10 +189,7 @@ class Authority:
         if outcome.status == "revoked":
             return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
         if outcome.status == "rate_limited":
-            rate = analysis.rates[outcome.index]
-            denial = Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
-                rate.caveat, rate.hop
-            )
+            denial = _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
             return Verdict(429, await self._denied(chain, denial, now, outcome.balances), retry)
         spec = analysis.budgets[outcome.index]
@@ -243,8 +241,10 @@ class Authority:
         return hashlib.sha256(_fingerprint_encoder.encode(parts)).hexdigest()
 
     async def _inspect(self, chain: VerifiedChain, now: float) -> Inspection:
-        prefixes = tuple(chain.counter_prefix(b.index) for b in chain.analysis.budgets)
-        return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000))
+        analysis = chain.analysis
+        prefixes = tuple(chain.counter_prefix(b.index) for b in analysis.budgets)
+        rates = tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in analysis.rates)
+        return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000), rates)
 
     # -- holds, revoke, inspect -----------------------------------------------------------------------
     async def settle(self, hold_id: str, amount: str | None) -> HoldResponse:
@@ -275,6 +275,16 @@ class Authority:
         now = self.clock()
         found = await self._inspect(chain, now)
         ctx = Context(int(now), "", None, None, {}, len(analysis.delegation))
+        # What the counters deny now, in verify's order after the stateless caveats: revocation, full rate
+        # windows, then budgets with nothing left (a call that costs anything is denied; a free one is not).
+        counted = [_revoked(chain, found.revoked_index)] if found.revoked_index is not None else []
+        counted += [_rate_limited(analysis.rates[i]) for i in found.full_rates]
+        counted += [
+            _spent(b)
+            for b, (spent, held) in zip(analysis.budgets, found.balances, strict=True)
+            if spent + held >= b.limit.micros
+        ]
+        by_caveat = {(d.caveat, d.hop): d.code for d in counted if d.caveat is not None}
         hops: list[HopView] = []
         denials: list[Denied] = []
         for index, (text, hop) in enumerate(zip(analysis.texts, analysis.hops, strict=True)):
@@ -284,10 +294,8 @@ class Authority:
             if denial is not None:
                 denial = denial.at(text, hop)
                 denials.append(Denied(False, denial.code, denial.reason, denial.caveat, denial.hop))
-            hops[-1].caveats.append(CaveatView(text, denial.code if denial else None))
-        if found.revoked_index is not None:  # after the stateless caveats, as verify decides
-            revoked = _revoked(chain, found.revoked_index)
-            denials.append(Denied(False, revoked.code, revoked.reason, revoked.caveat, revoked.hop))
+            hops[-1].caveats.append(CaveatView(text, denial.code if denial else by_caveat.get((text, hop))))
+        denials += [Denied(False, d.code, d.reason, d.caveat, d.hop) for d in counted]
         exp = analysis.expires_at
         return InspectResponse(
             valid=True,
@@ -313,6 +321,18 @@ def _revoked(chain: VerifiedChain, index: int) -> Denial:
     last, hop = analysis.texts[index - 1], analysis.hops[index - 1]
     whose = "this token" if index == len(chain.prefixes) - 1 else f"the ancestor ending at hop {hop}"
     return Denial(Code.REVOKED, f"{whose} was revoked").at(last, hop)
+
+
+def _rate_limited(rate: RateCounter) -> Denial:
+    return Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
+        rate.caveat, rate.hop
+    )
+
+
+def _spent(budget: BudgetCounter) -> Denial:
+    limit = budget.limit
+    reason = f"nothing of its {format_micros(limit.micros)} {limit.currency} remains: a call with a cost is denied"
+    return Denial(Code.BUDGET_EXCEEDED, reason).at(budget.caveat, budget.hop)
 
 
 def _denies_now(parsed: Any, ctx: Context, hop: int) -> Denial | None:

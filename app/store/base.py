@@ -69,6 +69,7 @@ class HoldState(msgspec.Struct):
 class Inspection(msgspec.Struct):
     revoked_index: int | None  # the first revoked prefix, -1 for the whole root, None if not revoked
     balances: list[tuple[int, int]]
+    full_rates: list[int] = msgspec.field(default_factory=list)  # the rates asked about whose window is full now
 
 
 def hold_token_id(hold_id: str) -> str | None:
@@ -108,8 +109,14 @@ class Store(ABC):
 
     @abstractmethod
     async def inspect(
-        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
-    ) -> Inspection: ...
+        self,
+        token_id: str,
+        revocation: tuple[str, ...],
+        budgets: tuple[str, ...],
+        now_ms: int,
+        rates: tuple[RateSpec, ...] = (),
+    ) -> Inspection:
+        """What decide would find, changing nothing a call would see: revocation, balances, full rate windows."""
 
     @abstractmethod
     async def ready(self) -> str | None:

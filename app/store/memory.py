@@ -16,6 +16,7 @@ from app.store.base import (
     HoldState,
     Inspection,
     Outcome,
+    RateSpec,
     Store,
     hold_token_id,
     refuse_negative,
@@ -194,11 +195,21 @@ class MemoryStore(Store):
             self.revoked[(token_id, prefix)] = expires_at_ms
 
     async def inspect(
-        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
+        self,
+        token_id: str,
+        revocation: tuple[str, ...],
+        budgets: tuple[str, ...],
+        now_ms: int,
+        rates: tuple[RateSpec, ...] = (),
     ) -> Inspection:
         self._purge(token_id, now_ms)
+        full = [
+            i
+            for i, rate in enumerate(rates)
+            if sum(t > now_ms - rate.window_ms for t in self.rates.get((token_id, rate.prefix), ())) >= rate.count
+        ]
         return Inspection(
-            self._revoked_index(token_id, revocation, now_ms), [self._balance(token_id, p) for p in budgets]
+            self._revoked_index(token_id, revocation, now_ms), [self._balance(token_id, p) for p in budgets], full
         )
 
     async def ready(self) -> str | None:

@@ -22,6 +22,7 @@ from app.store.base import (
     HoldState,
     Inspection,
     Outcome,
+    RateSpec,
     Store,
     hold_token_id,
     refuse_negative,
@@ -155,13 +156,22 @@ class RedisStore(Store):
         await self._run("revoke", token_id, prefix, expires_at_ms)
 
     async def inspect(
-        self, token_id: str, revocation: tuple[str, ...], budgets: tuple[str, ...], now_ms: int
+        self,
+        token_id: str,
+        revocation: tuple[str, ...],
+        budgets: tuple[str, ...],
+        now_ms: int,
+        rates: tuple[RateSpec, ...] = (),
     ) -> Inspection:
-        reply = await self._run("inspect", token_id, now_ms, len(revocation), *revocation, len(budgets), *budgets)
+        windows = [x for r in rates for x in (r.prefix, r.count, r.window_ms)]
+        args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows)
+        reply = await self._run("inspect", token_id, *args)
         with _expected_reply("inspect"):
-            flat = reply[1:]
+            revoked, full, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-            return Inspection(None if reply[0] == "" else int(reply[0]), balances)
+            return Inspection(
+                None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i]
+            )
 
     async def ready(self) -> str | None:
         try:

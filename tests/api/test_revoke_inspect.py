@@ -251,3 +251,24 @@ def test_inspect_an_invalid_token(api: Api) -> None:
     assert body["reason"]
     assert set(body) == {"valid", "reason"}
     assert api.dbsize() == 0
+
+
+def test_inspect_lists_full_rate_windows_and_spent_budgets_as_verify_would_deny_them(api: Api) -> None:
+    token = attenuate(api.token(budget={"amount": "1", "currency": "USD"}, rate="2/1m"), ["delegate = a"])
+    clear = api.post("/v1/inspect", {"token": token}).json()
+    assert clear["denials"] == []
+    api.allowed(token, cost={"amount": "0.60", "currency": "USD"})
+    api.allowed(token, cost={"amount": "0.40", "currency": "USD"})
+    body = api.post("/v1/inspect", {"token": token}).json()
+    got = [(d["code"], d["caveat"], d["hop"]) for d in body["denials"]]
+    assert got == [("rate_limited", "rate <= 2/1m", 0), ("budget_exceeded", "budget <= 1.00 USD", 0)]
+    assert body["denials"][0]["reason"] == api.denied(token, "rate_limited", status=429)["reason"]
+    assert body["denials"][1]["reason"] == (
+        "nothing of its 1.00 USD remains: a call with a cost is denied (caveat 'budget <= 1.00 USD' at hop 0)"
+    )
+    flagged = {c["caveat"]: c.get("denies") for hop in body["hops"] for c in hop["caveats"]}
+    assert (flagged["rate <= 2/1m"], flagged["budget <= 1.00 USD"]) == ("rate_limited", "budget_exceeded")
+    api.clock.advance(60)  # the window moves on; the budget stays spent
+    later = api.post("/v1/inspect", {"token": token}).json()
+    assert [d["code"] for d in later["denials"]] == ["budget_exceeded"]
+    assert api.allowed(token)["token_id"]  # a free call still passes, as inspect says

@@ -27,6 +27,7 @@ KEY_ARGS = {
     "ZADD": "first",
     "ZREM": "first",
     "ZCARD": "first",
+    "ZCOUNT": "first",
     "ZRANGE": "first",
     "ZRANGEBYSCORE": "first",
     "ZREMRANGEBYSCORE": "first",

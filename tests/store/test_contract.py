@@ -402,6 +402,20 @@ async def test_rate_windows_slide_exactly(store: Store) -> None:
     assert (await store.decide(decision(root, rates=rate, now=T0 + 61_000))).status == "allowed"
 
 
+async def test_inspect_names_the_full_rate_windows_as_decide_would_find_them(store: Store) -> None:
+    root = tid()
+    rates = (RateSpec("a", 2, 60_000), RateSpec("b", 5, 60_000), RateSpec("c", 0, 1000))
+    for i in range(2):
+        assert (await store.decide(decision(root, rates=rates[:2], now=T0 + i * 1000))).status == "allowed"
+    for now, full in [(T0 + 1000, [0, 2]), (T0 + 59_999, [0, 2]), (T0 + 60_000, [2]), (T0 + 61_000, [2])]:
+        assert (await store.inspect(root, (), (), now, rates)).full_rates == full, now
+        limited = await store.decide(decision(root, rates=rates[:1], now=now))
+        assert (limited.status == "rate_limited") == (0 in full)  # inspect and decide agree, to the millisecond
+        if limited.status == "allowed":
+            break
+    assert (await store.inspect(root, (), (), T0, ())).full_rates == []
+
+
 async def test_rate_levels_are_shared_by_prefix_and_name_the_level_that_refuses(store: Store) -> None:
     root = tid()
     a = (RateSpec("parent", 2, 60_000), RateSpec("child-a", 1, 60_000))

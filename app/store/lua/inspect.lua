@@ -1,13 +1,22 @@
--- Read-only view for inspect and denials: the first revoked prefix and each budget's balance.
--- ARGV: now n_rev prefix... n_budgets prefix...  Returns {revoked_index or '', spent1, held1, ...}.
+-- Inspect's view, writing nothing a call would see (it purges expired holds, as every script does): the first
+-- revoked prefix, the rates whose window is full, each budget's balance.
+-- ARGV: now n_rev prefix... n_budgets prefix... n_rates (prefix count window_ms)...
+-- Returns {revoked_index or '', "i,j,..." (0-based full rates), spent1, held1, ...}.
 local now = tonumber(ARGV[1])
 purge(now)
 local n = tonumber(ARGV[2])
 local prefixes = {}
 for j = 1, n do prefixes[j] = ARGV[2 + j] end
 local revoked = first_revoked(prefixes, now)
-local out = {revoked and tostring(revoked) or ''}
 local m = tonumber(ARGV[3 + n])
+local at = 4 + n + m  -- n_rates
+local full = {}
+for j = 1, tonumber(ARGV[at]) do
+  local p, count, window = ARGV[at + 3 * j - 2], tonumber(ARGV[at + 3 * j - 1]), tonumber(ARGV[at + 3 * j])
+  -- The calls still in the window are those after now - window (whole ms): what decide counts once it trims.
+  if redis.call('ZCOUNT', key('r', p), now - window + 1, '+inf') >= count then full[#full + 1] = j - 1 end
+end
+local out = {revoked and tostring(revoked) or '', table.concat(full, ',')}
 for j = 1, m do
   local spent, held = balance(ARGV[3 + n + j])
   out[#out + 1] = spent; out[#out + 1] = held
