@@ -57,6 +57,7 @@ class Verdict:
     status: int
     body: Allowed | Denied
     retry_after: int | None = None
+    replayed: bool = False  # the stored answer to a request_id seen before: its charge is not a new one
 
 
 class RequestError(ValueError):
@@ -185,6 +186,7 @@ class Authority:
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
                 ),
+                replayed=outcome.replayed,
             )
         if outcome.status == "revoked":
             return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))

@@ -32,14 +32,13 @@ from app.api.schemas import (
     SettleRequest,
     VerifyRequest,
 )
-from app.authority import Authority, RequestError, Verdict
+from app.authority import Authority, RequestError
 from app.config import Settings
 from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
-from app.store.base import Outcome, Store
-from app.token.verifier import VerifiedChain
+from app.store.base import Store
 from caveats.denial import Code
-from caveats.money import Amount, parse_micros
+from caveats.money import parse_micros
 
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
@@ -75,24 +74,9 @@ class Unauthorized(Exception):
     pass
 
 
-class Replayed(Verdict):
-    """A verdict the store answered from a stored request_id answer: the first call's charge, not a new one."""
-
-
-class _Authority(Authority):
-    """Marks replayed verdicts so that metrics count a charge once. The store's Outcome says `replayed`, but
-    Authority's Verdict does not carry it; a `replayed` field on Verdict would make this class unnecessary."""
-
-    async def _verdict(
-        self, chain: VerifiedChain, req: VerifyRequest, cost: Amount | None, outcome: Outcome, now: float
-    ) -> Verdict:
-        verdict = await super()._verdict(chain, req, cost, outcome, now)
-        return Replayed(verdict.status, verdict.body, verdict.retry_after) if outcome.replayed else verdict
-
-
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
     store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
-    authority = _Authority(settings.ring, store, settings.public_location, clock)
+    authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
@@ -129,7 +113,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             return store_unavailable(e, Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN))
         body = verdict.body
         metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
-        if body.allowed and req.cost is not None and req.mode == "charge" and not isinstance(verdict, Replayed):
+        if body.allowed and req.cost is not None and req.mode == "charge" and not verdict.replayed:
             metrics.charged(req.cost.currency, parse_micros(req.cost.amount))  # a hold is spent only if settled
         metrics.latency.observe(time.perf_counter() - started)
         if decisions_log.isEnabledFor(logging.DEBUG):  # an audit trail when asked for; never the token itself
