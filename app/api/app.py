@@ -83,14 +83,20 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if _match(_bearer(request), settings.admin_keys) is None:
             raise Unauthorized("this needs Authorization: Bearer <admin key>")
 
-    def verifier_audience(request: Request[Any, Any, Any], claimed: str | None) -> str | None:
-        """With AGENTCAPS_VERIFIER_KEYS the key names the audience; without, the body does."""
+    def verifier_name(request: Request[Any, Any, Any]) -> str | None:
+        """With AGENTCAPS_VERIFIER_KEYS, the name of the key presented (401 without a valid one); else None.
+        Checked before the body is read: a caller without a key learns nothing about what a body needs."""
         if not settings.verifier_keys:
-            return claimed
+            return None
         key = _match(_bearer(request), settings.verifier_keys)
         if key is None:
             raise Unauthorized("this needs Authorization: Bearer <verifier key>")
-        name = settings.verifier_keys[key]
+        return settings.verifier_keys[key]
+
+    def audience_of(name: str | None, claimed: str | None) -> str | None:
+        """The verifier key's name is the audience; without verifier keys, the body's audience is."""
+        if name is None:
+            return claimed
         if claimed is not None and claimed != name:
             raise Unauthorized(f"the body names audience {claimed!r} but the verifier key is {name!r}'s")
         return name
@@ -103,8 +109,9 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @post("/v1/verify", status_code=200)
     async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
         started = time.perf_counter()
+        name = verifier_name(request)
         req = decode(await request.body(), VerifyRequest)
-        audience = verifier_audience(request, req.audience)
+        audience = audience_of(name, req.audience)
         try:
             verdict = await authority.verify(req, audience)
         except StoreUnavailable as e:
@@ -136,14 +143,14 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
 
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
     async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        verifier_audience(request, None)
+        verifier_name(request)
         body = await request.body()
         req = decode(body, SettleRequest) if body.strip() else SettleRequest()
         return _json(await authority.settle(hold_id, req.amount))
 
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
     async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        verifier_audience(request, None)
+        verifier_name(request)
         body = await request.body()
         if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
             decode(body, ReleaseRequest)

@@ -39,6 +39,13 @@ def test_verify_needs_a_verifier_key(keyed: Api, headers: dict[str, str]) -> Non
     assert keyed.snapshot() == before
 
 
+@pytest.mark.parametrize("path", ["/v1/verify", "/v1/holds/x/settle", "/v1/holds/x/release"])
+def test_without_a_key_a_malformed_body_is_401_not_a_lesson_in_fields(keyed: Api, path: str) -> None:
+    r = keyed.client.post(path, content=b'{"nonsense": [1, 2]}', headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (401, "unauthorized"), r.text
+    assert "nonsense" not in r.text
+
+
 def test_the_admin_key_is_not_a_verifier_key(keyed: Api) -> None:
     token = keyed.token()
     assert keyed.verify(token, headers=keyed.admin).status_code == 401
