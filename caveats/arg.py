@@ -43,6 +43,14 @@ def lookup(args: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "an array" if isinstance(value, list | tuple) else f"a {type(value).__name__}"
+
+
 def as_number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
@@ -118,5 +126,7 @@ class Arg(Caveat, frozen=True):
         name = ".".join(self.path)
         if value is _MISSING:
             return Denial(Code.ARG_MISMATCH, f"argument '{name}' is missing")
+        if not isinstance(value, str | bool | int | Decimal):  # whatever the rule: no caveat compares these
+            return Denial(Code.ARG_MISMATCH, f"argument '{name}' is {_kind_of(value)}, which no caveat compares")
         failed = _FAILED.get(self.op) or f"is not {self.op}"
         return Denial(Code.ARG_MISMATCH, f"argument '{name}' {failed} {','.join(self.values)}")

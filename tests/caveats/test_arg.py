@@ -306,3 +306,6 @@ def test_reasons_name_the_argument() -> None:
     assert other is not None and other.reason == "argument 'repo' is not acme/web"
     excluded = run("arg.repo != acme/secret", ctx(args={"repo": "acme/secret"}))  # not "is not != acme/secret"
     assert excluded is not None and excluded.reason == "argument 'repo' must not be acme/secret"
+    for value, what in [(None, "null"), ({"k": 1}, "an object"), ([1], "an array"), (1.5, "a float")]:
+        odd = run("arg.b != x", ctx(args={"b": value}))  # not "must not be x": it is not x, and still denied
+        assert odd is not None and odd.reason == f"argument 'b' is {what}, which no caveat compares", value
