@@ -6,6 +6,7 @@ A denial is a value (`Denied`), not an exception; an exception means the request
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -81,6 +82,18 @@ def _api_error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
 
 
+def _refuse_non_finite(value: Any, path: str) -> None:
+    """JSON has no NaN or Infinity, and the encoder would send them as null, another argument: refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: {value} is not a JSON number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _refuse_non_finite(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _refuse_non_finite(v, f"{path}[{i}]")
+
+
 def _body(value: Any) -> bytes:
     return _encoder.encode(value)
 
@@ -128,6 +141,8 @@ class _Builder:
         mode: Literal["charge", "hold"] = "charge",
         hold_ttl: int = 300,
     ) -> _Call[Allowed | Denied]:
+        if args is not None:
+            _refuse_non_finite(args, "args")
         req = VerifyRequest(
             str(token),
             tool,

@@ -89,3 +89,12 @@ async def test_refusals_read_as_the_service_worded_them_whatever_else_the_body_c
         with Client("http://x", transport=answer(status, content)) as client, pytest.raises(ApiError) as refused:
             client.inspect("t")
         assert (refused.value.status, refused.value.code, refused.value.reason, refused.value.field) == want
+
+
+@pytest.mark.parametrize("args", [{"x": float("nan")}, {"a": {"b": [1, float("inf")]}}, {"x": -float("inf")}])
+def test_the_client_refuses_what_json_cannot_say_rather_than_send_null(args: dict[str, object]) -> None:
+    sent: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
+    with Client("http://x", transport=transport) as client, pytest.raises(ValueError, match="is not a JSON number"):
+        client.verify("t", "search", args=args)
+    assert sent == []
