@@ -27,12 +27,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio.abc import TaskGroup
 from mcp.client import Transport
-from mcp.client._transport import TransportStreams  # the SDK's own alias of a transport's streams
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
@@ -62,6 +61,9 @@ from mcp_types import (
     RequestId,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+if TYPE_CHECKING:  # the SDK's own alias of a transport's streams, from a private module: for the types only,
+    from mcp.client._transport import TransportStreams  # so an SDK update that moves it cannot stop the gateway
 
 from app.mcp.costs import CostTable
 from app.mcp.guard import Admitted, Guard
