@@ -122,7 +122,8 @@ class Authority:
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
     # -- verify ---------------------------------------------------------------------------------------
-    async def verify(self, req: VerifyRequest, audience: str | None) -> Verdict:
+    async def verify(self, req: VerifyRequest, audience: str | None, verifier: str | None = None) -> Verdict:
+        """`verifier`: the name of the verifier key that asked (None without verifier keys); a hold is its own."""
         now = self.clock()
         try:
             chain = self.verifier.verify(req.token)
@@ -162,6 +163,7 @@ class Authority:
             hold_ttl_ms=req.hold_ttl * 1000,
             request_id=req.request_id,
             fingerprint=fingerprint,
+            verifier=verifier or "",
         )
         outcome = await self.store.decide(decision)
         return await self._verdict(chain, req, cost, outcome, now)
@@ -249,13 +251,13 @@ class Authority:
         return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000), rates)
 
     # -- holds, revoke, inspect -----------------------------------------------------------------------
-    async def settle(self, hold_id: str, amount: str | None) -> HoldResponse:
+    async def settle(self, hold_id: str, amount: str | None, verifier: str | None = None) -> HoldResponse:
         micros = parse_micros(amount) if amount is not None else None
-        state = await self.store.settle(hold_id, micros, int(self.clock() * 1000))
+        state = await self.store.settle(hold_id, micros, int(self.clock() * 1000), verifier or "")
         return HoldResponse(state.hold_id, state.state, state.currency, format_micros(state.amount))
 
-    async def release(self, hold_id: str) -> HoldResponse:
-        state = await self.store.release(hold_id, int(self.clock() * 1000))
+    async def release(self, hold_id: str, verifier: str | None = None) -> HoldResponse:
+        state = await self.store.release(hold_id, int(self.clock() * 1000), verifier or "")
         return HoldResponse(state.hold_id, state.state, state.currency)
 
     async def revoke(self, token: str) -> str:

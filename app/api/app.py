@@ -113,7 +113,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         req = decode(await request.body(), VerifyRequest)
         audience = audience_of(name, req.audience)
         try:
-            verdict = await authority.verify(req, audience)
+            verdict = await authority.verify(req, audience, name)
         except StoreUnavailable as e:
             # A decision like any other (SPEC §3 lists the code among them): a denial, never an allow on doubt.
             metrics.decisions.labels(Code.STORE_UNAVAILABLE).inc()
@@ -143,18 +143,18 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
 
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
     async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        verifier_name(request)
+        name = verifier_name(request)
         body = await request.body()
         req = decode(body, SettleRequest) if body.strip() else SettleRequest()
-        return _json(await authority.settle(hold_id, req.amount))
+        return _json(await authority.settle(hold_id, req.amount, name))
 
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
     async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        verifier_name(request)
+        name = verifier_name(request)
         body = await request.body()
         if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
             decode(body, ReleaseRequest)
-        return _json(await authority.release(hold_id))
+        return _json(await authority.release(hold_id, name))
 
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -43,6 +43,7 @@ class Decision(msgspec.Struct, frozen=True):
     hold_ttl_ms: int = 300_000
     request_id: str | None = None
     fingerprint: str = ""
+    verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
 
 
 Status = Literal["allowed", "revoked", "rate_limited", "budget_exceeded", "conflict"]
@@ -98,11 +99,12 @@ class Store(ABC):
         """A stored answer for this request id (status `conflict` if the request differs), without deciding."""
 
     @abstractmethod
-    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
-        """Charge `amount` (None: all held), release the rest. NotFound, Conflict, or ValueError (< 0, > held)."""
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
+        """Charge `amount` (None: all held), release the rest. NotFound, Conflict, or ValueError (< 0, > held).
+        A hold made for a named verifier is NotFound to any other: one verifier cannot close another's."""
 
     @abstractmethod
-    async def release(self, hold_id: str, now_ms: int) -> HoldState: ...
+    async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState: ...
 
     @abstractmethod
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None: ...

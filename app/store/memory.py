@@ -34,6 +34,7 @@ class _Hold:
     amount: int
     currency: str
     expires_ms: int
+    verifier: str = ""
     state: str = "held"
     settled: int = 0
 
@@ -95,7 +96,7 @@ class MemoryStore(Store):
         if d.mode == "hold":
             hold_id = f"{tid}.{d.call_id}"
             expires = now + d.hold_ttl_ms
-            self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires)
+            self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires, d.verifier)
             self.active.setdefault(tid, {})[hold_id] = expires
         slot = 1 if d.mode == "hold" else 0
         for b in d.budgets:
@@ -148,13 +149,15 @@ class MemoryStore(Store):
             for prefix in hold.prefixes:
                 self.budgets[(tid, prefix)][1] -= hold.amount
 
-    def _hold(self, hold_id: str, now: int) -> _Hold:
+    def _hold(self, hold_id: str, now: int, verifier: str) -> _Hold:
         tid = hold_token_id(hold_id)
         if tid is None:
             raise NotFound("no such hold")
         self._purge(tid, now)
         hold = self.holds.get(hold_id)
         if hold is None or (hold.state != "held" and not _alive(hold.expires_ms, now)):
+            raise NotFound("the hold is unknown or expired")
+        if hold.verifier and hold.verifier != verifier:  # as unknown: another verifier learns nothing of it
             raise NotFound("the hold is unknown or expired")
         return hold
 
@@ -166,9 +169,9 @@ class MemoryStore(Store):
         hold.state, hold.settled, hold.expires_ms = state, amount, now + SETTLED_HOLD_TTL_MS
         del self.active[hold.token_id][hold_id]
 
-    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
         refuse_negative(amount)
-        hold = self._hold(hold_id, now_ms)
+        hold = self._hold(hold_id, now_ms, verifier)
         amount = hold.amount if amount is None else amount
         if hold.state == "released":
             raise Conflict("the hold was already released")
@@ -181,8 +184,8 @@ class MemoryStore(Store):
             self._close(hold_id, hold, "settled", amount, now_ms)
         return HoldState(hold_id, "settled", hold.settled, hold.currency)
 
-    async def release(self, hold_id: str, now_ms: int) -> HoldState:
-        hold = self._hold(hold_id, now_ms)
+    async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState:
+        hold = self._hold(hold_id, now_ms, verifier)
         if hold.state == "settled":
             raise Conflict("the hold was already settled")
         if hold.state == "held":

@@ -114,6 +114,7 @@ class RedisStore(Store):
             ",".join(d.revocation),
             ",".join(f"{r.prefix}:{r.count}:{r.window_ms}" for r in d.rates),
             ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
+            d.verifier,
         )
         reply = await self._run("decide", d.token_id, "\n".join(args))
         with _expected_reply("decide"):
@@ -127,11 +128,12 @@ class RedisStore(Store):
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 
-    async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int) -> HoldState:
+    async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int, verifier: str) -> HoldState:
         token_id = hold_token_id(hold_id)
         if token_id is None:
             raise NotFound("no such hold")
-        reply = await self._run("hold", token_id, hold_id, action, "" if amount is None else amount, now_ms)
+        held = "" if amount is None else amount
+        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier)
         with _expected_reply("hold"):
             first, second, third = [*list(reply), ""][:3]
             if first not in ("error", "settled", "released"):
@@ -145,12 +147,12 @@ class RedisStore(Store):
             raise ValueError("amount is more than the hold")
         raise Conflict(third)
 
-    async def settle(self, hold_id: str, amount: int | None, now_ms: int) -> HoldState:
+    async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
         refuse_negative(amount)
-        return await self._hold(hold_id, "settle", amount, now_ms)
+        return await self._hold(hold_id, "settle", amount, now_ms, verifier)
 
-    async def release(self, hold_id: str, now_ms: int) -> HoldState:
-        return await self._hold(hold_id, "release", None, now_ms)
+    async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState:
+        return await self._hold(hold_id, "release", None, now_ms, verifier)
 
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
         await self._run("revoke", token_id, prefix, expires_at_ms)

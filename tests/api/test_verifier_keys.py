@@ -78,6 +78,25 @@ def test_holds_need_a_verifier_key(keyed: Api) -> None:
     assert r.status_code == 200 and r.json()["amount"] == "0.50"
 
 
+def test_a_hold_is_closed_only_by_the_verifier_that_made_it(keyed: Api) -> None:
+    """Another verifier that learns a hold id finds no such hold: it can neither settle nor release it."""
+    token = keyed.token(budget={"amount": "10", "currency": "USD"}, audience=["search-srv", "payments-srv"])
+    hold_id = keyed.verify(token, headers=SEARCH, cost=USD, mode="hold").json()["hold_id"]
+    before = keyed.snapshot()
+    for r in (keyed.settle(hold_id, headers=PAYMENTS), keyed.release(hold_id, headers=PAYMENTS)):
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
+    assert keyed.snapshot() == before
+    assert keyed.settle(hold_id, headers=SEARCH).json()["state"] == "settled"
+    assert keyed.settle(hold_id, headers=PAYMENTS).status_code == 404  # settled, and still not payments-srv's
+    assert keyed.budgets(token)[0]["spent"] == "1.00"
+
+
+def test_without_verifier_keys_any_caller_closes_a_hold_whose_id_it_has(api: Api) -> None:
+    token = api.token(budget={"amount": "10", "currency": "USD"})
+    hold_id = api.verify(token, cost=USD, mode="hold", audience="search-srv").json()["hold_id"]
+    assert api.release(hold_id).json()["state"] == "released"
+
+
 def test_revoke_and_inspect_need_no_verifier_key(keyed: Api) -> None:
     token = keyed.token()
     assert keyed.post("/v1/inspect", {"token": token}).status_code == 200

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+import msgspec
 import pytest
 import redis
 
@@ -188,6 +189,21 @@ async def test_settling_a_negative_amount_is_refused_and_changes_nothing(store: 
         await store.settle(held.hold_id, -USD, T0)
     assert (await store.settle(held.hold_id, USD, T0)).amount == USD
     assert (await store.inspect(root, (), ("l1", "l2"), T0)).balances == [(3 * USD, 0)] * 2
+
+
+async def test_a_hold_made_for_a_verifier_is_unknown_to_every_other(store: Store) -> None:
+    root = tid()
+    made = msgspec.structs.replace(decision(root, 5, budgets=(budget("b", 10),), mode="hold"), verifier="search-srv")
+    hold_id = (await store.decide(made)).hold_id
+    assert hold_id is not None
+    for other in ("payments-srv", ""):  # another name, or none: as if there were no such hold
+        with pytest.raises(NotFound):
+            await store.settle(hold_id, None, T0, other)
+        with pytest.raises(NotFound):
+            await store.release(hold_id, T0, other)
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(0, 5)]
+    assert (await store.settle(hold_id, 2, T0, "search-srv")).amount == 2
+    assert (await store.inspect(root, (), ("b",), T0)).balances == [(2, 0)]
 
 
 async def test_release_frees_everything_and_settle_after_release_conflicts(store: Store) -> None:

@@ -1,12 +1,13 @@
 -- One decision: idempotency, revocation of every prefix, rate windows, budgets; then all writes or none.
 -- ARGV[1], lines: now call_id request_id fingerprint mode hold_ttl cost currency
---   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."
+--   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."  verifier
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
 -- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse.
 local a = {}
 for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do a[#a + 1] = line end
 local now, call_id, request_id, fingerprint = tonumber(a[1]), a[2], a[3], a[4]
 local mode, hold_ttl, cost, currency = a[5], tonumber(a[6]), a[7], a[8]
+local verifier = a[12] or ''  -- the verifier key's name that asked, '' without verifier keys
 local revs = {}
 for p in string.gmatch(a[9], '[^,]+') do revs[#revs + 1] = p end
 local rates = {}
@@ -87,7 +88,7 @@ for j, b in ipairs(budgets) do
 end
 if mode == 'hold' then
   redis.call('HSET', key('h', hold_id), 'amt', cost, 'b', table.concat(charged, ','), 'cur', currency,
-    'exp', now + hold_ttl, 'state', 'held')
+    'exp', now + hold_ttl, 'state', 'held', 'v', verifier)
   redis.call('ZADD', HOLDS, now + hold_ttl, hold_id)
 end
 return answer('allowed', 0, 0, hold_id, balances)

@@ -1,11 +1,13 @@
--- Settle or release a hold. ARGV: hold_id action(settle|release) amount('' = all held) now.
+-- Settle or release a hold. ARGV: hold_id action(settle|release) amount('' = all held) now verifier.
+-- A hold made for a named verifier is not_found to any other: one verifier cannot close another's.
 -- Returns {state, amount, currency} or {'error', kind, reason}: not_found, conflict, too_much.
-local hold_id, action, amount, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local hold_id, action, amount, now, verifier = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] or ''
 purge(now)
 local rec = key('h', hold_id)
-local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled', 'until')
+local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled', 'until', 'v')
 if not v[1] then return {'error', 'not_found'} end
-local held, prefixes, currency, state, settled, ends = v[1], v[2], v[3], v[4], v[5], v[6]
+local held, prefixes, currency, state, settled, ends, owner = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+if owner and owner ~= '' and owner ~= verifier then return {'error', 'not_found'} end
 -- A closed hold is kept until `until`; one closed before holds carried it counts until Redis expires it.
 if state ~= 'held' and ends and not live(ends, now) then return {'error', 'not_found'} end
 if amount == '' then amount = held end
