@@ -389,6 +389,10 @@ class RedisClusterStore(RedisStore):
             for node in primaries:
                 await node.execute_command("PING")
             state = await primaries[0].execute_command("CLUSTER", "INFO")
+            if len(await _slot_nodes(primaries[0])) > len(self.cluster.get_nodes()):
+                # A replica joined after the client read the topology: read it again (rare, so the pool this
+                # recycles does not matter), or its policy would go unchecked until a failover.
+                await self.cluster.nodes_manager.initialize()
             evicting = await _eviction_risk(self.cluster.get_nodes())
         except (StoreUnavailable, RedisError, OSError) as e:
             if self._initialized:
@@ -398,6 +402,12 @@ class RedisClusterStore(RedisStore):
         if "cluster_state:ok" not in text:
             return "Redis Cluster state is not ok (slots uncovered or a failover under way)"
         return evicting
+
+
+async def _slot_nodes(node: ClusterNode) -> set[Any]:
+    """The ids of the masters and replicas CLUSTER SLOTS names: what the client learns its nodes from."""
+    ranges = await node.execute_command("CLUSTER", "SLOTS")
+    return {entry[2] for r in ranges for entry in r[2:] if len(entry) > 2}
 
 
 async def _eviction_risk(nodes: Iterable[ClusterNode]) -> str | None:

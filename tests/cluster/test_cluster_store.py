@@ -377,6 +377,25 @@ async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store:
     assert await store.ready() is None
 
 
+async def test_readiness_checks_a_replica_that_joined_after_the_client_read_the_topology(
+    cluster: Cluster, store: RedisClusterStore
+) -> None:
+    """A fresh cluster's replicas appear in CLUSTER SLOTS seconds after its masters; a store made meanwhile did
+    not know them, and ready() never checked their policy. Here the store forgets one, as such a store would."""
+    assert await store.ready() is None
+    replica = next(p for p in cluster.ports if p not in cluster.masters())
+    await store.cluster.nodes_manager.nodes_cache.pop(f"127.0.0.1:{replica}").disconnect()
+    with cluster.client(replica) as c:
+        c.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            reason = await store.ready()
+        finally:
+            c.config_set("maxmemory-policy", "noeviction")
+    assert reason is not None and f"127.0.0.1:{replica}" in reason and "noeviction" in reason
+    assert f"127.0.0.1:{replica}" in {node.name for node in store.cluster.get_nodes()}
+    assert await store.ready() is None
+
+
 async def test_readiness_needs_no_config_rights(cluster: Cluster) -> None:
     """Least-privilege users (ACLs are per node): without CONFIG the policy comes from INFO memory; without INFO
     either, ready() says what it could not check, never that a cluster which answers is unreachable."""
