@@ -57,7 +57,7 @@ class Verdict:
     status: int
     body: Allowed | Denied
     retry_after: int | None = None
-    replayed: bool = False  # the stored answer to a request_id seen before: its charge is not a new one
+    charged: Amount | None = None  # what this call newly spent: not a hold, not a request_id replay
 
 
 class RequestError(ValueError):
@@ -147,7 +147,7 @@ class Authority:
             now_ms=int(now * 1000),
             call_id=secrets.token_hex(16),
             revocation=chain.prefixes,
-            rates=tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in analysis.rates),
+            rates=_rate_specs(chain),
             budgets=tuple(
                 BudgetSpec(
                     chain.counter_prefix(b.index),
@@ -188,7 +188,7 @@ class Authority:
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
                 ),
-                replayed=outcome.replayed,
+                charged=cost if req.mode == "charge" and not outcome.replayed else None,
             )
         if outcome.status == "revoked":
             return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
@@ -244,10 +244,9 @@ class Authority:
         parts: list[Any] = [chain.chain_id, req.tool, req.args or {}, audience, req.cost, req.mode, req.hold_ttl]
         return hashlib.sha256(_fingerprint_encoder.encode(parts)).hexdigest()
 
-    async def _inspect(self, chain: VerifiedChain, now: float) -> Inspection:
-        analysis = chain.analysis
-        prefixes = tuple(chain.counter_prefix(b.index) for b in analysis.budgets)
-        rates = tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in analysis.rates)
+    async def _inspect(self, chain: VerifiedChain, now: float, rates: tuple[RateSpec, ...] = ()) -> Inspection:
+        """Revocation and balances; the windows of `rates` only when asked (a denial needs only the balances)."""
+        prefixes = tuple(chain.counter_prefix(b.index) for b in chain.analysis.budgets)
         return await self.store.inspect(chain.token_id, chain.prefixes, prefixes, int(now * 1000), rates)
 
     # -- holds, revoke, inspect -----------------------------------------------------------------------
@@ -277,7 +276,7 @@ class Authority:
             return InspectResponse(valid=False, reason=str(e))
         analysis = chain.analysis
         now = self.clock()
-        found = await self._inspect(chain, now)
+        found = await self._inspect(chain, now, _rate_specs(chain))
         ctx = Context(int(now), "", None, None, {}, len(analysis.delegation))
         # What the counters deny now, in verify's order after the stateless caveats: revocation, full rate
         # windows, then budgets with nothing left (a call that costs anything is denied; a free one is not).
@@ -314,6 +313,11 @@ class Authority:
             revoked=found.revoked_index is not None,
             denials=denials,
         )
+
+
+def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:
+    """The chain's rate caveats as the store counts them: by the prefix each ends, windows in ms."""
+    return tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in chain.analysis.rates)
 
 
 def _revoked(chain: VerifiedChain, index: int) -> Denial:

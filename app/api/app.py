@@ -38,7 +38,6 @@ from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import Store
 from caveats.denial import Code
-from caveats.money import parse_micros
 
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
@@ -120,8 +119,8 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             return store_unavailable(e, Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN))
         body = verdict.body
         metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
-        if body.allowed and req.cost is not None and req.mode == "charge" and not verdict.replayed:
-            metrics.charged(req.cost.currency, parse_micros(req.cost.amount))  # a hold is spent only if settled
+        if verdict.charged is not None:
+            metrics.charged(verdict.charged.currency, verdict.charged.micros)
         metrics.latency.observe(time.perf_counter() - started)
         if decisions_log.isEnabledFor(logging.DEBUG):  # an audit trail when asked for; never the token itself
             decisions_log.debug(

@@ -364,15 +364,20 @@ async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_
 # -- readiness -----------------------------------------------------------------------------------------------------
 
 
+async def ready_while_evicting(cluster: Cluster, store: RedisClusterStore, port: int) -> str | None:
+    """What ready() says while the node on `port` has an eviction policy (restored to noeviction after)."""
+    with cluster.client(port) as c:
+        c.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            return await store.ready()
+        finally:
+            c.config_set("maxmemory-policy", "noeviction")
+
+
 async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store: RedisClusterStore) -> None:
     assert await store.ready() is None
     replica = next(p for p in cluster.ports if p not in cluster.masters())
-    with cluster.client(replica) as c:
-        c.config_set("maxmemory-policy", "allkeys-lru")
-        try:
-            reason = await store.ready()
-        finally:
-            c.config_set("maxmemory-policy", "noeviction")
+    reason = await ready_while_evicting(cluster, store, replica)
     assert reason is not None and f"127.0.0.1:{replica}" in reason and "noeviction" in reason
     assert await store.ready() is None
 
@@ -385,12 +390,7 @@ async def test_readiness_checks_a_replica_that_joined_after_the_client_read_the_
     assert await store.ready() is None
     replica = next(p for p in cluster.ports if p not in cluster.masters())
     await store.cluster.nodes_manager.nodes_cache.pop(f"127.0.0.1:{replica}").disconnect()
-    with cluster.client(replica) as c:
-        c.config_set("maxmemory-policy", "allkeys-lru")
-        try:
-            reason = await store.ready()
-        finally:
-            c.config_set("maxmemory-policy", "noeviction")
+    reason = await ready_while_evicting(cluster, store, replica)
     assert reason is not None and f"127.0.0.1:{replica}" in reason and "noeviction" in reason
     assert f"127.0.0.1:{replica}" in {node.name for node in store.cluster.get_nodes()}
     assert await store.ready() is None

@@ -423,12 +423,12 @@ async def test_inspect_names_the_full_rate_windows_as_decide_would_find_them(sto
     rates = (RateSpec("a", 2, 60_000), RateSpec("b", 5, 60_000), RateSpec("c", 0, 1000))
     for i in range(2):
         assert (await store.decide(decision(root, rates=rates[:2], now=T0 + i * 1000))).status == "allowed"
-    for now, full in [(T0 + 1000, [0, 2]), (T0 + 59_999, [0, 2]), (T0 + 60_000, [2]), (T0 + 61_000, [2])]:
+    # Inspect and decide agree to the millisecond: full until the call at T0 slides out at T0 + 60 000.
+    for now, full, status in [(T0 + 1000, [0, 2], "rate_limited"), (T0 + 59_999, [0, 2], "rate_limited")]:
         assert (await store.inspect(root, (), (), now, rates)).full_rates == full, now
-        limited = await store.decide(decision(root, rates=rates[:1], now=now))
-        assert (limited.status == "rate_limited") == (0 in full)  # inspect and decide agree, to the millisecond
-        if limited.status == "allowed":
-            break
+        assert (await store.decide(decision(root, rates=rates[:1], now=now))).status == status
+    assert (await store.inspect(root, (), (), T0 + 60_000, rates)).full_rates == [2]
+    assert (await store.decide(decision(root, rates=rates[:1], now=T0 + 60_000))).status == "allowed"
     assert (await store.inspect(root, (), (), T0, ())).full_rates == []
 
 
