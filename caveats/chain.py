@@ -22,6 +22,11 @@ from caveats.rate import Rate
 from caveats.registry import EVERY_KIND, read_all
 from caveats.tools import Tools
 
+# Each budget and rate caveat is a counter the store keeps for its prefix, and a holder can append any number:
+# a chain with more than these is refused whole (invalid_token), before any store call.
+MAX_BUDGETS = 16
+MAX_RATES = 8
+
 
 class Counter(msgspec.Struct, frozen=True):
     """A budget or rate caveat: `index` in the chain (its prefix ends there), its hop and text.
@@ -62,6 +67,7 @@ class Analysis(msgspec.Struct, frozen=True):
     budgets: tuple[BudgetCounter, ...]
     rates: tuple[RateCounter, ...]
     expires_at: int | None
+    over_limit: str | None  # why the chain holds more budget or rate caveats than a token may, else None
 
     @property
     def tools(self) -> tuple[str, ...] | None:
@@ -97,6 +103,7 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     budgets: list[BudgetCounter] = []
     rates: list[RateCounter] = []
     fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and depth
+    malformed_budgets = malformed_rates = 0  # they count against the limits too: each would be a counter if it parsed
     expires_at: int | None = None
     hop = 0
     # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
@@ -116,6 +123,9 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
             rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
         elif type(caveat) is Depth or type(caveat) is Denial:
             fixed.append(index)
+            if type(caveat) is Denial:
+                malformed_budgets += text.startswith("budget ")
+                malformed_rates += text.startswith("rate ")
         hops.append(hop)
     texts, parsed = zip(*entries, strict=True) if entries else ((), ())
     static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
@@ -130,7 +140,16 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         tuple(budgets),
         tuple(rates),
         expires_at,
+        _over_limit(len(budgets) + malformed_budgets, len(rates) + malformed_rates),
     )
+
+
+def _over_limit(budgets: int, rates: int) -> str | None:
+    if budgets > MAX_BUDGETS:
+        return f"a token carries at most {MAX_BUDGETS} budget caveats, this one has {budgets}"
+    if rates > MAX_RATES:
+        return f"a token carries at most {MAX_RATES} rate caveats, this one has {rates}"
+    return None
 
 
 # The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate` (Budget is one,

@@ -75,6 +75,16 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_attenuate_refuses_a_seventeenth_budget(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+    token = root_token  # one budget already
+    for _ in range(15):
+        code, token, _ = run(capsys, "attenuate", token, "--budget", "10 USD")
+        assert code == 0
+    code, out, err = run(capsys, "attenuate", token, "--budget", "1 USD")
+    assert (code, out) == (2, "")
+    assert err == "agentcaps attenuate: a token carries at most 16 budget caveats, this one has 17"
+
+
 def test_a_garbage_token_is_refused_plainly(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "inspect", "not-a-token!")
     assert code == 2 and err.startswith("agentcaps inspect: not an agentcaps token")

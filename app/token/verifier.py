@@ -63,10 +63,13 @@ class Verifier:
         sigs = chain.signatures(root_key, raw.identifier, raw.caveats)
         if not hmac.compare_digest(sigs[-1], raw.signature):
             raise InvalidToken("token signature does not verify")
+        analysis = analyse(raw.caveats)
+        if analysis.over_limit is not None:  # more counters than a token may make the store keep
+            raise InvalidToken(analysis.over_limit)
         return VerifiedChain(
             token_id=token_id,
             key_id=kid,
             location=raw.location.decode("utf-8", errors="replace"),
             prefixes=chain.prefix_ids(sigs),
-            analysis=analyse(raw.caveats),
+            analysis=analysis,
         )
