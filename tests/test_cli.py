@@ -13,7 +13,8 @@ from app.cli import main
 from app.config import MASTER_KEYS_FILE, load_or_create_ring
 from app.token.keys import KeyRing
 from app.token.mint import mint
-from tests.processes import ADMIN_KEY, Service
+from tests.keys import ADMIN_KEY, WRONG_ADMIN_KEY
+from tests.processes import Service
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ def test_mint_verify_revoke_against_the_service(
     code, out, err = run(capsys, "revoke", forged)
     assert code == 2 and out == "", (code, out)
     assert err.startswith("agentcaps revoke: 403 invalid_token: ") and "{" not in err, err  # words, not raw JSON
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", "wrong-admin-key-0123456789")
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", WRONG_ADMIN_KEY)
     code, _, err = run(capsys, "mint", "--subject", "x")
     assert code == 2 and "401 unauthorized" in err
 
