@@ -40,6 +40,7 @@ class Settings:
     verifier_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> audience name
     store_timeout: float = 1.0
     redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
+    cache_mb: int = 64  # AGENTCAPS_CACHE_MB: what the verifier's caches may hold in all (caveats.cache)
 
     @property
     def public_location(self) -> str:
@@ -57,6 +58,9 @@ class Settings:
             timeout = float(timeout_text)
         except ValueError:
             raise ConfigError(f"AGENTCAPS_STORE_TIMEOUT must be seconds, got {timeout_text!r}") from None
+        cache_text = env.get("AGENTCAPS_CACHE_MB", "64")
+        if not re.fullmatch(r"[1-9][0-9]{0,6}", cache_text):
+            raise ConfigError(f"AGENTCAPS_CACHE_MB must be a whole number of MiB, 1 or more, got {cache_text!r}")
         values: dict[str, object] = {
             "store": env.get("AGENTCAPS_STORE", "memory://"),
             "data_dir": data_dir,
@@ -65,6 +69,7 @@ class Settings:
             "location": env.get("AGENTCAPS_LOCATION", ""),
             "store_timeout": timeout,
             "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
+            "cache_mb": int(cache_text),
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")

@@ -6,13 +6,13 @@ token. `evaluate` decides the stateless caveats of one call; budgets and rates g
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import msgspec
 
 from caveats.base import Caveat, Context
 from caveats.budget import Budget
+from caveats.cache import ITEM_BYTES, ByteLRU
 from caveats.delegate import Delegate
 from caveats.denial import Denial
 from caveats.depth import Depth
@@ -177,17 +177,37 @@ def covers(outer: str, inner: str) -> bool:
     return inner.startswith(outer[:-1]) if outer.endswith("*") else inner == outer
 
 
-@functools.lru_cache(maxsize=1024)  # pure, on immutable tuples; a policy's tool lists recur across tokens
+# Pure, on immutable tuples; a policy's tool lists recur across tokens.
+_intersections: ByteLRU[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = ByteLRU("tool lists")
+
+
 def intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The patterns allowed by both lists, remembered (within its share of the cache bytes)."""
+    both = _intersections.get((a, b))
+    if both is None:
+        both = _intersect(a, b)
+        # Three tuples and the pattern strings they keep alive, each counted as if it were its own.
+        nbytes = 512 + ITEM_BYTES * (len(a) + len(b) + len(both)) + 4 * sum(map(len, (*a, *b)))
+        _intersections.put((a, b), both, nbytes)
+    return both
+
+
+def forget_intersections() -> None:
+    _intersections.clear()
+
+
+def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     """The patterns allowed by both lists (pairwise, the more specific of two overlapping patterns).
 
     `p` is covered by a list when some pattern there `covers` it: it is in the list, or starts with the stem of
-    one of its `*` patterns (`str.startswith` takes them all at once).
+    one of its `*` patterns (`str.startswith` takes them all at once). Sets, not the tuples, answer `in`: lists
+    of hundreds of names would otherwise cost quadratic time on every denial that names the allowlist.
     """
     stems_a = tuple([q[:-1] for q in a if q.endswith("*")])
     stems_b = tuple([q[:-1] for q in b if q.endswith("*")])
-    out: list[str] = []
+    in_a, in_b = set(a), set(b)
+    out: dict[str, None] = {}  # ordered, and a set for `in`
     for p in (*a, *b):
-        if p not in out and (p in a or p.startswith(stems_a)) and (p in b or p.startswith(stems_b)):
-            out.append(p)
+        if p not in out and (p in in_a or p.startswith(stems_a)) and (p in in_b or p.startswith(stems_b)):
+            out[p] = None
     return tuple(out)

@@ -152,3 +152,13 @@ def test_serve_exits_with_one_line_naming_the_culprit(tmp_path: Path, fault: str
     assert done.stderr.startswith(f"agentcaps serve: {expected}"), done.stderr
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr and SHORT not in done.stderr
     assert done.stdout == ""  # refused before the banner
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "64MB", "", "²", "12345678"])
+def test_a_cache_size_that_is_not_a_whole_number_of_mib_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^AGENTCAPS_CACHE_MB must be a whole number of MiB"):
+        settings(tmp_path, AGENTCAPS_CACHE_MB=value)
+
+
+def test_the_cache_size_defaults_to_64_mib(tmp_path: Path) -> None:
+    assert settings(tmp_path).cache_mb == 64 and settings(tmp_path, AGENTCAPS_CACHE_MB="8").cache_mb == 8
