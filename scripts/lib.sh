@@ -50,7 +50,15 @@ ensure_redis() {  # a Redis on 127.0.0.1:6379, started here (AOF on, noeviction)
   redis-server --port 6379 --bind 127.0.0.1 --daemonize yes --dir "$ROOT/.agentcaps/redis" \
     --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
     --logfile "$ROOT/.agentcaps/redis/redis.log"
-  for _ in $(seq 50); do redis_answers 6379 && return 0; sleep 0.1; done
+  for _ in $(seq 50); do
+    if redis_answers 6379; then
+      # Left running for the next run (the suite starts faster); say so, and how to stop it.
+      echo "started redis-server on 127.0.0.1:6379 (data in $ROOT/.agentcaps/redis); it keeps running:" \
+        "stop it with: redis-cli -p 6379 shutdown"
+      return 0
+    fi
+    sleep 0.1
+  done
   echo "redis-server did not start; see $ROOT/.agentcaps/redis/redis.log" >&2
   return 1
 }
