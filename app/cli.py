@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,27 @@ def _tree(token: Token) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+@contextmanager
+def _extra(name: str, command: str) -> Iterator[None]:
+    """An import of the package's optional part `name`: missing, it is one line that says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in EXTRAS[name]:
+            raise
+        missing = f"{command} needs agentcaps[{name}] ({e.name} is not installed)"
+        raise UsageError(f"{missing}: pip install 'agentcaps[{name}]'") from None
+
+
+EXTRAS = {  # the top-level modules each optional part of pyproject.toml brings
+    "server": {"litestar", "uvicorn", "redis", "hiredis", "prometheus_client"},
+    "mcp": {"mcp", "mcp_types", "pydantic", "starlette"},
+}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.api.server import serve  # the server's imports are heavy; offline commands do not need them
+    with _extra("server", "agentcaps serve"):
+        from app.api.server import serve  # the server's imports are heavy; offline commands do not need them
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -306,9 +326,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gateway"]:
-        # The MCP gateway has its own parser (SPEC 7) and the heavy MCP SDK: loaded only when asked for.
-        from app.mcp.gateway import main as gateway
-
+        # The MCP gateway has its own parser and the heavy MCP SDK: loaded only when asked for.
+        try:
+            with _extra("mcp", "agentcaps gateway"):
+                from app.mcp.gateway import main as gateway
+        except UsageError as e:
+            print(f"agentcaps: {e}", file=sys.stderr)
+            return EXIT_USAGE
         return gateway(argv[1:])
     args = parser().parse_args(argv)
     try:

@@ -88,6 +88,15 @@ def test_the_image_runs_the_console_script_from_pyproject_as_a_non_root_user() -
     assert dict(steps)["EXPOSE"] == str(Settings().port)
 
 
+def test_the_image_installs_the_server_extra_from_the_wheels_it_built() -> None:
+    runs = [rest for word, rest in dockerfile() if word == "RUN"]
+    assert any(re.search(r"pip wheel .*--wheel-dir /wheels \"\.\[server\]\"", r) for r in runs), runs
+    assert any(re.search(r"pip install .*--no-index --find-links /wheels \"agentcaps\[server\]\"", r) for r in runs), (
+        runs
+    )
+    assert "server" in PYPROJECT["project"]["optional-dependencies"]
+
+
 def test_the_console_script_names_a_real_function() -> None:
     module, _, function = PYPROJECT["project"]["scripts"]["agentcaps"].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
