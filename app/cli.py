@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 
 from app.api.schemas import Allowed
@@ -26,6 +29,8 @@ from app.errors import AgentcapsError, ConfigError
 from app.sdk.client import ApiError, Client
 from app.sdk.token import Token, TokenError
 from app.token.keys import KeyRing, new_key_entry
+from caveats.grammar import CaveatSyntaxError
+from caveats.money import parse_money
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DENIED = 1, 2, 3
 
@@ -67,6 +72,19 @@ def _admin_key(args: argparse.Namespace) -> str:
     raise UsageError(f"no admin key: pass --admin-key, set AGENTCAPS_ADMIN_KEYS, or run where {path} exists")
 
 
+def _money(flag: str, text: str | None, example: str = "10.00 USD") -> str | None:
+    """An amount flag, checked here so that a typo is named before any network call."""
+    if text is None:
+        return None
+    try:
+        parse_money(text.strip())
+    except CaveatSyntaxError:
+        raise UsageError(
+            f'{flag} must look like "{example}" (an amount, a space, a currency code), got {text!r}'
+        ) from None
+    return text.strip()
+
+
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n for n in text.split(",") if n]
 
@@ -74,8 +92,8 @@ def _names(text: str | None) -> list[str] | None:
 def _restrictions(args: argparse.Namespace) -> dict[str, Any]:
     """The restriction flags shared by mint and attenuate, as keyword arguments."""
     return {
-        "budget": args.budget,
-        "cost_cap": args.cost_cap,
+        "budget": _money("--budget", args.budget),
+        "cost_cap": _money("--cost-cap", args.cost_cap, "0.50 USD"),
         "tools": _names(args.tools),
         "audience": _names(args.audience),
         "expires_in": args.expires_in,
@@ -130,27 +148,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_mint(args: argparse.Namespace) -> int:
+    if args.budget is None and args.expires_in is None and args.expires_at is None:
+        print(
+            "warning: this token has no budget and never expires: it allows unlimited spend until revoked "
+            "(add --budget and --expires-in to bound it)",
+            file=sys.stderr,
+        )
     with Client(_url(args), admin_key=_admin_key(args)) as client:
         minted = client.mint(args.subject, **_restrictions(args))
     _out(args, minted, minted.token)
     return 0
 
 
-def cmd_attenuate(args: argparse.Namespace) -> int:
+# `amount<=3`, `amount <= 3`, `currency in usd,eur`, and the older `amount=<= 3`: PATH, OP, VALUE.
+_ARG_RE = re.compile(
+    r"\s*(?P<path>[A-Za-z0-9_.-]+?)\s*(?:=\s*(?=[<>!=]|in\s))?"
+    r"(?P<op><=|>=|!=|<|>|=|(?<=[\s=])in(?=\s))\s*(?P<value>\S.*?)\s*"
+)
+
+
+def _arg_conditions(items: list[str] | None) -> dict[str, str] | None:
     conditions = {}
-    for item in args.arg or []:
-        path, sep, condition = item.partition("=")
-        if not sep:
-            raise UsageError(f"--arg needs PATH=OP VALUE, like 'amount=<= 3', got {item!r}")
-        conditions[path] = condition
+    for item in items or []:
+        m = _ARG_RE.fullmatch(item)
+        if m is None:
+            raise UsageError(f"--arg must look like 'amount<=3' or 'currency in usd,eur', got {item!r}")
+        conditions[m["path"]] = f"{m['op']} {m['value']}"
+    return conditions or None
+
+
+def cmd_attenuate(args: argparse.Namespace) -> int:
     token = Token.parse(_read_token(args.token))
-    child = token.attenuate(to=args.to, args=conditions or None, **_restrictions(args))
+    child = token.attenuate(to=args.to, args=_arg_conditions(args.arg), **_restrictions(args))
+    asked = args.expires_at or (args.expires_in is not None and time.time() + args.expires_in)
+    inherited = token.limits.expires_at
+    if asked and inherited and child.limits.expires_at == inherited and args.expires_at != inherited:
+        # A child never outlives its parent: say which expiry holds, so nobody counts on the longer one.
+        print(f"note: the token expires at {inherited}, its parent's expiry, sooner than asked", file=sys.stderr)
     _out(args, {"token": str(child), "caveats": child.caveats}, str(child))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     token = Token.parse(_read_token(args.token))
+    denies = token.denies_every_call()  # expired, or a caveat that does not parse: exit 3, like a denied verify
     view = {
         "token_id": token.token_id,
         "key_id": token.key_id,
@@ -160,9 +201,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "hops": token.hops,
         "limits": token.limits,
         "verified": False,
+        "denies": denies,
     }
-    _out(args, view, _tree(token))
-    return 0
+    text = _tree(token) + (f"\nDENIES EVERY CALL: {denies}" if denies else "")
+    _out(args, view, text)
+    return EXIT_DENIED if denies else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -176,7 +219,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         decision = client.verify(
             _read_token(args.token),
             args.tool,
-            cost=args.cost,
+            cost=_money("--cost", args.cost, "0.05 USD"),
             args=call_args,
             audience=args.audience,
             request_id=args.request_id,
@@ -184,11 +227,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
             hold_ttl=args.hold_ttl,
         )
     if isinstance(decision, Allowed):
-        text = f"allowed for {decision.holder}" + (f", hold {decision.hold_id}" if decision.hold_id else "")
+        text = f"allowed for {decision.holder}" + _spent(decision, args.cost)
     else:
         text = f"denied {decision.code}: {decision.reason}"
     _out(args, decision, text)
     return 0 if isinstance(decision, Allowed) else EXIT_DENIED
+
+
+def _spent(allowed: Allowed, cost: str | None) -> str:
+    """`: charged 0.05 USD; remaining: hop 0 (orchestrator) 9.95 of 10.00 USD, ...` (or held, with the hold id)."""
+    parts = []
+    if allowed.charged is not None:
+        parts.append(f"charged {allowed.charged.amount} {allowed.charged.currency}")
+    if allowed.hold_id:
+        parts.append((f"held {cost}; " if cost else "") + f"hold {allowed.hold_id}")
+    if allowed.budgets:
+        left = [
+            f"hop {b.hop} ({allowed.delegation[b.hop] if b.hop < len(allowed.delegation) else '?'}) "
+            f"{b.remaining} of {b.limit} {b.currency}"
+            for b in allowed.budgets
+        ]
+        parts.append("remaining: " + ", ".join(left))
+    return (": " + "; ".join(parts)) if parts else ""
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -197,7 +257,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     admin = _admin_key(args) if args.token_id else None
     with Client(_url(args), admin_key=admin) as client:
         done = client.revoke(_read_token(args.token) if args.token else None, token_id=args.token_id)
-    _out(args, done, f"revoked {done.token_id}" + ("" if args.token else " (the whole root)"))
+    if args.token:
+        token = Token.parse(_read_token(args.token)) if args.token != "-" else None
+        who = f"the token held by {token.holder} ({' > '.join(token.delegation)})" if token else "the token"
+        text = f"revoked {who} and every token derived from it; its ancestors and siblings still work"
+    else:
+        text = f"revoked the whole root {done.token_id} and every token derived from it"
+    _out(args, done, text)
     return 0
 
 
@@ -264,14 +330,18 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", help="the token presented ('-' reads stdin)")
-    p.add_argument("--tool", required=True)
-    p.add_argument("--cost", help='e.g. "0.05 USD"')
-    p.add_argument("--args", help="the call's arguments as a JSON object")
-    p.add_argument("--audience")
-    p.add_argument("--request-id")
+    p.add_argument("--tool", required=True, help="the tool the call is for, e.g. search")
+    p.add_argument("--cost", help='what the call costs, e.g. "0.05 USD"; charged to every budget in the chain')
+    p.add_argument("--args", help="the call's arguments as a JSON object, checked by arg.* caveats")
+    p.add_argument("--audience", help="the tool server asking (with verifier keys, the key's name is used)")
+    p.add_argument("--request-id", help="makes the call idempotent: the same id again replays the first decision")
     p.add_argument("--hold", action="store_true", help="reserve the cost instead of charging it")
-    p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS")
-    p.add_argument("--verifier-key", default=os.environ.get("AGENTCAPS_VERIFIER_KEY"))
+    p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS", help="with --hold: until it is released")
+    p.add_argument(
+        "--verifier-key",
+        default=os.environ.get("AGENTCAPS_VERIFIER_KEY"),
+        help="when the service has verifier keys (default AGENTCAPS_VERIFIER_KEY)",
+    )
     _service_flags(p)
 
 
@@ -312,14 +382,15 @@ COMMANDS: dict[str, Command] = {
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="agentcaps",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="agentcaps gateway --help: the MCP gateway that guards a server you do not own",
+        description="agentcaps: capability tokens for AI agents that delegate. COMMAND --help says more.",
     )
     sub = top.add_subparsers(dest="command", required=True)
     for name, (_, help_text, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    # Listed for --help and for the 'invalid choice' message; main() hands `gateway ...` to its own parser.
+    sub.add_parser("gateway", help="the MCP gateway in front of a server you do not own (gateway --help)")
     return top
 
 
@@ -343,6 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE if e.status in (400, 401, 403, 404, 409, 413) else EXIT_FAILED
+    except httpx.TransportError as e:  # nothing answered: say where we looked and how to fix it
+        why = type(e).__name__ if not str(e) else str(e)
+        print(
+            f"agentcaps {args.command}: cannot reach the agentcaps service at {_url(args)} ({why}). "
+            "Start it with `agentcaps serve` (scripts/run in a checkout), or point --url or AGENTCAPS_URL at it.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except (AgentcapsError, OSError) as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_FAILED
