@@ -321,14 +321,16 @@ def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:
 
 
 def _revoked(chain: VerifiedChain, index: int) -> Denial:
-    """The revocation that covers this chain, named by where the revoked token ended: prefix `index` ends after
-    caveat index-1 (this token's last, or an ancestor's); -1 and 0 mean the whole root."""
+    """The revocation that covers this chain, named by who held the revoked token: prefix `index` ends after
+    caveat index-1 (this token's last, or an ancestor's); -1 and 0 mean the whole root. No caveat caused it, so
+    the denial names none (its last caveat would read as the reason)."""
     if index <= 0:
         return Denial(Code.REVOKED, "the root token was revoked")
     analysis = chain.analysis
-    last, hop = analysis.texts[index - 1], analysis.hops[index - 1]
-    whose = "this token" if index == len(chain.prefixes) - 1 else f"the ancestor ending at hop {hop}"
-    return Denial(Code.REVOKED, f"{whose} was revoked").at(last, hop)
+    hop = analysis.hops[index - 1]
+    holder = f"held by {analysis.delegation[hop]} at hop {hop}" if hop < len(analysis.delegation) else f"hop {hop}"
+    whose = "this token" if index == len(chain.prefixes) - 1 else "the token it derives from"
+    return Denial(Code.REVOKED, f"{whose} ({holder}) was revoked")
 
 
 def _rate_limited(rate: RateCounter) -> Denial:
