@@ -137,3 +137,11 @@ def test_attenuation_never_makes_a_token_the_verifier_would_refuse() -> None:
     with pytest.raises(TokenError, match="over 16 KiB"):
         big.attenuate(caveats=["arg.y = " + "b" * 250] * 5, now=NOW)
     assert Verifier(RING).verify(str(big)).analysis.texts[-1].startswith("arg.x = ")
+
+
+def test_the_package_exports() -> None:
+    import app.sdk
+
+    # What users import: a change here is a change of the SDK's public surface, made on purpose.
+    assert sorted(app.sdk.__all__) == ["ApiError", "AsyncClient", "Client", "Hop", "Limits", "Token", "TokenError"]
+    assert all(getattr(app.sdk, name) for name in app.sdk.__all__)
