@@ -259,6 +259,13 @@ class Authority:
         state = await self.store.release(hold_id, int(self.clock() * 1000), verifier or "")
         return HoldResponse(state.hold_id, state.state, state.currency)
 
+    async def extend(self, hold_id: str, hold_ttl: int, verifier: str | None = None) -> HoldResponse:
+        now_ms = int(self.clock() * 1000)
+        state = await self.store.extend(hold_id, hold_ttl * 1000, now_ms, verifier or "")
+        # Rounded down: a client that trusts expires_at never counts on a hold that is already gone.
+        expires = format_instant(state.expires_ms // 1000)
+        return HoldResponse(state.hold_id, state.state, state.currency, format_micros(state.amount), expires)
+
     async def revoke(self, token: str) -> str:
         """Revoke this exact chain and all its descendants (raises InvalidToken for a bad signature)."""
         chain = self.verifier.verify(token)

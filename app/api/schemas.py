@@ -100,11 +100,16 @@ class ReleaseRequest(Strict):
     """Release takes no fields: an empty body or `{}`; anything else is refused, not ignored."""
 
 
+class ExtendRequest(Strict):
+    hold_ttl: HoldTtl  # seconds from now
+
+
 class HoldResponse(Strict):
     hold_id: str
-    state: Literal["settled", "released"]
+    state: Literal["held", "settled", "released"]
     currency: str
-    amount: str | None = None
+    amount: str | None = None  # held: what it holds; settled: what it charged; released: absent
+    expires_at: str | None = None  # held: when it is released by itself (RFC 3339, whole seconds, rounded down)
 
 
 class RevokeRequest(Strict):

@@ -62,9 +62,10 @@ class Outcome(msgspec.Struct):
 
 class HoldState(msgspec.Struct):
     hold_id: str
-    state: Literal["settled", "released"]
-    amount: int  # micros charged (0 when released)
+    state: Literal["held", "settled", "released"]
+    amount: int  # micros: held (while held), charged (settled), 0 (released)
     currency: str
+    expires_ms: int = 0  # while held: when it is released by itself
 
 
 class Inspection(msgspec.Struct):
@@ -86,6 +87,12 @@ def refuse_negative(amount: int | None) -> None:
         raise ValueError("amount must not be negative")
 
 
+def refuse_no_ttl(ttl_ms: int) -> None:
+    """An extend to now or before would release the hold under the name of keeping it: refused, nothing changes."""
+    if ttl_ms <= 0:
+        raise ValueError("hold_ttl must be positive")
+
+
 class Store(ABC):
     """Every method either answers for sure or raises StoreUnavailable; none leaves a partial write."""
 
@@ -105,6 +112,11 @@ class Store(ABC):
 
     @abstractmethod
     async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState: ...
+
+    @abstractmethod
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        """A hold still held now expires `ttl_ms` after `now_ms` (sooner or later than before). NotFound as for
+        settle; Conflict for a settled or released hold, which has nothing left to keep."""
 
     @abstractmethod
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None: ...

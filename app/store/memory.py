@@ -20,6 +20,7 @@ from app.store.base import (
     Store,
     hold_token_id,
     refuse_negative,
+    refuse_no_ttl,
 )
 from caveats.rate import MAX_WINDOW
 
@@ -191,6 +192,14 @@ class MemoryStore(Store):
         if hold.state == "held":
             self._close(hold_id, hold, "released", 0, now_ms)
         return HoldState(hold_id, "released", 0, hold.currency)
+
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_no_ttl(ttl_ms)
+        hold = self._hold(hold_id, now_ms, verifier)
+        if hold.state != "held":
+            raise Conflict(f"the hold was already {hold.state}: it has nothing left to extend")
+        hold.expires_ms = self.active[hold.token_id][hold_id] = now_ms + ttl_ms
+        return HoldState(hold_id, "held", hold.amount, hold.currency, hold.expires_ms)
 
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
         current = self.revoked.get((token_id, prefix))

@@ -26,6 +26,7 @@ from app.store.base import (
     Store,
     hold_token_id,
     refuse_negative,
+    refuse_no_ttl,
 )
 from app.store.coalesce import Coalescer
 from app.store.scripts import SCRIPTS
@@ -128,17 +129,19 @@ class RedisStore(Store):
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 
-    async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int, verifier: str) -> HoldState:
+    async def _hold(
+        self, hold_id: str, action: str, amount: int | None, now_ms: int, verifier: str, ttl_ms: int = 0
+    ) -> HoldState:
         token_id = hold_token_id(hold_id)
         if token_id is None:
             raise NotFound("no such hold")
         held = "" if amount is None else amount
-        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier)
+        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier, ttl_ms)
         with _expected_reply("hold"):
-            first, second, third = [*list(reply), ""][:3]
-            if first not in ("error", "settled", "released"):
+            first, second, third, fourth = [*list(reply), "", ""][:4]
+            if first not in ("error", "held", "settled", "released"):
                 raise ValueError(first)
-            state = None if first == "error" else HoldState(hold_id, first, int(second), third)
+            state = None if first == "error" else HoldState(hold_id, first, int(second), third, int(fourth or 0))
         if state is not None:
             return state
         if second == "not_found":
@@ -153,6 +156,10 @@ class RedisStore(Store):
 
     async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState:
         return await self._hold(hold_id, "release", None, now_ms, verifier)
+
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_no_ttl(ttl_ms)
+        return await self._hold(hold_id, "extend", None, now_ms, verifier, ttl_ms)
 
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
         await self._run("revoke", token_id, prefix, expires_at_ms)
@@ -171,9 +178,7 @@ class RedisStore(Store):
         with _expected_reply("inspect"):
             revoked, full, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-            return Inspection(
-                None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i]
-            )
+            return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])
 
     async def ready(self) -> str | None:
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import pytest
 
 from app.token.mint import attenuate
@@ -341,3 +343,103 @@ def test_a_settle_conflict_says_why(api: Api) -> None:
     assert api.release(released).status_code == 200
     assert "released" in api.settle(released).json()["reason"]
     assert "settled" in api.release(hold_id).json()["reason"]
+
+
+# -- extend ------------------------------------------------------------------------------------------------
+
+
+def extend(api: Api, hold_id: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return api.post(f"/v1/holds/{hold_id}/extend", content=json.dumps(body), headers=headers)
+
+
+def test_extend_keeps_a_hold_for_hold_ttl_from_now(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4", ttl=30)
+    api.clock.advance(20)
+    r = extend(api, hold_id, {"hold_ttl": 60})
+    assert r.status_code == 200, r.text
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(api.clock.now) + 60))
+    assert r.json() == {"hold_id": hold_id, "state": "held", "amount": "4.00", "currency": "USD", "expires_at": ends}
+    again = extend(api, hold_id, {"hold_ttl": 60})  # idempotent: the same hold, the same end
+    assert again.status_code == 200 and again.json() == r.json()
+    api.clock.advance(59.5)  # past the first end (30 s), before the new one (80 s)
+    assert [(b["spent"], b["held"]) for b in api.budgets(token)] == [("0.00", "4.00")]
+    api.denied(token, "budget_exceeded", cost=money("6.01"))
+    settled = api.settle(hold_id, {"amount": "3"})
+    assert settled.status_code == 200 and settled.json()["amount"] == "3.00"
+    assert api.spent(token) == ["3.00"]
+
+
+def test_an_extended_hold_still_ends_by_itself(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "10", ttl=30)
+    assert extend(api, hold_id, {"hold_ttl": 5}).status_code == 200  # shorter than before: it now ends sooner
+    api.clock.advance(5)
+    api.allowed(token, cost=money("10"))
+    assert extend(api, hold_id, {"hold_ttl": 60}).status_code == 404
+    assert api.settle(hold_id).status_code == 404
+
+
+def test_extend_of_a_closed_hold_is_409_and_of_an_expired_or_unknown_one_404(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    settled, released, expired = hold(api, token, "1"), hold(api, token, "1"), hold(api, token, "1", ttl=1)
+    assert api.settle(settled).status_code == 200 and api.release(released).status_code == 200
+    api.clock.advance(1)
+    assert api.budgets(token)[0]["held"] == "0.00"  # the expired hold is released by now (by this inspect)
+    before = api.snapshot()
+    for hold_id, word in ((settled, "settled"), (released, "released")):
+        r = extend(api, hold_id, {"hold_ttl": 60})
+        assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
+        assert word in r.json()["reason"]
+    for hold_id in (expired, "0" * 32 + "." + "0" * 32, "nope"):
+        r = extend(api, hold_id, {"hold_ttl": 60})
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
+    assert api.snapshot() == before
+    assert api.spent(token) == ["1.00"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("", "hold_ttl"),
+        ("{}", "hold_ttl"),
+        ('{"hold_ttl": 0}', "hold_ttl"),
+        ('{"hold_ttl": 86401}', "hold_ttl"),
+        ('{"hold_ttl": -5}', "hold_ttl"),
+        ('{"hold_ttl": 1.5}', "hold_ttl"),
+        ('{"hold_ttl": "60"}', "hold_ttl"),
+        ('{"hold_ttl": 60, "amount": "1"}', "amount"),
+        ('{"hold_ttl": 60, "hold_ttl": 61}', "hold_ttl"),
+        ("[60]", None),
+    ],
+)
+def test_extend_body_is_strict_and_a_bad_one_changes_nothing(api: Api, content: str, field: str | None) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4", ttl=30)
+    before = api.snapshot()
+    r = api.post(f"/v1/holds/{hold_id}/extend", content=content)
+    assert (r.status_code, r.json()["code"]) == (400, "bad_request"), r.text
+    assert r.json().get("field") == field, r.json()
+    assert api.snapshot() == before
+
+
+@pytest.mark.parametrize("ttl", [1, 86400])
+def test_extend_ttl_limits_are_inclusive(api: Api, ttl: int) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "1", ttl=10)
+    assert extend(api, hold_id, {"hold_ttl": ttl}).status_code == 200
+    api.clock.advance(ttl - 0.5)
+    assert api.release(hold_id).status_code == 200
+
+
+def test_a_zero_cost_hold_extends_as_any_other(api: Api) -> None:
+    token = api.token()
+    hold_id = api.allowed(token, mode="hold", hold_ttl=5)["hold_id"]
+    r = extend(api, hold_id, {"hold_ttl": 50})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["amount"], r.json()["currency"]) == (
+        "held",
+        "0.00",
+        "",
+    )
+    api.clock.advance(10)
+    assert api.settle(hold_id).json()["state"] == "settled"

@@ -159,10 +159,14 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
             elif kind < 0.75 and holds:
                 hold_id = rng.choice(holds)
                 amount = rng.choice((None, 0, USD // 2, 10 * USD))
-                if rng.random() < 0.5:
+                action = rng.random()
+                if action < 0.4:
                     await both(lambda s, h=hold_id, a=amount, n=now: s.settle(h, a, n))
-                else:
+                elif action < 0.8:
                     await both(lambda s, h=hold_id, n=now: s.release(h, n))
+                else:
+                    ttl = rng.choice((300, 2000, 8000))
+                    await both(lambda s, h=hold_id, t=ttl, n=now: s.extend(h, t, n))
             elif kind < 0.78:
                 prefix, until = rng.choice(("c1", "c2", "c2", ROOT)), rng.choice((0, now + 3_600_000))
                 await both(lambda s, t=tid, p=prefix, u=until: s.revoke(t, p, u))

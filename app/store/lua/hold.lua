@@ -1,6 +1,6 @@
--- Settle or release a hold. ARGV: hold_id action(settle|release) amount('' = all held) now verifier.
--- A hold made for a named verifier is not_found to any other: one verifier cannot close another's.
--- Returns {state, amount, currency} or {'error', kind, reason}: not_found, conflict, too_much.
+-- Settle, release or extend a hold. ARGV: hold_id action(settle|release|extend) amount('' = all held) now verifier
+-- ttl_ms (extend only). A hold made for a named verifier is not_found to any other: one verifier cannot close
+-- another's. Returns {state, amount, currency[, expires]} or {'error', kind, reason}: not_found, conflict, too_much.
 local hold_id, action, amount, now, verifier = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] or ''
 purge(now)
 local rec = key('h', hold_id)
@@ -10,6 +10,13 @@ local held, prefixes, currency, state, settled, ends, owner = v[1], v[2], v[3], 
 if owner and owner ~= '' and owner ~= verifier then return {'error', 'not_found'} end
 -- A closed hold is kept until `until`; one closed before holds carried it counts until Redis expires it.
 if state ~= 'held' and ends and not live(ends, now) then return {'error', 'not_found'} end
+if action == 'extend' then
+  if state ~= 'held' then return {'error', 'conflict', 'the hold was already ' .. state .. ': it has nothing left to extend'} end
+  local expires = string.format('%d', now + tonumber(ARGV[6]))
+  redis.call('HSET', rec, 'exp', expires)
+  redis.call('ZADD', HOLDS, expires, hold_id)
+  return {'held', held, currency, expires}
+end
 if amount == '' then amount = held end
 local target = action == 'settle' and 'settled' or 'released'
 if state ~= 'held' then
