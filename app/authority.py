@@ -187,25 +187,33 @@ class Authority:
                     charged=_money(cost) if cost is not None and req.mode == "charge" else None,
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
+                    replayed=outcome.replayed,
                 ),
                 charged=cost if req.mode == "charge" and not outcome.replayed else None,
             )
+        replayed = outcome.replayed
         if outcome.status == "revoked":
-            return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
+            denial = _revoked(chain, outcome.index)
+            return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
         if outcome.status == "rate_limited":
             denial = _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
-            return Verdict(429, await self._denied(chain, denial, now, outcome.balances), retry)
+            return Verdict(429, await self._denied(chain, denial, now, outcome.balances, replayed), retry)
         spec = analysis.budgets[outcome.index]
         views = self._budget_views(chain, outcome.balances)
         left = views[outcome.index].remaining if views else "?"
         denial = Denial(Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.limit.currency} remain").at(
             spec.caveat, spec.hop
         )
-        return Verdict(403, await self._denied(chain, denial, now, outcome.balances))
+        return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
 
     async def _denied(
-        self, chain: VerifiedChain, denial: Denial, now: float, balances: list[tuple[int, int]] | None = None
+        self,
+        chain: VerifiedChain,
+        denial: Denial,
+        now: float,
+        balances: list[tuple[int, int]] | None = None,
+        replayed: bool = False,
     ) -> Denied:
         """A denial after the signature verified also says what the holder can still do."""
         analysis = chain.analysis
@@ -222,6 +230,7 @@ class Authority:
             denial.hop,
             self._budget_views(chain, balances) if balances else None,
             list(analysis.tools) if analysis.tools is not None else None,
+            replayed,
         )
 
     def _budget_views(self, chain: VerifiedChain, balances: list[tuple[int, int]]) -> list[BudgetView]:

@@ -80,6 +80,7 @@ class Allowed(Strict):
     charged: Money | None = None
     hold_id: str | None = None
     expires_at: str | None = None
+    replayed: bool = False  # true: the stored first answer of this request_id, not a new authorization
 
 
 class Denied(Strict):
@@ -90,6 +91,7 @@ class Denied(Strict):
     hop: int | None = None
     budgets: list[BudgetView] | None = None
     tools: list[str] | None = None
+    replayed: bool = False  # as in Allowed: sent only when true
 
 
 class SettleRequest(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from app.api.app import create_app
@@ -56,7 +57,9 @@ async def test_the_async_client_gives_the_same_answers(tmp_path: Path) -> None:
         root = await c.mint("orchestrator", budget="1.00 USD", rate="5/1m")
         first = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
         again = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
-        assert isinstance(first, Allowed) and first == again
+        assert isinstance(first, Allowed) and isinstance(again, Allowed)
+        assert (first.replayed, again.replayed) == (False, True)  # the retry is the first answer, marked
+        assert msgspec.structs.replace(again, replayed=False) == first
         over = await c.verify(root.token, "search", cost="0.60 USD")
         assert isinstance(over, Denied) and over.code == "budget_exceeded"
         assert over.budgets is not None and over.budgets[0].remaining == "0.40"
