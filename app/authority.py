@@ -31,7 +31,7 @@ from app.api.schemas import (
     VerifyRequest,
 )
 from app.errors import Conflict, InvalidToken, StoreUnavailable
-from app.store.base import BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
+from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
@@ -196,7 +196,7 @@ class Authority:
             denial = _revoked(chain, outcome.index)
             return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
         if outcome.status == "rate_limited":
-            denial = _rate_limited(analysis.rates[outcome.index])
+            denial = _too_many_holds() if outcome.index < 0 else _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
             return Verdict(429, await self._denied(chain, denial, now, outcome.balances, replayed), retry)
         spec = analysis.budgets[outcome.index]
@@ -351,6 +351,15 @@ def _rate_limited(rate: RateCounter) -> Denial:
     return Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
         rate.caveat, rate.hop
     )
+
+
+def _too_many_holds() -> Denial:
+    """The root's own bound, not a caveat's: no caveat or hop is named."""
+    reason = (
+        f"the root token already has {MAX_OPEN_HOLDS:,} open holds, the most it may have: settle or release one, "
+        "or retry when the first ends by itself (Retry-After)"
+    )
+    return Denial(Code.RATE_LIMITED, reason)
 
 
 def _spent(budget: BudgetCounter) -> Denial:

@@ -27,6 +27,7 @@ from app.store.base import (
     hold_token_id,
     refuse_negative,
     refuse_no_ttl,
+    stepwise,
 )
 from app.store.coalesce import Coalescer
 from app.store.scripts import SCRIPTS
@@ -117,9 +118,13 @@ class RedisStore(Store):
             ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
             d.verifier,
         )
-        reply = await self._run("decide", d.token_id, "\n".join(args))
+        return await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args)))
+
+    async def _decide_step(self, token_id: str, packed: str) -> Outcome | None:
+        reply = await self._run("decide", token_id, packed)
         with _expected_reply("decide"):
-            return _outcome(reply)
+            outcome = _outcome(reply)
+        return None if outcome.status == "purging" else outcome
 
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
@@ -174,8 +179,13 @@ class RedisStore(Store):
     ) -> Inspection:
         windows = [x for r in rates for x in (r.prefix, r.count, r.window_ms)]
         args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows)
+        return await stepwise(lambda: self._inspect_step(token_id, args))
+
+    async def _inspect_step(self, token_id: str, args: tuple[str | int, ...]) -> Inspection | None:
         reply = await self._run("inspect", token_id, *args)
         with _expected_reply("inspect"):
+            if reply == ["purging"]:
+                return None
             revoked, full, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
             return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])

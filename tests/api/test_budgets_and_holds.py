@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import time
 
 import httpx
 import pytest
 
+from app.store.base import MAX_OPEN_HOLDS, Decision
+from app.store.redis import RedisStore
 from app.token.mint import attenuate
 from tests.api.conftest import Api
 
@@ -443,3 +447,57 @@ def test_a_zero_cost_hold_extends_as_any_other(api: Api) -> None:
     )
     api.clock.advance(10)
     assert api.settle(hold_id).json()["state"] == "settled"
+
+
+# -- bounds -----------------------------------------------------------------------------------------------------
+
+
+def fill_holds(api: Api, token_id: str, count: int, ttl_ms: int) -> list[str]:
+    """`count` open zero-cost holds of this root, made straight in the store (10,000 HTTP calls would be slow)."""
+
+    async def fill() -> list[str]:
+        store = api.store
+        if api.redis is not None:  # the app's client belongs to the app's event loop: a store of this loop's own
+            kw = api.redis.connection_pool.connection_kwargs
+            store = RedisStore(f"redis://{kw['host']}:{kw['port']}/{kw['db']}", 5.0)
+        made = []
+        for start in range(0, count, 1000):
+            made += await asyncio.gather(
+                *(
+                    store.decide(
+                        Decision(
+                            token_id,
+                            int(api.clock.now * 1000),
+                            secrets.token_hex(16),
+                            ("p",),
+                            mode="hold",
+                            hold_ttl_ms=ttl_ms,
+                        )
+                    )
+                    for _ in range(start, min(count, start + 1000))
+                )
+            )
+        if store is not api.store:
+            await store.close()
+        return [o.hold_id for o in made if o.hold_id]
+
+    return asyncio.run(fill())
+
+
+def test_a_root_with_10000_open_holds_gets_429_for_the_next_with_a_reason_and_retry_after(api: Api) -> None:
+    minted = api.mint(budget=money("10"))
+    token = minted["token"]
+    made = fill_holds(api, minted["token_id"], MAX_OPEN_HOLDS, 120_000)
+    assert len(made) == MAX_OPEN_HOLDS
+    api.clock.advance(30)
+    r = api.verify(token, cost=money("1"), mode="hold")
+    assert r.status_code == 429, r.text
+    body = r.json()
+    assert body["code"] == "rate_limited" and "10,000 open holds" in body["reason"], body
+    assert "caveat" not in body and "hop" not in body  # the root's own bound, not a caveat's
+    assert r.headers["retry-after"] == "90"  # when the first of them ends by itself
+    assert api.budgets(token)[0]["held"] == "0.00"  # nothing was reserved
+    api.allowed(token, cost=money("1"))  # a charge is no hold: not affected
+    assert api.release(made[0]).status_code == 200  # a release frees a place at once
+    api.allowed(token, cost=money("1"), mode="hold")
+    assert api.verify(token, cost=money("1"), mode="hold").status_code == 429
