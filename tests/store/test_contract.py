@@ -760,6 +760,30 @@ async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -
 
 
 @pytest.mark.parametrize("backend", ["redis"])
+async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(store: Store) -> None:
+    """A budget counter ends GC_SLACK_MS after its budget's end; a hold made before then may be extended past it,
+    day after day. The counter must outlive the hold: collected under it, the hold's release would write a new,
+    never-expiring counter holding minus the hold (more remaining than the limit)."""
+    root, now = tid(), real_ms()
+    levels = (BudgetSpec("b", 10, True, now + 60_000), BudgetSpec("forever", 10, True, 0))
+    held = await store.decide(decision(root, 4, budgets=levels, mode="hold", hold_ttl_ms=86_400_000, now=now))
+    assert held.hold_id is not None
+    counter = f"{base_key(root)}:b:b"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.pexpiretime(counter) == now + 60_000 + GC_SLACK_MS
+        ends = now + 80_000_000 + 86_400_000  # extended a day later for another day: past the counter's end
+        assert (await store.extend(held.hold_id, 86_400_000, now + 80_000_000)).expires_ms == ends
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+        assert client.pexpiretime(f"{base_key(root)}:b:forever") == -1  # a counter that never ends gets no end
+        # Neither a charge on the budget (by a token still live) nor a shorter extend brings the end back.
+        assert (await store.decide(decision(root, 1, budgets=levels, now=now))).status == "allowed"
+        assert (await store.extend(held.hold_id, 1000, now + 80_000_000)).state == "held"
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+    assert (await store.release(held.hold_id, now + 80_000_000)).state == "released"
+    assert (await store.inspect(root, (), ("b", "forever"), now + 80_000_000)).balances == [(1, 0)] * 2
+
+
+@pytest.mark.parametrize("backend", ["redis"])
 async def test_records_written_before_they_carried_their_end_keep_their_meaning(store: Store) -> None:
     """Marks holding '1', answers without their end and closed holds without `until` (the format before): they
     count until Redis expires them, as they did; an upgrade must not lift a revocation or forget an answer."""
