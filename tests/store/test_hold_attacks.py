@@ -218,8 +218,10 @@ async def test_concurrent_holds_at_the_bound_never_open_more_than_it(stores: lis
     """At the bound, 300 holds race 40 releases, 40 settles and 20 holds that end meanwhile: exactly as many are
     admitted as places were freed, never one more; another root is not affected at any point."""
     root, other = tid(), tid()
-    short = await fill(stores[0], root, 20, 500)
-    ids = await fill(stores[1], root, MAX_OPEN_HOLDS - 20, 60_000)
+    await fill(stores[0], root, 20, 500)
+    asked = decision(root, 0, mode="hold", hold_ttl_ms=60_000, request_id="before", fingerprint="f")
+    made = await stores[2].decide(asked)
+    ids = [made.hold_id or ""] + await fill(stores[1], root, MAX_OPEN_HOLDS - 21, 60_000)
     now = T0 + 500  # the 20 short ones have ended by now
     rng = random.Random(7)
     freeing = [stores[i % 3].release(h, now) for i, h in enumerate(ids[:40])]
@@ -241,7 +243,6 @@ async def test_concurrent_holds_at_the_bound_never_open_more_than_it(stores: lis
     # behind sees them open: at most 100 places, at least the 80 closed.
     assert 80 <= len(admitted) <= 100, len(admitted)
     assert all(o.status == "allowed" for o in results[380:])
-    assert short  # made
     # Whatever the order: after a call at `now`, at most MAX_OPEN_HOLDS are open, and the rest are refused.
     more = await asyncio.gather(
         *(stores[i % 3].decide(decision(root, 1, budgets=LEVELS, mode="hold", now=now)) for i in range(150))
@@ -249,6 +250,11 @@ async def test_concurrent_holds_at_the_bound_never_open_more_than_it(stores: lis
     assert sum(o.status == "allowed" for o in more) == 100 - len(admitted)
     assert sum(o.status == "rate_limited" for o in more) == 50 + len(admitted)
     assert await balances(stores[0], root, now) == [(0, 100)] * 2  # each admitted hold holds 1 at both levels
+    # At the bound, a replay of a hold made before it is still its first answer: no new hold, and no denial.
+    # (Its hold was among the first 40 released: the replay names it all the same.)
+    replay = await stores[0].decide(again_at(asked, now))
+    assert (replay.status, replay.replayed, replay.hold_id) == ("allowed", True, made.hold_id)
+    assert (await stores[1].decide(decision(root, 0, mode="hold", now=now))).index == -1
 
 
 # -- clocks that disagree: every store against a model of the contract -------------------------------------------
