@@ -395,3 +395,27 @@ async def test_a_release_half_done_by_a_clock_ahead_is_neither_undone_nor_repeat
     assert (out.status, out.balances) == ("allowed", [(n, 0)])
     assert {v.balances[0][1] for v in views} == {0}
     assert (await stores[2].inspect(root, (), ("b",), T0 + 999)).balances == [(n, 0)]
+
+
+async def test_thirty_callers_at_the_instant_a_thousand_holds_end_each_decide_on_exact_balances(
+    stores: list[Store],
+) -> None:
+    """Every hold ends at `now`; 30 calls at `now` share the bounded release between them (any of them may take
+    any step), and each decides only once none of the ended holds counts: all 30 fit the budget exactly."""
+    root = tid()
+    n = 4 * PURGE_STEP
+    levels = (budget("b", n),)
+    for start in range(0, n, 256):
+        made = [
+            stores[i % 3].decide(decision(root, 1, budgets=levels, mode="hold", hold_ttl_ms=1000))
+            for i in range(start, start + 256)
+        ]
+        assert {o.status for o in await asyncio.gather(*made)} == {"allowed"}
+    cost = n // 30
+    decided, viewed = await asyncio.gather(
+        asyncio.gather(*(stores[i % 3].decide(decision(root, cost, budgets=levels, now=T0 + 1000)) for i in range(30))),
+        asyncio.gather(*(stores[i % 3].inspect(root, (), ("b",), T0 + 1000) for i in range(5))),
+    )
+    assert [o.status for o in decided] == ["allowed"] * 30
+    assert all(v.balances[0][1] == 0 for v in viewed)
+    assert (await stores[0].inspect(root, (), ("b",), T0 + 1000)).balances == [(30 * cost, 0)]
