@@ -24,6 +24,7 @@ from app.api.metrics import Metrics
 from app.api.schemas import (
     Denied,
     ErrorBody,
+    ExtendRequest,
     InspectRequest,
     MintRequest,
     ReleaseRequest,
@@ -74,6 +75,13 @@ class Unauthorized(Exception):
     pass
 
 
+def _refusal(presented: str | None, what: str) -> str:
+    """A caller who sent a key learns it was wrong, not that it is missing (the key itself is never echoed)."""
+    if presented is None:
+        return f"this needs Authorization: Bearer <{what}>"
+    return f"the {what} presented was rejected: it is not one of this service's {what}s"
+
+
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
     store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
     cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
@@ -81,17 +89,19 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
-        if _match(_bearer(request), settings.admin_keys) is None:
-            raise Unauthorized("this needs Authorization: Bearer <admin key>")
+        presented = _bearer(request)
+        if _match(presented, settings.admin_keys) is None:
+            raise Unauthorized(_refusal(presented, "admin key"))
 
     def verifier_name(request: Request[Any, Any, Any]) -> str | None:
         """With AGENTCAPS_VERIFIER_KEYS, the name of the key presented (401 without a valid one); else None.
         Checked before the body is read: a caller without a key learns nothing about what a body needs."""
         if not settings.verifier_keys:
             return None
-        key = _match(_bearer(request), settings.verifier_keys)
+        presented = _bearer(request)
+        key = _match(presented, settings.verifier_keys)
         if key is None:
-            raise Unauthorized("this needs Authorization: Bearer <verifier key>")
+            raise Unauthorized(_refusal(presented, "verifier key"))
         return settings.verifier_keys[key]
 
     def audience_of(name: str | None, claimed: str | None) -> str | None:
@@ -156,6 +166,14 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
             decode(body, ReleaseRequest)
         return _json(await authority.release(hold_id, name))
+
+    @post("/v1/holds/{hold_id:str}/extend", status_code=200)
+    async def extend(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
+        name = verifier_name(request)
+        body = await request.body()
+        if not body.strip():
+            raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
+        return _json(await authority.extend(hold_id, decode(body, ExtendRequest).hold_ttl, name))
 
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -237,6 +255,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             verify,
             settle,
             release,
+            extend,
             revoke,
             inspect,
             healthz,

@@ -172,6 +172,10 @@ def test_mint_needs_the_admin_key(api: Api, headers: dict[str, str]) -> None:
     assert r.status_code == 401
     assert r.json()["code"] == "unauthorized"
     assert api.settings.admin_keys[0] not in r.text
+    wrong = headers.get("Authorization") == "Bearer not-the-admin-key"
+    # A key that was sent and is wrong is said to be rejected, not missing; the key sent is never echoed.
+    assert ("rejected" in r.json()["reason"]) == wrong, r.json()
+    assert "not-the-admin-key" not in r.text
 
 
 def test_admin_key_with_the_scheme_in_another_case_still_mints(api: Api) -> None:

@@ -328,6 +328,7 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
         "/v1/verify",
         "/v1/holds/{hold_id}/settle",
         "/v1/holds/{hold_id}/release",
+        "/v1/holds/{hold_id}/extend",
         "/v1/revoke",
         "/v1/inspect",
     ]:
@@ -345,6 +346,12 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
     inspect_503 = paths["/v1/inspect"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
     assert inspect_503 == {"$ref": "#/components/schemas/ErrorBody"}
     assert schemas["ReleaseRequest"]["properties"] == {} and schemas["ReleaseRequest"]["additionalProperties"] is False
+    extend = paths["/v1/holds/{hold_id}/extend"]["post"]
+    assert extend["requestBody"]["required"] is True
+    assert schemas["ExtendRequest"]["required"] == ["hold_ttl"]
+    assert schemas["ExtendRequest"]["properties"]["hold_ttl"] == {"type": "integer", "minimum": 1, "maximum": 86400}
+    assert "held" in schemas["HoldResponse"]["properties"]["state"]["enum"]
+    assert "expires_at" in schemas["HoldResponse"]["properties"]
 
 
 def test_unknown_routes_and_methods(api: Api) -> None:
@@ -422,6 +429,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     for path, body in [
         (f"/v1/holds/{hold}/settle", None),
         (f"/v1/holds/{hold}/release", None),
+        (f"/v1/holds/{hold}/extend", {"hold_ttl": 60}),
         ("/v1/revoke", {"token": token}),
         ("/v1/inspect", {"token": token}),
     ]:
@@ -435,7 +443,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     assert r.status_code == 503 and r.json()["reason"]
     assert client.get("/healthz").status_code == 200
     text = client.get("/metrics").text
-    assert re.search(r"^agentcaps_store_errors_total 8\.0$", text, re.M), text
+    assert re.search(r"^agentcaps_store_errors_total 9\.0$", text, re.M), text
     assert re.search(r'^agentcaps_decisions_total\{code="store_unavailable"\} 3\.0$', text, re.M), text
 
 

@@ -149,3 +149,11 @@ def test_attenuation_refuses_more_budget_or_rate_caveats_than_a_token_may_carry(
         token.attenuate(budget="1 USD", now=NOW)
     with pytest.raises(TokenError, match="at most 8 rate caveats, this one has 9"):
         root("rate <= 100/1h").attenuate(caveats=["rate <= 10/1m"] * 8, now=NOW)
+
+
+def test_the_package_exports() -> None:
+    import app.sdk
+
+    # What users import: a change here is a change of the SDK's public surface, made on purpose.
+    assert sorted(app.sdk.__all__) == ["ApiError", "AsyncClient", "Client", "Hop", "Limits", "Token", "TokenError"]
+    assert all(getattr(app.sdk, name) for name in app.sdk.__all__)

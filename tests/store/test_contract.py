@@ -15,7 +15,7 @@ import redis
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
-from app.store.base import IDEMPOTENCY_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
+from app.store.base import IDEMPOTENCY_TTL_MS, MAX_HOLD_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
 from app.store.redis import _digest, base_key
 from app.store.scripts import GC_SLACK_MS
 from app.token.keys import KeyRing, new_key_entry
@@ -309,6 +309,8 @@ async def test_unknown_and_garbage_hold_ids_are_not_found(store: Store) -> None:
             await store.settle(hold_id, 1, T0)
         with pytest.raises(NotFound):
             await store.release(hold_id, T0)
+        with pytest.raises(NotFound):
+            await store.extend(hold_id, 1000, T0)
     assert (await store.settle(held.hold_id, 1, T0)).amount == 1  # the real one was never touched
 
 
@@ -322,6 +324,91 @@ async def test_zero_cost_holds_release_settle_and_expire(store: Store) -> None:
         assert closed.amount == 0
     await store.decide(decision(root, 0, budgets=levels, mode="hold", hold_ttl_ms=1))
     assert (await store.decide(decision(root, 10, budgets=levels, now=T0 + 5))).status == "allowed"
+
+
+async def test_extend_keeps_a_hold_past_its_old_end_and_is_idempotent(store: Store) -> None:
+    root = tid()
+    levels = (budget("l1", 10), budget("l2", 8))
+    held = await store.decide(decision(root, 6, budgets=levels, mode="hold", hold_ttl_ms=1000))
+    assert held.hold_id is not None
+    state = await store.extend(held.hold_id, 2000, T0 + 500)
+    assert state == type(state)(held.hold_id, "held", 6, "USD", T0 + 2500)
+    assert (await store.extend(held.hold_id, 2000, T0 + 500)) == state  # the same extend again: the same state
+    # Past the old end (T0 + 1000) it still counts, and a decision does not purge it.
+    assert (await store.decide(decision(root, 3, budgets=levels, now=T0 + 1500))).status == "budget_exceeded"
+    assert (await store.inspect(root, (), ("l1", "l2"), T0 + 2499)).balances == [(0, 6)] * 2
+    assert (await store.settle(held.hold_id, 5, T0 + 2499)).amount == 5
+    assert (await store.inspect(root, (), ("l1", "l2"), T0 + 2600)).balances == [(5, 0)] * 2
+
+
+async def test_extend_may_shorten_a_hold_and_it_then_ends_then(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10),)
+    held = await store.decide(decision(root, 7, budgets=levels, mode="hold", hold_ttl_ms=60_000))
+    assert held.hold_id is not None
+    assert (await store.extend(held.hold_id, 100, T0 + 10)).expires_ms == T0 + 110
+    assert (await store.inspect(root, (), ("b",), T0 + 109)).balances == [(0, 7)]
+    out = await store.decide(decision(root, 10, budgets=levels, now=T0 + 110))
+    assert (out.status, out.balances) == ("allowed", [(10, 0)])
+    with pytest.raises(NotFound):
+        await store.extend(held.hold_id, 60_000, T0 + 110)
+
+
+async def test_extend_refuses_closed_expired_foreign_and_unknown_holds_and_changes_nothing(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 100),)
+    settled, released, expired = [
+        (await store.decide(decision(root, 5, budgets=levels, mode="hold", hold_ttl_ms=ttl))).hold_id
+        for ttl in (60_000, 60_000, 1000)
+    ]
+    mine = msgspec.structs.replace(decision(root, 5, budgets=levels, mode="hold"), verifier="search-srv")
+    foreign = (await store.decide(mine)).hold_id
+    assert settled and released and expired and foreign
+    await store.settle(settled, 2, T0)
+    await store.release(released, T0)
+    with pytest.raises(Conflict, match="settled"):
+        await store.extend(settled, 60_000, T0 + 1)
+    with pytest.raises(Conflict, match="released"):
+        await store.extend(released, 60_000, T0 + 1)
+    for hold_id, verifier in (
+        (foreign, ""),
+        (foreign, "payments-srv"),
+        (f"{root}.{secrets.token_hex(16)}", ""),
+        ("nope", ""),
+        (expired, ""),
+    ):
+        with pytest.raises(NotFound):
+            await store.extend(hold_id, 60_000, T0 + 1000, verifier)
+    # Past 24 h too (the API's bound): Redis formats an end past 2^63 as -2^63 and the hold ended at once, while
+    # memory:// kept it for ages; no store takes an end it cannot keep.
+    for ttl in (0, -1, -60_000, MAX_HOLD_TTL_MS + 1, 10**20):
+        with pytest.raises(ValueError, match="hold_ttl"):
+            await store.extend(foreign, ttl, T0 + 1000, "search-srv")
+    # Nothing moved: the settled 2 is spent, the foreign hold still holds 5 until its own end (T0 + 300 s).
+    assert (await store.inspect(root, (), ("b",), T0 + 1000)).balances == [(2, 5)]
+    assert (await store.inspect(root, (), ("b",), T0 + 300_000)).balances == [(2, 0)]
+    assert (await store.settle(settled, 2, T0 + 2000)).state == "settled"  # and the closed ones are as they were
+    assert (await store.release(released, T0 + 2000)).state == "released"
+
+
+async def test_an_extended_hold_belongs_to_its_verifier_still(store: Store) -> None:
+    root = tid()
+    made = msgspec.structs.replace(decision(root, 5, budgets=(budget("b", 10),), mode="hold"), verifier="search-srv")
+    hold_id = (await store.decide(made)).hold_id
+    assert hold_id is not None
+    assert (await store.extend(hold_id, 1000, T0, "search-srv")).state == "held"
+    with pytest.raises(NotFound):
+        await store.settle(hold_id, None, T0, "payments-srv")
+    assert (await store.release(hold_id, T0, "search-srv")).state == "released"
+
+
+async def test_a_zero_cost_hold_extends_too(store: Store) -> None:
+    root = tid()
+    held = await store.decide(decision(root, 0, mode="hold", hold_ttl_ms=1000))
+    assert held.hold_id is not None
+    state = await store.extend(held.hold_id, 5000, T0 + 900)
+    assert (state.state, state.amount, state.expires_ms) == ("held", 0, T0 + 5900)
+    assert (await store.settle(held.hold_id, 0, T0 + 5000)).state == "settled"
 
 
 # -- idempotency ------------------------------------------------------------------------------------------
@@ -672,6 +759,30 @@ async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -
     for kind, ttl in (("r:r", 60_000), ("i:", IDEMPOTENCY_TTL_MS), ("h:", SETTLED_HOLD_TTL_MS)):
         end = next(v for k, v in ends.items() if k.startswith(kind))
         assert now + ttl + GC_SLACK_MS <= end <= real_ms() + ttl + GC_SLACK_MS, kind
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(store: Store) -> None:
+    """A budget counter ends GC_SLACK_MS after its budget's end; a hold made before then may be extended past it,
+    day after day. The counter must outlive the hold: collected under it, the hold's release would write a new,
+    never-expiring counter holding minus the hold (more remaining than the limit)."""
+    root, now = tid(), real_ms()
+    levels = (BudgetSpec("b", 10, True, now + 60_000), BudgetSpec("forever", 10, True, 0))
+    held = await store.decide(decision(root, 4, budgets=levels, mode="hold", hold_ttl_ms=86_400_000, now=now))
+    assert held.hold_id is not None
+    counter = f"{base_key(root)}:b:b"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.pexpiretime(counter) == now + 60_000 + GC_SLACK_MS
+        ends = now + 80_000_000 + 86_400_000  # extended a day later for another day: past the counter's end
+        assert (await store.extend(held.hold_id, 86_400_000, now + 80_000_000)).expires_ms == ends
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+        assert client.pexpiretime(f"{base_key(root)}:b:forever") == -1  # a counter that never ends gets no end
+        # Neither a charge on the budget (by a token still live) nor a shorter extend brings the end back.
+        assert (await store.decide(decision(root, 1, budgets=levels, now=now))).status == "allowed"
+        assert (await store.extend(held.hold_id, 1000, now + 80_000_000)).state == "held"
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+    assert (await store.release(held.hold_id, now + 80_000_000)).state == "released"
+    assert (await store.inspect(root, (), ("b", "forever"), now + 80_000_000)).balances == [(1, 0)] * 2
 
 
 @pytest.mark.parametrize("backend", ["redis"])

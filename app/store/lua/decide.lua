@@ -17,7 +17,7 @@ for p, l, c, e in string.gmatch(a[11], '([^,:]+):(%d+):(%d):(%d+)') do
   budgets[#budgets + 1] = {p, l, c == '1', tonumber(e)}
 end
 
-purge(now)
+if not purge(now) then return 'purging,0,0,,0' end
 
 local idem
 if request_id ~= '' then
@@ -54,6 +54,13 @@ for j, r in ipairs(rates) do
   end
 end
 
+-- The root's open holds are bounded (all are live here: purge is done): index -1, the root itself; Retry-After
+-- is when the first of them ends by itself (settling or releasing one frees a place sooner).
+if mode == 'hold' and redis.call('ZCARD', HOLDS) >= MAX_OPEN_HOLDS then
+  local first = redis.call('ZRANGE', HOLDS, 0, 0, 'WITHSCORES')
+  return answer('rate_limited', -1, string.format('%d', tonumber(first[2]) - now), '', {})
+end
+
 local balances = {}
 for j, b in ipairs(budgets) do balances[j] = {balance(b[1])} end
 local c = big(cost)
@@ -83,7 +90,7 @@ for j, b in ipairs(budgets) do
     redis.call('HINCRBY', k, field, cost)
     local slot = field == 's' and 1 or 2
     balances[j][slot] = decimal(add(big(balances[j][slot]), c))  -- exact: a Lua number prints 1e+14
-    if b[4] > 0 then redis.call('PEXPIREAT', k, b[4] + GC_SLACK_MS) end  -- deleted early: whole again, overspent
+    if b[4] > 0 then keep_counter(b[1], b[4] + GC_SLACK_MS, true) end  -- deleted early: whole again, overspent
   end
 end
 if mode == 'hold' then

@@ -26,6 +26,18 @@ end
 -- The negative of an amount string; Redis's integer parser refuses '-0'.
 local function neg(s) if s == '0' then return '0' end return '-' .. s end
 
+-- Redis collects the budget counter of `prefix` GC_SLACK_MS after `at`: after the later of its budget's end and the
+-- end of any hold on it, as extend may keep a hold past the budget's end (collected under the hold, the hold's
+-- release would write a new counter holding minus the hold, that never ends). An end only ever moves later.
+-- `budget_ends` false: the caller cannot tell, and a counter without an end (PEXPIRETIME -1) is one of a budget
+-- that never ends; true (a charge of a budget that ends): such a counter was just created, and gets its end.
+local function keep_counter(prefix, at, budget_ends)
+  local k = key('b', prefix)
+  local current = redis.call('PEXPIRETIME', k)
+  if current == -2 or (current == -1 and not budget_ends) then return end
+  if current < at then redis.call('PEXPIREAT', k, at) end
+end
+
 local function balance(prefix)
   local v = redis.call('HMGET', key('b', prefix), 's', 'h')
   return v[1] or '0', v[2] or '0'
@@ -68,19 +80,32 @@ local function stored_answer(stored, fingerprint, now)
   return replayed(answer)
 end
 
--- Release every expired hold of this root: their held amounts stop counting against budgets. All of them:
--- one left over would still count and refuse a call it must not.
-local function purge(now)
-  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now)
-  for _, hold_id in ipairs(expired) do
-    local rec = key('h', hold_id)
+-- Release the first n open holds of `ids` (expired ones): their held amounts stop counting against budgets.
+-- Each budget is decremented once by the sum of its holds (in limbs: exact), not once per hold.
+local function drop_holds(ids, n)
+  local freed, order = {}, {}
+  for i = 1, n do
+    local rec = key('h', ids[i])
     local v = redis.call('HMGET', rec, 'amt', 'b')
-    if v[1] then
+    if v[1] and v[1] ~= '0' and v[2] then
       for prefix in string.gmatch(v[2], '[^,]+') do
-        redis.call('HINCRBY', key('b', prefix), 'h', neg(v[1]))
+        if not freed[prefix] then order[#order + 1] = prefix; freed[prefix] = {0, 0} end
+        freed[prefix] = add(freed[prefix], big(v[1]))
       end
     end
     redis.call('DEL', rec)
-    redis.call('ZREM', HOLDS, hold_id)
   end
+  redis.call('ZREM', HOLDS, unpack(ids, 1, n))
+  for _, prefix in ipairs(order) do redis.call('HINCRBY', key('b', prefix), 'h', neg(decimal(freed[prefix]))) end
+end
+
+-- Release this root's expired holds, at most PURGE_STEP of them: a root may have MAX_OPEN_HOLDS ending at once,
+-- and one script releasing them all would stall Redis for every root. True when none is left. False: an expired
+-- hold still counts, so the caller must not decide on these balances; it answers 'purging' and is called again
+-- (app/store/base.py stepwise), each call one bounded step, other calls running in between.
+local function purge(now)
+  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, PURGE_STEP + 1)
+  local n = math.min(#expired, PURGE_STEP)
+  if n > 0 then drop_holds(expired, n) end
+  return #expired <= PURGE_STEP
 end
