@@ -11,6 +11,7 @@ import msgspec
 from app.errors import Conflict, NotFound
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
+    MADE_UP_ID_TTL_MS,
     MAX_OPEN_HOLDS,
     PURGE_STEP,
     ROOT,
@@ -80,7 +81,7 @@ class MemoryStore(Store):
             self.answers[(tid, d.request_id)] = (
                 d.fingerprint,
                 msgspec.msgpack.encode(outcome),
-                now + IDEMPOTENCY_TTL_MS,
+                now + (MADE_UP_ID_TTL_MS if d.made_up_id else IDEMPOTENCY_TTL_MS),
             )
         return outcome
 

@@ -15,7 +15,7 @@ import redis
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
-from app.store.base import IDEMPOTENCY_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
+from app.store.base import IDEMPOTENCY_TTL_MS, MADE_UP_ID_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
 from app.store.redis import _digest, base_key
 from app.store.scripts import GC_SLACK_MS
 from app.token.keys import KeyRing, new_key_entry
@@ -481,6 +481,27 @@ async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no
     assert (await authority.verify(request, None)).status == 200
     now[0] += 25 * 3600  # past the token's expiry and past the 24 h of the answer
     assert (await authority.verify(request, None)).status == 403
+
+
+async def test_a_made_up_request_id_is_replayed_for_minutes_not_a_day(store: Store, backend: str) -> None:
+    """The service makes an id up for every call that came without one: its answer is kept MADE_UP_ID_TTL_MS (and
+    on Redis for no longer, without the day of GC slack), while a caller's id is kept 24 h."""
+    root, levels = tid(), (budget("b", 10),)
+    made_up = decision(root, 1, budgets=levels, request_id="m", fingerprint="f")
+    made_up = msgspec.structs.replace(made_up, made_up_id=True)
+    first = await store.decide(made_up)
+    assert (first.status, first.replayed) == ("allowed", False)
+    late = msgspec.structs.replace(made_up, now_ms=T0 + MADE_UP_ID_TTL_MS - 1)
+    again = await store.decide(late)
+    assert (again.status, again.replayed, again.balances) == ("allowed", True, [(1, 0)])
+    assert await store.lookup(root, "m", "f", T0 + MADE_UP_ID_TTL_MS) is None
+    await store.decide(decision(root, 1, budgets=levels, request_id="c", fingerprint="f"))
+    assert await store.lookup(root, "c", "f", T0 + MADE_UP_ID_TTL_MS) is not None
+    if backend == "redis":
+        with redis.Redis.from_url(REDIS_URL) as direct:
+            kept = direct.pttl(f"{base_key(root)}:i:{_digest('m')}")
+            assert MADE_UP_ID_TTL_MS - 60_000 < kept <= MADE_UP_ID_TTL_MS
+            assert direct.pttl(f"{base_key(root)}:i:{_digest('c')}") > IDEMPOTENCY_TTL_MS
 
 
 # -- rate windows -----------------------------------------------------------------------------------------
