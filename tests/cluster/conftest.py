@@ -56,6 +56,14 @@ class Cluster:
                     return int(master[1])
         raise AssertionError(f"slot {slot} is not covered")
 
+    def replica_of(self, master: int) -> int:
+        """The port of the replica of the master on `master`."""
+        with self.client(master) as c:
+            for _, _, (_, port, *_), *replicas in c.execute_command("CLUSTER", "SLOTS"):
+                if int(port) == master and replicas:
+                    return int(replicas[0][1])
+        raise AssertionError(f"the master on {master} has no replica")
+
     def masters(self) -> list[int]:
         out = []
         for port in self.ports:
