@@ -84,7 +84,7 @@ class _Call(Generic[T]):
             return None
         if self.verify is None:
             return self
-        request_id = _named(response, "request_id") or self.verify.request_id
+        request_id = _texts(response).get("request_id") or self.verify.request_id
         if request_id is None:  # a 503 from something else than the service: the call may have charged, no id
             return None
         if request_id == self.verify.request_id:
@@ -102,24 +102,22 @@ class _Call(Generic[T]):
         raise _api_error(response)
 
 
-def _named(response: httpx.Response, name: str) -> str | None:
-    """A string field of a JSON object body, if there is one (a proxy may answer with no JSON at all)."""
+def _texts(response: httpx.Response) -> dict[str, str]:
+    """The string fields of a JSON object body; none if it is not one (a proxy may answer with no JSON at all)."""
     try:
         body = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
-        return None
-    value = body.get(name) if isinstance(body, dict) else None
-    return value if isinstance(value, str) else None
+        return {}
+    return {k: v for k, v in body.items() if isinstance(v, str)} if isinstance(body, dict) else {}
 
 
 def _api_error(response: httpx.Response) -> ApiError:
     """The refusal as the service worded it. Read leniently: an error body may carry more than ErrorBody's
     fields (a refused revoke answers with a denial, `allowed` and all), and a proxy may answer with no JSON."""
-    code, reason = _named(response, "code"), _named(response, "reason")
-    if code is not None and reason is not None:
-        field = _named(response, "field")
-        request_id = _named(response, "request_id") if response.status_code == 503 else None
-        return ApiError(response.status_code, code, reason, field, request_id)
+    body = _texts(response)
+    if "code" in body and "reason" in body:
+        request_id = body.get("request_id") if response.status_code == 503 else None  # a 500's is a log reference
+        return ApiError(response.status_code, body["code"], body["reason"], body.get("field"), request_id)
     return ApiError(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
 
 
