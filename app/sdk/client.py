@@ -39,7 +39,7 @@ from app.api.schemas import (
 )
 
 T = TypeVar("T")
-RETRY_FOR = 10.0  # seconds a 503 is resent for: covers a Redis Cluster failover with a 5 s cluster-node-timeout
+RETRY_FOR = 10.0  # seconds a 503 is resent for: a Redis Cluster failover, 3-9 s (docs/operations.md)
 FIRST_PAUSE, MAX_PAUSE = 0.1, 1.0  # seconds between resends: doubling, jittered, up to the service's Retry-After
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _allowed = msgspec.json.Decoder(Allowed)
