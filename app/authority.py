@@ -10,9 +10,9 @@ import hashlib
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -49,6 +49,7 @@ _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="numb
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
 _amounts: ByteLRU[int, str] = ByteLRU("amounts")
 AMOUNT_BYTES = 256  # an int key, a str of at most 19 digits and a point, the entry
+T = TypeVar("T")
 
 
 def _amount(micros: int) -> str:
@@ -143,13 +144,18 @@ class Authority:
         args = req.args or {}
         ctx = Context(int(now), req.tool, audience, cost, args, len(analysis.delegation))
         denial = analysis.evaluate(ctx)
-        fingerprint = self._fingerprint(chain, req, audience) if req.request_id else ""
         if denial is not None:
             if req.request_id is not None:
-                stored = await self.store.lookup(chain.token_id, req.request_id, fingerprint, int(now * 1000))
+                fingerprint = self._fingerprint(chain, req, audience)
+                lookup = self.store.lookup(chain.token_id, req.request_id, fingerprint, int(now * 1000))
+                stored = await _for_request(req.request_id, lookup)
                 if stored is not None:
                     return await self._verdict(chain, req, cost, stored, now)
             return Verdict(403, await self._denied(chain, denial, now))
+        # Every decision is stored under a request_id, the caller's or one made up here, in the same store call
+        # that charges: a 503 that came after the store decided is then resent with it and replayed, never charged
+        # twice (a 503 before the store decided has nothing stored, and the resend decides afresh).
+        request_id = req.request_id or _made_up_request_id()
         charged = cost is not None
         decision = Decision(
             token_id=chain.token_id,
@@ -170,11 +176,12 @@ class Authority:
             currency=cost.currency if cost is not None else "",
             mode=req.mode,
             hold_ttl_ms=req.hold_ttl * 1000,
-            request_id=req.request_id,
-            fingerprint=fingerprint,
+            request_id=request_id,
+            fingerprint=self._fingerprint(chain, req, audience),
             verifier=verifier or "",
+            made_up_id=req.request_id is None,
         )
-        outcome = await self.store.decide(decision)
+        outcome = await _for_request(request_id, self.store.decide(decision))
         return await self._verdict(chain, req, cost, outcome, now)
 
     async def _verdict(
@@ -338,6 +345,19 @@ class Authority:
             revoked=found.revoked_index is not None,
             denials=denials,
         )
+
+
+def _made_up_request_id() -> str:
+    return "agentcaps-" + secrets.token_hex(16)
+
+
+async def _for_request(request_id: str, call: Awaitable[T]) -> T:
+    """A store call made for this request: if it fails, the 503 names the request_id whose resend replays it."""
+    try:
+        return await call
+    except StoreUnavailable as e:
+        e.request_id = request_id
+        raise
 
 
 def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:

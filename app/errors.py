@@ -19,7 +19,12 @@ class InvalidToken(AgentcapsError):
 
 
 class StoreUnavailable(AgentcapsError):
-    """The counter store could not decide; nothing may be allowed on this doubt."""
+    """The counter store could not decide; nothing may be allowed on this doubt.
+
+    It may have decided all the same (its answer, or the replicas' confirmation, was lost): on a verify,
+    `request_id` is the id that decision was stored under, so resending the request with it replays it."""
+
+    request_id: str | None = None
 
 
 class ConfigError(AgentcapsError):

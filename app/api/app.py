@@ -71,6 +71,17 @@ def _match(presented: str | None, keys: Any) -> str | None:
     return found
 
 
+def _unavailable_verify(request_id: str | None) -> Denied:
+    """A verify's 503: the store may have decided and charged all the same, so it names the request_id to resend."""
+    if request_id is None:
+        return Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN)
+    reason = (
+        f"{STORE_DOWN}. It may have charged this call all the same: resend the same request with request_id "
+        f"{request_id!r}, which replays the decision instead of charging again"
+    )
+    return Denied(False, Code.STORE_UNAVAILABLE, reason, request_id=request_id)
+
+
 class Unauthorized(Exception):
     pass
 
@@ -128,7 +139,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         except StoreUnavailable as e:
             # A decision like any other (SPEC §3 lists the code among them): a denial, never an allow on doubt.
             metrics.decisions.labels(Code.STORE_UNAVAILABLE).inc()
-            return store_unavailable(e, Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN))
+            return store_unavailable(e, _unavailable_verify(e.request_id))
         body = verdict.body
         metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
         if verdict.charged is not None:

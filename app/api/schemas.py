@@ -92,6 +92,7 @@ class Denied(Strict):
     budgets: list[BudgetView] | None = None
     tools: list[str] | None = None
     replayed: bool = False  # as in Allowed: sent only when true
+    request_id: str | None = None  # a 503 only: resend the request with it to replay what the store may have decided
 
 
 class SettleRequest(Strict):

@@ -2,11 +2,19 @@
 
 One request builder (`_Call`) describes every call; the two clients only differ in how they send it.
 A denial is a value (`Denied`), not an exception; an exception means the request itself failed.
+
+A 503 (the counter store did not answer for sure) is resent by the clients themselves, with backoff, for up to
+`retry_for` seconds: a verify with the request_id the 503 names, so that a decision the store made after all is
+replayed, never charged twice; settle, release and extend as they are (they are idempotent).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import math
+import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -32,17 +40,25 @@ from app.api.schemas import (
 )
 
 T = TypeVar("T")
+RETRY_FOR = 10.0  # seconds a 503 is resent for: a Redis Cluster failover, 3-9 s (docs/operations.md)
+FIRST_PAUSE, MAX_PAUSE = 0.1, 1.0  # seconds between resends: doubling, jittered, up to the service's Retry-After
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _allowed = msgspec.json.Decoder(Allowed)
 _denied = msgspec.json.Decoder(Denied)
 
 
 class ApiError(Exception):
-    """The service refused the request itself (400, 401, 403, 404, 409, 413, 5xx): `code`, `reason`, `field`."""
+    """The service refused the request itself (400, 401, 403, 404, 409, 413, 5xx): `code`, `reason`, `field`.
 
-    def __init__(self, status: int, code: str, reason: str, field: str | None = None) -> None:
+    A verify's 503 also names its `request_id`: resending the same verify with it later replays what the store may
+    have decided instead of charging again."""
+
+    def __init__(
+        self, status: int, code: str, reason: str, field: str | None = None, request_id: str | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {reason}" + (f" (field {field})" if field else ""))
         self.status, self.code, self.reason, self.field = status, code, reason, field
+        self.request_id = request_id
 
 
 def as_money(value: Money | str | None) -> Money | None:
@@ -60,6 +76,22 @@ class _Call(Generic[T]):
     decode: Any  # a msgspec Decoder for the 2xx (and, for verify, 403/429) body
     admin: bool = False
     denied: Any = None  # for verify: the decoder of a 403/429 denial, which is a result, not an error
+    resend: bool = False  # a 503 is resent: settle, release and extend are idempotent; verify uses its request_id
+    verify: VerifyRequest | None = None  # a verify, resent with the request_id its 503 names
+
+    def again(self, response: httpx.Response) -> _Call[T] | None:
+        """The call to resend after this answer, or None: answer it."""
+        if response.status_code != 503 or not self.resend:
+            return None
+        if self.verify is None:
+            return self
+        request_id = _texts(response).get("request_id") or self.verify.request_id
+        if request_id is None:  # a 503 from something else than the service: the call may have charged, no id
+            return None
+        if request_id == self.verify.request_id:
+            return self
+        resent = msgspec.structs.replace(self.verify, request_id=request_id)
+        return dataclasses.replace(self, body=_body(resent), verify=resent)
 
     def result(self, response: httpx.Response) -> T:
         if self.denied is not None and response.status_code in (403, 429):
@@ -71,17 +103,30 @@ class _Call(Generic[T]):
         raise _api_error(response)
 
 
-def _api_error(response: httpx.Response) -> ApiError:
-    """The refusal as the service worded it. Read leniently: an error body may carry more than ErrorBody's
-    fields (a refused revoke answers with a denial, `allowed` and all), and a proxy may answer with no JSON."""
+def _texts(response: httpx.Response) -> dict[str, str]:
+    """The string fields of a JSON object body; none if it is not one (a proxy may answer with no JSON at all)."""
     try:
         body = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("reason"), str):
-        field = body.get("field")
-        return ApiError(response.status_code, body["code"], body["reason"], field if isinstance(field, str) else None)
+        return {}
+    return {k: v for k, v in body.items() if isinstance(v, str)} if isinstance(body, dict) else {}
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """The refusal as the service worded it. Read leniently: an error body may carry more than ErrorBody's
+    fields (a refused revoke answers with a denial, `allowed` and all), and a proxy may answer with no JSON."""
+    body = _texts(response)
+    if "code" in body and "reason" in body:
+        request_id = body.get("request_id") if response.status_code == 503 else None  # a 500's is a log reference
+        return ApiError(response.status_code, body["code"], body["reason"], body.get("field"), request_id)
     return ApiError(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
+
+
+def _pause(resends: int, deadline: float) -> float | None:
+    """How long to wait before resending once more, or None if that would pass the deadline. Jittered, so that the
+    callers a failover turned away do not all come back in the same instant."""
+    pause = min(MAX_PAUSE, FIRST_PAUSE * 2**resends) * random.uniform(0.5, 1.0)
+    return pause if time.monotonic() + pause <= deadline else None
 
 
 def _refuse_non_finite(value: Any, path: str) -> None:
@@ -155,21 +200,21 @@ class _Builder:
             mode,
             hold_ttl,
         )
-        return _Call("/v1/verify", _body(req), _allowed, denied=_denied)
+        return _Call("/v1/verify", _body(req), _allowed, denied=_denied, resend=True, verify=req)
 
     @staticmethod
     def settle(hold_id: str, amount: str | None = None) -> _Call[HoldResponse]:
         body = _body(SettleRequest(amount))
-        return _Call(_hold_path(hold_id, "settle"), body, msgspec.json.Decoder(HoldResponse))
+        return _Call(_hold_path(hold_id, "settle"), body, msgspec.json.Decoder(HoldResponse), resend=True)
 
     @staticmethod
     def release(hold_id: str) -> _Call[HoldResponse]:
-        return _Call(_hold_path(hold_id, "release"), None, msgspec.json.Decoder(HoldResponse))
+        return _Call(_hold_path(hold_id, "release"), None, msgspec.json.Decoder(HoldResponse), resend=True)
 
     @staticmethod
     def extend(hold_id: str, hold_ttl: int) -> _Call[HoldResponse]:
         body = _body(ExtendRequest(hold_ttl))
-        return _Call(_hold_path(hold_id, "extend"), body, msgspec.json.Decoder(HoldResponse))
+        return _Call(_hold_path(hold_id, "extend"), body, msgspec.json.Decoder(HoldResponse), resend=True)
 
     @staticmethod
     def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
@@ -188,10 +233,13 @@ def _hold_path(hold_id: str, action: str) -> str:
 
 
 class _Base:
-    def __init__(self, url: str, *, admin_key: str | None = None, verifier_key: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, admin_key: str | None = None, verifier_key: str | None = None, retry_for: float = RETRY_FOR
+    ) -> None:
         self.url = url.rstrip("/")
         self.admin_key = admin_key
         self.verifier_key = verifier_key
+        self.retry_for = retry_for  # seconds to keep resending a call answered 503; 0: never resend
 
     def _headers(self, call: _Call[Any]) -> dict[str, str]:
         key = self.admin_key if call.admin else self.verifier_key
@@ -212,13 +260,21 @@ class Client(_Base):
         verifier_key: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        retry_for: float = RETRY_FOR,
     ) -> None:
-        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key)
+        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key, retry_for=retry_for)
         self.http = httpx.Client(timeout=timeout, transport=transport)
 
     def _send(self, call: _Call[T]) -> T:
-        response = self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
-        return call.result(response)
+        deadline, resends = time.monotonic() + self.retry_for, 0
+        while True:
+            response = self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
+            again = call.again(response)
+            pause = None if again is None else _pause(resends, deadline)
+            if again is None or pause is None:
+                return call.result(response)
+            time.sleep(pause)
+            call, resends = again, resends + 1
 
     def mint(self, subject: str, **kw: Any) -> MintResponse:
         return self._send(_Builder.mint(subject, **kw))
@@ -263,13 +319,22 @@ class AsyncClient(_Base):
         verifier_key: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry_for: float = RETRY_FOR,
     ) -> None:
-        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key)
+        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key, retry_for=retry_for)
         self.http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def _send(self, call: _Call[T]) -> T:
-        response = await self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
-        return call.result(response)
+        deadline, resends = time.monotonic() + self.retry_for, 0
+        while True:
+            headers = self._headers(call)
+            response = await self.http.post(self.url + call.path, content=call.body or b"", headers=headers)
+            again = call.again(response)
+            pause = None if again is None else _pause(resends, deadline)
+            if again is None or pause is None:
+                return call.result(response)
+            await asyncio.sleep(pause)
+            call, resends = again, resends + 1
 
     async def mint(self, subject: str, **kw: Any) -> MintResponse:
         return await self._send(_Builder.mint(subject, **kw))

@@ -17,6 +17,10 @@ import msgspec
 from app.errors import StoreUnavailable
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+# A call that came without a request_id gets one the service makes up, claimed in the same store call that charges,
+# so that a 503 after the store decided can be resent and replayed. Every such call stores an answer, so it is kept
+# minutes, not a day: long enough for the SDK's resends and a caller's own.
+MADE_UP_ID_TTL_MS = 5 * 60 * 1000
 SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
 ROOT = "*"  # the revocation marker that kills a whole root token id
 MAX_HOLD_TTL_MS = 24 * 3600 * 1000  # the longest a hold is made or extended for at once (SPEC §3: 86400 s)
@@ -53,6 +57,7 @@ class Decision(msgspec.Struct, frozen=True):
     hold_ttl_ms: int = 300_000
     request_id: str | None = None
     fingerprint: str = ""
+    made_up_id: bool = False  # the service made request_id up for this call: its answer is kept MADE_UP_ID_TTL_MS
     verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
 
 

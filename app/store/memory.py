@@ -76,7 +76,9 @@ class MemoryStore(Store):
             if stored is not None:
                 return stored
         outcome = self._decide(d)
-        if d.request_id is not None and outcome.status != "conflict":
+        # An id the service made up is only ever resent after a 503 that followed the decision, and here the call
+        # that decides is the one that answers: keeping one answer per call would cost memory for nothing.
+        if d.request_id is not None and outcome.status != "conflict" and not d.made_up_id:
             self.answers[(tid, d.request_id)] = (
                 d.fingerprint,
                 msgspec.msgpack.encode(outcome),

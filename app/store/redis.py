@@ -117,6 +117,7 @@ class RedisStore(Store):
             ",".join(f"{r.prefix}:{r.count}:{r.window_ms}" for r in d.rates),
             ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
             d.verifier,
+            "1" if d.made_up_id else "",
         )
         return await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args)))
 

@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
-from app.store.base import IDEMPOTENCY_TTL_MS, MAX_OPEN_HOLDS, PURGE_STEP, SETTLED_HOLD_TTL_MS
+from app.store.base import IDEMPOTENCY_TTL_MS, MADE_UP_ID_TTL_MS, MAX_OPEN_HOLDS, PURGE_STEP, SETTLED_HOLD_TTL_MS
 
 NAMES = ("decide", "lookup", "hold", "revoke", "inspect")
 
@@ -24,6 +24,7 @@ GC_SLACK_MS = 24 * 3600 * 1000
 
 _CONSTANTS = {
     "IDEMPOTENCY_TTL_MS": IDEMPOTENCY_TTL_MS,
+    "MADE_UP_ID_TTL_MS": MADE_UP_ID_TTL_MS,
     "SETTLED_HOLD_TTL_MS": SETTLED_HOLD_TTL_MS,
     "GC_SLACK_MS": GC_SLACK_MS,
     "MAX_OPEN_HOLDS": MAX_OPEN_HOLDS,

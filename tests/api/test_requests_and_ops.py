@@ -422,8 +422,11 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
         r = client.post("/v1/verify", json=body)
         assert r.status_code == 503, r.text
         # A verify answer is a decision (SPEC §3 lists store_unavailable among its codes): a denial a client
-        # reads like any other, body["allowed"] included.
-        assert r.json() == {"allowed": False, "code": "store_unavailable", "reason": r.json()["reason"]}
+        # reads like any other, body["allowed"] included. It names the request_id to resend it with.
+        rid = r.json()["request_id"]
+        assert rid == body.get("request_id", rid) and rid.startswith(body.get("request_id", "agentcaps-"))
+        reason = r.json()["reason"]
+        assert r.json() == {"allowed": False, "code": "store_unavailable", "reason": reason, "request_id": rid}
         assert "store" in r.json()["reason"] and r.headers["retry-after"] == "1"
     hold = "0" * 32 + "." + "1" * 32
     for path, body in [

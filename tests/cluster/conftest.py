@@ -12,7 +12,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from app.api.schemas import Allowed
+from app.sdk import ApiError, AsyncClient, Client
 from tests.processes import RedisServer, Service, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +44,9 @@ class Cluster:
         return ports
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        # No retries: redis-py's default backs off for seconds on a refused connection, and a killed node's port
+        # refuses; a test that polls the cluster during a failover must see it as it is.
+        return redis.Redis(port=port, decode_responses=True, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
     def node_of_slot(self, slot: int) -> int:
         """The port of the master that serves `slot` now."""
@@ -48,6 +55,14 @@ class Cluster:
                 if start <= slot <= end:
                     return int(master[1])
         raise AssertionError(f"slot {slot} is not covered")
+
+    def replica_of(self, master: int) -> int:
+        """The port of the replica of the master on `master`."""
+        with self.client(master) as c:
+            for _, _, (_, port, *_), *replicas in c.execute_command("CLUSTER", "SLOTS"):
+                if int(port) == master and replicas:
+                    return int(replicas[0][1])
+        raise AssertionError(f"the master on {master} has no replica")
 
     def masters(self) -> list[int]:
         out = []
@@ -139,26 +154,27 @@ class Answer:
 
 
 class Load:
-    """Concurrent spends of 1 USD from a thread of its own (asyncio + httpx), until stopped; every answer kept.
+    """Concurrent spends of `cost` through the SDK's AsyncClient, from a thread of its own, until stopped.
 
-    `body(root, n)` may add fields to the n-th request (e.g. a request_id). A root that answered
+    The SDK resends a 503 with the request_id it names (`retry_for` seconds at most), as any SDK user's calls
+    are. `answers` keeps every HTTP answer, resends included, so the 503s show; `acknowledged` counts per root the
+    calls answered allowed (a replayed answer is the same call: one charge); `given_up` keeps (root, request_id)
+    of the calls still 503 at the SDK's deadline, for the test to resend later. A root that answered
     budget_exceeded is left alone from then on (`exhausted`).
     """
 
     def __init__(
-        self,
-        urls: list[str],
-        tokens: list[str],
-        concurrency: int = 16,
-        body: Callable[[int, int], dict[str, Any]] | None = None,
+        self, urls: list[str], tokens: list[str], concurrency: int = 16, cost: str = "1 USD", retry_for: float = 10
     ) -> None:
-        self.urls, self.tokens, self.concurrency = urls, tokens, concurrency
-        self.body = body or (lambda root, n: {})
+        self.urls, self.tokens, self.concurrency, self.cost, self.retry_for = urls, tokens, concurrency, cost, retry_for
+        self.root_of = {token: i for i, token in enumerate(tokens)}
         self.exhausted: set[int] = set()
         self.answers: list[Answer] = []
+        self.acknowledged: Counter[int] = Counter()
+        self.given_up: list[tuple[int, str]] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self.errors: list[BaseException] = []
+        self.errors: list[BaseException | str] = []
 
     def __enter__(self) -> Load:
         self.thread.start()
@@ -169,35 +185,71 @@ class Load:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.thread.join(30)
+        self.thread.join(60)
         assert not self.thread.is_alive(), "the load did not stop"
-        assert not self.errors, self.errors
+        assert not self.errors, self.errors[:3]
 
     def allowed(self, since: float = 0.0) -> int:
         return sum(1 for a in list(self.answers) if a.status == 200 and a.at >= since)
 
+    def resend_given_up(self, url: str) -> None:
+        """Resend each call the SDK gave up on, with its request_id, as a caller would once the store is back."""
+        with Client(url, retry_for=30) as client:
+            for root, request_id in self.given_up:
+                decision = client.verify(self.tokens[root], "search", cost=self.cost, request_id=request_id)
+                if isinstance(decision, Allowed):
+                    self.acknowledged[root] += 1
+                else:
+                    assert decision.code == "budget_exceeded", decision
+        self.given_up.clear()
+
     async def _run(self) -> None:
         counter = iter(range(1 << 62))
-        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=self.concurrency)) as client:
 
-            async def worker(w: int) -> None:
-                while not self.stopping.is_set():
-                    n = next(counter)
-                    root = n % len(self.tokens)
-                    if root in self.exhausted:
-                        if len(self.exhausted) == len(self.tokens):
-                            await asyncio.sleep(0.01)
+        async def record(response: httpx.Response) -> None:
+            code = None
+            if response.status_code != 200:
+                await response.aread()
+                code = response.json().get("code")
+            root = self.root_of[json.loads(response.request.content)["token"]]
+            self.answers.append(Answer(time.monotonic(), root, response.status_code, code))
+
+        clients = [AsyncClient(url, retry_for=self.retry_for) for url in self.urls]
+        for client in clients:
+            client.http.event_hooks["response"] = [record]
+
+        async def worker(w: int) -> None:
+            # Roots of its own: a root whose calls the SDK is resending holds up only its own workers, as a
+            # caller's, and the roots of healthy masters keep being asked all along.
+            mine = range(w % len(self.tokens), len(self.tokens), self.concurrency)
+            while not self.stopping.is_set():
+                n = next(counter)
+                root = mine[n % len(mine)]
+                if root in self.exhausted:
+                    if set(mine) <= self.exhausted:
+                        await asyncio.sleep(0.01)
+                    continue
+                try:
+                    decision = await clients[n % len(clients)].verify(self.tokens[root], "search", cost=self.cost)
+                except ApiError as e:
+                    if e.status == 503 and e.request_id is not None:
+                        self.given_up.append((root, e.request_id))
                         continue
-                    body = {"token": self.tokens[root], "tool": "search", "cost": {"amount": "1", "currency": "USD"}}
-                    url = self.urls[n % len(self.urls)] + "/v1/verify"
-                    try:
-                        r = await client.post(url, json=body | self.body(root, n))
-                    except httpx.HTTPError as e:  # the service itself must never drop a request
-                        self.errors.append(e)
-                        return
-                    code = r.json().get("code") if r.status_code != 200 else None
-                    self.answers.append(Answer(time.monotonic(), root, r.status_code, code))
-                    if code == "budget_exceeded":
-                        self.exhausted.add(root)
+                    self.errors.append(e)
+                    return
+                except httpx.HTTPError as e:  # the service itself must never drop a request
+                    self.errors.append(e)
+                    return
+                if isinstance(decision, Allowed):
+                    self.acknowledged[root] += 1
+                elif decision.code == "budget_exceeded":
+                    self.exhausted.add(root)
+                else:
+                    self.errors.append(f"unexpected denial {decision.code}: {decision.reason}")
+                    return
 
+        try:
             await asyncio.gather(*(worker(w) for w in range(self.concurrency)))
+        finally:
+            for client in clients:
+                await client.aclose()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import secrets
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -373,6 +375,33 @@ async def test_with_wait_an_allow_is_given_only_once_replicas_have_the_write(clu
     finally:
         await ok.close()
         await impossible.close()
+
+
+async def test_with_wait_a_replay_is_given_only_once_replicas_have_the_first_answer(cluster: Cluster) -> None:
+    """A verify answered 503 because no replica confirmed its charge is resent, maybe to another service process.
+    The replay must wait for the replica too, or it would acknowledge a charge that a failover could still forget.
+    WAIT is described as waiting for the writes of its own connection, and the replay, on another process's
+    connection, writes nothing; Redis 7.0 still makes it wait until the replica has the first answer. Checked here,
+    not assumed."""
+    master = cluster.masters()[0]
+    replica = cluster.replica_of(master)
+    tid = token_on(cluster, master)
+    first, other = (RedisClusterStore(cluster.url, 1.0, WaitPolicy(1, 100)) for _ in range(2))
+    call = charge(tid, request_id="r", fingerprint="f")
+    os.kill(cluster.pid(replica), signal.SIGSTOP)  # the replica is there but confirms nothing
+    try:
+        with pytest.raises(StoreUnavailable, match="fewer than 1 replica"):
+            await first.decide(call)
+        with pytest.raises(StoreUnavailable, match="fewer than 1 replica"):
+            await other.decide(call)  # the resend, on another process's connections
+    finally:
+        os.kill(cluster.pid(replica), signal.SIGCONT)
+    try:
+        replayed = await other.decide(call)  # the replica has it now: the replay is answered
+        assert (replayed.status, replayed.replayed, replayed.balances) == ("allowed", True, [(USD, 0)])
+    finally:
+        await first.close()
+        await other.close()
 
 
 # -- close ---------------------------------------------------------------------------------------------------------

@@ -15,7 +15,16 @@ import redis
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
-from app.store.base import IDEMPOTENCY_TTL_MS, MAX_HOLD_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
+from app.store.base import (
+    IDEMPOTENCY_TTL_MS,
+    MADE_UP_ID_TTL_MS,
+    MAX_HOLD_TTL_MS,
+    ROOT,
+    SETTLED_HOLD_TTL_MS,
+    BudgetSpec,
+    RateSpec,
+    Store,
+)
 from app.store.redis import _digest, base_key
 from app.store.scripts import GC_SLACK_MS
 from app.token.keys import KeyRing, new_key_entry
@@ -483,6 +492,33 @@ async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no
     assert (await authority.verify(request, None)).status == 200
     now[0] += 25 * 3600  # past the token's expiry and past the 24 h of the answer
     assert (await authority.verify(request, None)).status == 403
+
+
+async def test_a_made_up_request_id_is_kept_minutes_where_a_503_can_follow_the_decision(
+    store: Store, backend: str
+) -> None:
+    """The service makes an id up for every call that came without one, so that a 503 after the store decided can
+    be resent and replayed. On Redis (a reply can be lost after the script ran) its answer is kept
+    MADE_UP_ID_TTL_MS, and no longer: not the day of GC slack, as every such call stores one; a caller's id is
+    kept 24 h. In memory the call that decides is the one that answers, so no 503 follows it: nothing is kept."""
+    root, levels = tid(), (budget("b", 10),)
+    made_up = decision(root, 1, budgets=levels, request_id="m", fingerprint="f")
+    made_up = msgspec.structs.replace(made_up, made_up_id=True)
+    first = await store.decide(made_up)
+    assert (first.status, first.replayed) == ("allowed", False)
+    await store.decide(decision(root, 1, budgets=levels, request_id="c", fingerprint="f"))
+    assert await store.lookup(root, "c", "f", T0 + MADE_UP_ID_TTL_MS) is not None
+    if backend == "memory":
+        assert await store.lookup(root, "m", "f", T0) is None
+        return
+    late = msgspec.structs.replace(made_up, now_ms=T0 + MADE_UP_ID_TTL_MS - 1)
+    again = await store.decide(late)
+    assert (again.status, again.replayed, again.balances) == ("allowed", True, [(1, 0)])
+    assert await store.lookup(root, "m", "f", T0 + MADE_UP_ID_TTL_MS) is None
+    with redis.Redis.from_url(REDIS_URL) as direct:
+        kept = direct.pttl(f"{base_key(root)}:i:{_digest('m')}")
+        assert MADE_UP_ID_TTL_MS - 60_000 < kept <= MADE_UP_ID_TTL_MS
+        assert direct.pttl(f"{base_key(root)}:i:{_digest('c')}") > IDEMPOTENCY_TTL_MS
 
 
 # -- rate windows -----------------------------------------------------------------------------------------

@@ -57,10 +57,13 @@ class Proxy:
     stall     hold every reply (the script ran; the reply comes too late)
     slow      pass every reply on `delay` seconds late
     error     answer each command with the line `reply` (a Redis error, or any RESP reply)
+
+    `then`, if set, is the mode after the first call dropped or lost: one fault, then service again.
     """
 
     def __init__(self, upstream_port: int = 6379, db: int = 5) -> None:
         self.mode = "forward"
+        self.then: str | None = None
         self.reply = b""
         self.delay = 0.0
         self.port = free_port()
@@ -137,8 +140,10 @@ class Proxy:
                     elif self.mode == "error":
                         writer.write(self.reply)
                     elif self.mode == "drop":
+                        self.mode = self.then or self.mode
                         return
                     elif self.mode == "lose":
+                        self.mode = self.then or self.mode
                         mute.set()
                         up_writer.write(raw)
                         await asyncio.sleep(0.05)  # the script runs meanwhile

@@ -1,6 +1,7 @@
 -- One decision: idempotency, revocation of every prefix, rate windows, budgets; then all writes or none.
 -- ARGV[1], lines: now call_id request_id fingerprint mode hold_ttl cost currency
 --   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."  verifier
+--   made_up ("1": the service made request_id up for this call)
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
 -- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse.
 local a = {}
@@ -8,6 +9,11 @@ for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do a[#a + 1] = line end
 local now, call_id, request_id, fingerprint = tonumber(a[1]), a[2], a[3], a[4]
 local mode, hold_ttl, cost, currency = a[5], tonumber(a[6]), a[7], a[8]
 local verifier = a[12] or ''  -- the verifier key's name that asked, '' without verifier keys
+-- A made-up id's answer is kept minutes, and without the GC slack: every call stores one. Redis deleting it a
+-- little early can only make a late resend charge again, never allow more than the budget.
+local made_up = a[13] == '1'
+local answer_ttl = made_up and MADE_UP_ID_TTL_MS or IDEMPOTENCY_TTL_MS
+local answer_px = made_up and MADE_UP_ID_TTL_MS or IDEMPOTENCY_TTL_MS + GC_SLACK_MS
 local revs = {}
 for p in string.gmatch(a[9], '[^,]+') do revs[#revs + 1] = p end
 local rates = {}
@@ -31,8 +37,8 @@ local function answer(status, index, retry, hold_id, balances)
   for _, b in ipairs(balances) do out[#out + 1] = b[1]; out[#out + 1] = b[2] end
   out = table.concat(out, ',')
   if idem then
-    local ends = string.format('%d', now + IDEMPOTENCY_TTL_MS)
-    redis.call('SET', idem, fingerprint .. '\n' .. out .. '\n' .. ends, 'PX', IDEMPOTENCY_TTL_MS + GC_SLACK_MS)
+    local ends = string.format('%d', now + answer_ttl)
+    redis.call('SET', idem, fingerprint .. '\n' .. out .. '\n' .. ends, 'PX', answer_px)
   end
   return out
 end
