@@ -31,7 +31,7 @@ from app.api.schemas import (
     VerifyRequest,
 )
 from app.errors import Conflict, InvalidToken, StoreUnavailable
-from app.store.base import BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
+from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
@@ -187,25 +187,33 @@ class Authority:
                     charged=_money(cost) if cost is not None and req.mode == "charge" else None,
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
+                    replayed=outcome.replayed,
                 ),
                 charged=cost if req.mode == "charge" and not outcome.replayed else None,
             )
+        replayed = outcome.replayed
         if outcome.status == "revoked":
-            return Verdict(403, await self._denied(chain, _revoked(chain, outcome.index), now, outcome.balances))
+            denial = _revoked(chain, outcome.index)
+            return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
         if outcome.status == "rate_limited":
-            denial = _rate_limited(analysis.rates[outcome.index])
+            denial = _too_many_holds() if outcome.index < 0 else _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
-            return Verdict(429, await self._denied(chain, denial, now, outcome.balances), retry)
+            return Verdict(429, await self._denied(chain, denial, now, outcome.balances, replayed), retry)
         spec = analysis.budgets[outcome.index]
         views = self._budget_views(chain, outcome.balances)
         left = views[outcome.index].remaining if views else "?"
         denial = Denial(Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.limit.currency} remain").at(
             spec.caveat, spec.hop
         )
-        return Verdict(403, await self._denied(chain, denial, now, outcome.balances))
+        return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
 
     async def _denied(
-        self, chain: VerifiedChain, denial: Denial, now: float, balances: list[tuple[int, int]] | None = None
+        self,
+        chain: VerifiedChain,
+        denial: Denial,
+        now: float,
+        balances: list[tuple[int, int]] | None = None,
+        replayed: bool = False,
     ) -> Denied:
         """A denial after the signature verified also says what the holder can still do."""
         analysis = chain.analysis
@@ -222,6 +230,7 @@ class Authority:
             denial.hop,
             self._budget_views(chain, balances) if balances else None,
             list(analysis.tools) if analysis.tools is not None else None,
+            replayed,
         )
 
     def _budget_views(self, chain: VerifiedChain, balances: list[tuple[int, int]]) -> list[BudgetView]:
@@ -258,6 +267,13 @@ class Authority:
     async def release(self, hold_id: str, verifier: str | None = None) -> HoldResponse:
         state = await self.store.release(hold_id, int(self.clock() * 1000), verifier or "")
         return HoldResponse(state.hold_id, state.state, state.currency)
+
+    async def extend(self, hold_id: str, hold_ttl: int, verifier: str | None = None) -> HoldResponse:
+        now_ms = int(self.clock() * 1000)
+        state = await self.store.extend(hold_id, hold_ttl * 1000, now_ms, verifier or "")
+        # Rounded down: a client that trusts expires_at never counts on a hold that is already gone.
+        expires = format_instant(state.expires_ms // 1000)
+        return HoldResponse(state.hold_id, state.state, state.currency, format_micros(state.amount), expires)
 
     async def revoke(self, token: str) -> str:
         """Revoke this exact chain and all its descendants (raises InvalidToken for a bad signature)."""
@@ -337,6 +353,15 @@ def _rate_limited(rate: RateCounter) -> Denial:
     return Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
         rate.caveat, rate.hop
     )
+
+
+def _too_many_holds() -> Denial:
+    """The root's own bound, not a caveat's: no caveat or hop is named."""
+    reason = (
+        f"the root token already has {MAX_OPEN_HOLDS:,} open holds, the most it may have: settle or release one, "
+        "or retry when the first ends by itself (Retry-After)"
+    )
+    return Denial(Code.RATE_LIMITED, reason)
 
 
 def _spent(budget: BudgetCounter) -> Denial:

@@ -24,6 +24,7 @@ from app.api.metrics import Metrics
 from app.api.schemas import (
     Denied,
     ErrorBody,
+    ExtendRequest,
     InspectRequest,
     MintRequest,
     ReleaseRequest,
@@ -164,6 +165,14 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             decode(body, ReleaseRequest)
         return _json(await authority.release(hold_id, name))
 
+    @post("/v1/holds/{hold_id:str}/extend", status_code=200)
+    async def extend(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
+        name = verifier_name(request)
+        body = await request.body()
+        if not body.strip():
+            raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
+        return _json(await authority.extend(hold_id, decode(body, ExtendRequest).hold_ttl, name))
+
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
         req = decode(await request.body(), RevokeRequest)
@@ -244,6 +253,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             verify,
             settle,
             release,
+            extend,
             revoke,
             inspect,
             healthz,

@@ -12,6 +12,7 @@ from app.api.schemas import (
     Allowed,
     Denied,
     ErrorBody,
+    ExtendRequest,
     HoldResponse,
     InspectRequest,
     InspectResponse,
@@ -71,6 +72,7 @@ def document() -> dict[str, Any]:
         Denied,
         SettleRequest,
         ReleaseRequest,
+        ExtendRequest,
         HoldResponse,
         RevokeRequest,
         RevokeResponse,
@@ -86,6 +88,7 @@ def document() -> dict[str, Any]:
         404: ("unknown or expired", err),
         409: ("settled/released the other way", err),
     }
+    extend = {**hold, 409: ("already settled or released: nothing left to extend", err)}
     paths = {
         "/v1/tokens": {
             "post": _op(
@@ -111,6 +114,9 @@ def document() -> dict[str, Any]:
         },
         "/v1/holds/{hold_id}/settle": {"post": _op("Charge a hold", SettleRequest, hold, path_param=True)},
         "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", ReleaseRequest, hold, path_param=True)},
+        "/v1/holds/{hold_id}/extend": {
+            "post": _op("Keep a hold for hold_ttl more seconds from now", ExtendRequest, extend, path_param=True)
+        },
         "/v1/revoke": {
             "post": _op(
                 "Revoke a token and its descendants",

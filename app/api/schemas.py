@@ -80,6 +80,7 @@ class Allowed(Strict):
     charged: Money | None = None
     hold_id: str | None = None
     expires_at: str | None = None
+    replayed: bool = False  # true: the stored first answer of this request_id, not a new authorization
 
 
 class Denied(Strict):
@@ -90,6 +91,7 @@ class Denied(Strict):
     hop: int | None = None
     budgets: list[BudgetView] | None = None
     tools: list[str] | None = None
+    replayed: bool = False  # as in Allowed: sent only when true
 
 
 class SettleRequest(Strict):
@@ -100,11 +102,16 @@ class ReleaseRequest(Strict):
     """Release takes no fields: an empty body or `{}`; anything else is refused, not ignored."""
 
 
+class ExtendRequest(Strict):
+    hold_ttl: HoldTtl  # seconds from now
+
+
 class HoldResponse(Strict):
     hold_id: str
-    state: Literal["settled", "released"]
+    state: Literal["held", "settled", "released"]
     currency: str
-    amount: str | None = None
+    amount: str | None = None  # held: what it holds; settled: what it charged; released: absent
+    expires_at: str | None = None  # held: when it is released by itself (RFC 3339, whole seconds, rounded down)
 
 
 class RevokeRequest(Strict):

@@ -17,6 +17,7 @@ import msgspec
 from app.api.schemas import (
     Allowed,
     Denied,
+    ExtendRequest,
     HoldResponse,
     InspectRequest,
     InspectResponse,
@@ -164,6 +165,11 @@ class _Builder:
         return _Call(f"/v1/holds/{hold_id}/release", None, msgspec.json.Decoder(HoldResponse))
 
     @staticmethod
+    def extend(hold_id: str, hold_ttl: int) -> _Call[HoldResponse]:
+        body = _body(ExtendRequest(hold_ttl))
+        return _Call(f"/v1/holds/{hold_id}/extend", body, msgspec.json.Decoder(HoldResponse))
+
+    @staticmethod
     def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
         req = RevokeRequest(str(token) if token is not None else None, token_id)
         return _Call("/v1/revoke", _body(req), msgspec.json.Decoder(RevokeResponse), admin=token_id is not None)
@@ -218,6 +224,10 @@ class Client(_Base):
     def release(self, hold_id: str) -> HoldResponse:
         return self._send(_Builder.release(hold_id))
 
+    def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse:
+        """Keep a hold `hold_ttl` seconds from now (a tool that runs long keeps its reservation)."""
+        return self._send(_Builder.extend(hold_id, hold_ttl))
+
     def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
         return self._send(_Builder.revoke(token, token_id=token_id))
 
@@ -264,6 +274,9 @@ class AsyncClient(_Base):
 
     async def release(self, hold_id: str) -> HoldResponse:
         return await self._send(_Builder.release(hold_id))
+
+    async def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse:
+        return await self._send(_Builder.extend(hold_id, hold_ttl))
 
     async def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
         return await self._send(_Builder.revoke(token, token_id=token_id))

@@ -7,14 +7,23 @@ micro-units. Time (`now_ms`) comes from the caller so that every backend decides
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 import msgspec
+
+from app.errors import StoreUnavailable
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
 ROOT = "*"  # the revocation marker that kills a whole root token id
+MAX_OPEN_HOLDS = 10_000  # per root token id: what one root can make the store keep and scan
+PURGE_STEP = 256  # expired holds one store call releases at most: no call does unbounded work
+# Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
+# other calls make meanwhile (each lives at least a second).
+MAX_STEPS = 4 * (MAX_OPEN_HOLDS // PURGE_STEP + 1)
 
 
 class BudgetSpec(msgspec.Struct, frozen=True, array_like=True):
@@ -46,11 +55,13 @@ class Decision(msgspec.Struct, frozen=True):
     verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
 
 
-Status = Literal["allowed", "revoked", "rate_limited", "budget_exceeded", "conflict"]
+Status = Literal["allowed", "revoked", "rate_limited", "budget_exceeded", "conflict", "purging"]
 
 
 class Outcome(msgspec.Struct):
-    """What the store decided. `index` points into revocation, rates or budgets for a denial (-1: whole root)."""
+    """What the store decided. `index` points into revocation, rates or budgets for a denial; -1 is the whole
+    root: revoked as a whole, or rate_limited for holding MAX_OPEN_HOLDS open holds already. `purging` (never
+    returned by Store.decide) is one bounded step that released expired holds and decided nothing."""
 
     status: Status
     index: int = 0
@@ -62,15 +73,30 @@ class Outcome(msgspec.Struct):
 
 class HoldState(msgspec.Struct):
     hold_id: str
-    state: Literal["settled", "released"]
-    amount: int  # micros charged (0 when released)
+    state: Literal["held", "settled", "released"]
+    amount: int  # micros: held (while held), charged (settled), 0 (released)
     currency: str
+    expires_ms: int = 0  # while held: when it is released by itself
 
 
 class Inspection(msgspec.Struct):
     revoked_index: int | None  # the first revoked prefix, -1 for the whole root, None if not revoked
     balances: list[tuple[int, int]]
     full_rates: list[int] = msgspec.field(default_factory=list)  # the rates asked about whose window is full now
+
+
+T = TypeVar("T")
+
+
+async def stepwise(step: Callable[[], Awaitable[T | None]]) -> T:
+    """Call `step` until it answers: None means it released PURGE_STEP expired holds, more remain, and it decided
+    nothing (an expired hold still counted). Each step is one bounded store call; between two, other calls run."""
+    for _ in range(MAX_STEPS):
+        answer = await step()
+        if answer is not None:
+            return answer
+        await asyncio.sleep(0)
+    raise StoreUnavailable("expired holds of this root are still being released; retry")
 
 
 def hold_token_id(hold_id: str) -> str | None:
@@ -84,6 +110,12 @@ def refuse_negative(amount: int | None) -> None:
     """A settle charges: a negative amount would credit the budget. Refused before the store reads or writes."""
     if amount is not None and amount < 0:
         raise ValueError("amount must not be negative")
+
+
+def refuse_no_ttl(ttl_ms: int) -> None:
+    """An extend to now or before would release the hold under the name of keeping it: refused, nothing changes."""
+    if ttl_ms <= 0:
+        raise ValueError("hold_ttl must be positive")
 
 
 class Store(ABC):
@@ -105,6 +137,11 @@ class Store(ABC):
 
     @abstractmethod
     async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState: ...
+
+    @abstractmethod
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        """A hold still held now expires `ttl_ms` after `now_ms` (sooner or later than before). NotFound as for
+        settle; Conflict for a settled or released hold, which has nothing left to keep."""
 
     @abstractmethod
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import msgspec
 from app.errors import Conflict, NotFound
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
+    MAX_OPEN_HOLDS,
+    PURGE_STEP,
     ROOT,
     SETTLED_HOLD_TTL_MS,
     Decision,
@@ -20,6 +23,8 @@ from app.store.base import (
     Store,
     hold_token_id,
     refuse_negative,
+    refuse_no_ttl,
+    stepwise,
 )
 from caveats.rate import MAX_WINDOW
 
@@ -27,7 +32,7 @@ SWEEP_EVERY = 4096
 MAX_WINDOW_MS = MAX_WINDOW * 1000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Hold:
     token_id: str
     prefixes: tuple[str, ...]
@@ -49,16 +54,23 @@ class MemoryStore(Store):
         self.budgets: dict[tuple[str, str], list[int]] = {}  # [spent, held]
         self.rates: dict[tuple[str, str], deque[int]] = {}
         self.holds: dict[str, _Hold] = {}
-        self.active: dict[str, dict[str, int]] = {}  # token id -> hold id -> expiry
+        self.active: dict[str, dict[str, int]] = {}  # token id -> hold id -> expiry, of its open holds
+        # token id -> (expiry, hold id) heap of its open holds, to find the expired ones without a scan. An entry
+        # whose hold has closed or moved its end since is stale: skipped when it comes up, or compacted away.
+        self.ends: dict[str, list[tuple[int, str]]] = {}
         self.answers: dict[tuple[str, str], tuple[str, bytes, int]] = {}  # fingerprint, outcome, expiry
         self.calls = 0
 
     async def decide(self, d: Decision) -> Outcome:
+        return await stepwise(lambda: self._decide_step(d))
+
+    async def _decide_step(self, d: Decision) -> Outcome | None:
         tid, now = d.token_id, d.now_ms
         self.calls += 1
         if self.calls % SWEEP_EVERY == 0:
             self._sweep(now)
-        self._purge(tid, now)
+        if not self._purge(tid, now):
+            return None
         if d.request_id is not None:
             stored = self._answer(tid, d.request_id, d.fingerprint, now)
             if stored is not None:
@@ -84,6 +96,9 @@ class MemoryStore(Store):
             if len(log) >= rate.count:
                 retry = log[len(log) - rate.count] + rate.window_ms - now if rate.count else rate.window_ms
                 return Outcome("rate_limited", i, retry_after_ms=retry)
+        open_holds = self.active.get(tid, {})
+        if d.mode == "hold" and len(open_holds) >= MAX_OPEN_HOLDS:  # all live: purge is done
+            return Outcome("rate_limited", -1, retry_after_ms=min(open_holds.values()) - now)
         balances = [self._balance(tid, b.prefix) for b in d.budgets]
         for i, (b, (spent, held)) in enumerate(zip(d.budgets, balances, strict=True)):
             if b.charge and spent + held + d.cost > b.limit:
@@ -97,7 +112,7 @@ class MemoryStore(Store):
             hold_id = f"{tid}.{d.call_id}"
             expires = now + d.hold_ttl_ms
             self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires, d.verifier)
-            self.active.setdefault(tid, {})[hold_id] = expires
+            self._open(tid, hold_id, expires)
         slot = 1 if d.mode == "hold" else 0
         for b in d.budgets:
             if b.charge:
@@ -137,24 +152,48 @@ class MemoryStore(Store):
         self.holds = {k: h for k, h in self.holds.items() if h.state == "held" or _alive(h.expires_ms, now)}
         self.revoked = {k: exp for k, exp in self.revoked.items() if _alive(exp, now)}
         self.rates = {k: log for k, log in self.rates.items() if log and log[-1] > now - MAX_WINDOW_MS}
+        self.active = {tid: open_holds for tid, open_holds in self.active.items() if open_holds}
+        self.ends = {tid: heap for tid, heap in self.ends.items() if tid in self.active}
 
-    def _purge(self, tid: str, now: int) -> None:
-        active = self.active.get(tid)
-        if not active:
-            return
-        expired = [h for h, exp in active.items() if exp <= now]
-        for hold_id in expired:
-            hold = self.holds.pop(hold_id)
-            del active[hold_id]
-            for prefix in hold.prefixes:
-                self.budgets[(tid, prefix)][1] -= hold.amount
+    def _open(self, tid: str, hold_id: str, expires: int) -> None:
+        """Record an open hold's (new) end. The heap is rebuilt when stale entries outnumber the open holds, so
+        repeated extends cannot grow it beyond twice what is open."""
+        open_holds = self.active.setdefault(tid, {})
+        open_holds[hold_id] = expires
+        heap = self.ends.setdefault(tid, [])
+        heapq.heappush(heap, (expires, hold_id))
+        if len(heap) > 2 * len(open_holds) + PURGE_STEP:
+            heap[:] = [(end, h) for h, end in open_holds.items()]
+            heapq.heapify(heap)
+
+    def _purge(self, tid: str, now: int) -> bool:
+        """Release expired holds of this root, at most PURGE_STEP heap entries per call (see lib.lua purge): True
+        when none is left, False when the caller must call again before it decides on balances."""
+        heap, open_holds = self.ends.get(tid), self.active.get(tid, {})
+        for _ in range(PURGE_STEP):
+            if not heap or heap[0][0] > now:
+                return True
+            end, hold_id = heapq.heappop(heap)
+            if open_holds.get(hold_id) == end:  # else stale: closed, or extended to another end
+                self._drop(tid, hold_id)
+        return not heap or heap[0][0] > now
+
+    def _drop(self, tid: str, hold_id: str) -> None:
+        """An open hold that ended: its amount stops counting, and it is forgotten."""
+        hold = self.holds.pop(hold_id)
+        del self.active[tid][hold_id]
+        for prefix in hold.prefixes:
+            self.budgets[(tid, prefix)][1] -= hold.amount
 
     def _hold(self, hold_id: str, now: int, verifier: str) -> _Hold:
         tid = hold_token_id(hold_id)
         if tid is None:
             raise NotFound("no such hold")
-        self._purge(tid, now)
+        self._purge(tid, now)  # one bounded step; this hold's own end is checked here
         hold = self.holds.get(hold_id)
+        if hold is not None and hold.state == "held" and not _alive(hold.expires_ms, now):
+            self._drop(tid, hold_id)
+            hold = None
         if hold is None or (hold.state != "held" and not _alive(hold.expires_ms, now)):
             raise NotFound("the hold is unknown or expired")
         if hold.verifier and hold.verifier != verifier:  # as unknown: another verifier learns nothing of it
@@ -167,6 +206,7 @@ class MemoryStore(Store):
             balance[0] += amount
             balance[1] -= hold.amount
         hold.state, hold.settled, hold.expires_ms = state, amount, now + SETTLED_HOLD_TTL_MS
+        hold.prefixes = ()  # kept 24 h to answer repeats: small, whatever the chain's budgets
         del self.active[hold.token_id][hold_id]
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
@@ -192,6 +232,15 @@ class MemoryStore(Store):
             self._close(hold_id, hold, "released", 0, now_ms)
         return HoldState(hold_id, "released", 0, hold.currency)
 
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_no_ttl(ttl_ms)
+        hold = self._hold(hold_id, now_ms, verifier)
+        if hold.state != "held":
+            raise Conflict(f"the hold was already {hold.state}: it has nothing left to extend")
+        hold.expires_ms = now_ms + ttl_ms
+        self._open(hold.token_id, hold_id, hold.expires_ms)
+        return HoldState(hold_id, "held", hold.amount, hold.currency, hold.expires_ms)
+
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
         current = self.revoked.get((token_id, prefix))
         if current != 0 and (current is None or expires_at_ms == 0 or expires_at_ms > current):
@@ -205,7 +254,18 @@ class MemoryStore(Store):
         now_ms: int,
         rates: tuple[RateSpec, ...] = (),
     ) -> Inspection:
-        self._purge(token_id, now_ms)
+        return await stepwise(lambda: self._inspect_step(token_id, revocation, budgets, now_ms, rates))
+
+    async def _inspect_step(
+        self,
+        token_id: str,
+        revocation: tuple[str, ...],
+        budgets: tuple[str, ...],
+        now_ms: int,
+        rates: tuple[RateSpec, ...],
+    ) -> Inspection | None:
+        if not self._purge(token_id, now_ms):
+            return None
         full = [
             i
             for i, rate in enumerate(rates)

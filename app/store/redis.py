@@ -26,6 +26,8 @@ from app.store.base import (
     Store,
     hold_token_id,
     refuse_negative,
+    refuse_no_ttl,
+    stepwise,
 )
 from app.store.coalesce import Coalescer
 from app.store.scripts import SCRIPTS
@@ -116,9 +118,13 @@ class RedisStore(Store):
             ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
             d.verifier,
         )
-        reply = await self._run("decide", d.token_id, "\n".join(args))
+        return await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args)))
+
+    async def _decide_step(self, token_id: str, packed: str) -> Outcome | None:
+        reply = await self._run("decide", token_id, packed)
         with _expected_reply("decide"):
-            return _outcome(reply)
+            outcome = _outcome(reply)
+        return None if outcome.status == "purging" else outcome
 
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
@@ -128,17 +134,19 @@ class RedisStore(Store):
         with _expected_reply("lookup"):
             return None if reply is None else _outcome(reply)
 
-    async def _hold(self, hold_id: str, action: str, amount: int | None, now_ms: int, verifier: str) -> HoldState:
+    async def _hold(
+        self, hold_id: str, action: str, amount: int | None, now_ms: int, verifier: str, ttl_ms: int = 0
+    ) -> HoldState:
         token_id = hold_token_id(hold_id)
         if token_id is None:
             raise NotFound("no such hold")
         held = "" if amount is None else amount
-        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier)
+        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier, ttl_ms)
         with _expected_reply("hold"):
-            first, second, third = [*list(reply), ""][:3]
-            if first not in ("error", "settled", "released"):
+            first, second, third, fourth = [*list(reply), "", ""][:4]
+            if first not in ("error", "held", "settled", "released"):
                 raise ValueError(first)
-            state = None if first == "error" else HoldState(hold_id, first, int(second), third)
+            state = None if first == "error" else HoldState(hold_id, first, int(second), third, int(fourth or 0))
         if state is not None:
             return state
         if second == "not_found":
@@ -154,6 +162,10 @@ class RedisStore(Store):
     async def release(self, hold_id: str, now_ms: int, verifier: str = "") -> HoldState:
         return await self._hold(hold_id, "release", None, now_ms, verifier)
 
+    async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_no_ttl(ttl_ms)
+        return await self._hold(hold_id, "extend", None, now_ms, verifier, ttl_ms)
+
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
         await self._run("revoke", token_id, prefix, expires_at_ms)
 
@@ -167,13 +179,16 @@ class RedisStore(Store):
     ) -> Inspection:
         windows = [x for r in rates for x in (r.prefix, r.count, r.window_ms)]
         args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows)
+        return await stepwise(lambda: self._inspect_step(token_id, args))
+
+    async def _inspect_step(self, token_id: str, args: tuple[str | int, ...]) -> Inspection | None:
         reply = await self._run("inspect", token_id, *args)
         with _expected_reply("inspect"):
+            if reply == ["purging"]:
+                return None
             revoked, full, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-            return Inspection(
-                None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i]
-            )
+            return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])
 
     async def ready(self) -> str | None:
         try:

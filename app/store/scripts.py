@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
-from app.store.base import IDEMPOTENCY_TTL_MS, SETTLED_HOLD_TTL_MS
+from app.store.base import IDEMPOTENCY_TTL_MS, MAX_OPEN_HOLDS, PURGE_STEP, SETTLED_HOLD_TTL_MS
 
 NAMES = ("decide", "lookup", "hold", "revoke", "inspect")
 
@@ -26,6 +26,8 @@ _CONSTANTS = {
     "IDEMPOTENCY_TTL_MS": IDEMPOTENCY_TTL_MS,
     "SETTLED_HOLD_TTL_MS": SETTLED_HOLD_TTL_MS,
     "GC_SLACK_MS": GC_SLACK_MS,
+    "MAX_OPEN_HOLDS": MAX_OPEN_HOLDS,
+    "PURGE_STEP": PURGE_STEP,
 }
 
 

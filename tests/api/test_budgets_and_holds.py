@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
+import time
 
+import httpx
 import pytest
 
+from app.store.base import MAX_OPEN_HOLDS, Decision
+from app.store.redis import RedisStore
 from app.token.mint import attenuate
 from tests.api.conftest import Api
 
@@ -341,3 +347,157 @@ def test_a_settle_conflict_says_why(api: Api) -> None:
     assert api.release(released).status_code == 200
     assert "released" in api.settle(released).json()["reason"]
     assert "settled" in api.release(hold_id).json()["reason"]
+
+
+# -- extend ------------------------------------------------------------------------------------------------
+
+
+def extend(api: Api, hold_id: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return api.post(f"/v1/holds/{hold_id}/extend", content=json.dumps(body), headers=headers)
+
+
+def test_extend_keeps_a_hold_for_hold_ttl_from_now(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4", ttl=30)
+    api.clock.advance(20)
+    r = extend(api, hold_id, {"hold_ttl": 60})
+    assert r.status_code == 200, r.text
+    ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(api.clock.now) + 60))
+    assert r.json() == {"hold_id": hold_id, "state": "held", "amount": "4.00", "currency": "USD", "expires_at": ends}
+    again = extend(api, hold_id, {"hold_ttl": 60})  # idempotent: the same hold, the same end
+    assert again.status_code == 200 and again.json() == r.json()
+    api.clock.advance(59.5)  # past the first end (30 s), before the new one (80 s)
+    assert [(b["spent"], b["held"]) for b in api.budgets(token)] == [("0.00", "4.00")]
+    api.denied(token, "budget_exceeded", cost=money("6.01"))
+    settled = api.settle(hold_id, {"amount": "3"})
+    assert settled.status_code == 200 and settled.json()["amount"] == "3.00"
+    assert api.spent(token) == ["3.00"]
+
+
+def test_an_extended_hold_still_ends_by_itself(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "10", ttl=30)
+    assert extend(api, hold_id, {"hold_ttl": 5}).status_code == 200  # shorter than before: it now ends sooner
+    api.clock.advance(5)
+    api.allowed(token, cost=money("10"))
+    assert extend(api, hold_id, {"hold_ttl": 60}).status_code == 404
+    assert api.settle(hold_id).status_code == 404
+
+
+def test_extend_of_a_closed_hold_is_409_and_of_an_expired_or_unknown_one_404(api: Api) -> None:
+    token = api.token(budget=money("10"))
+    settled, released, expired = hold(api, token, "1"), hold(api, token, "1"), hold(api, token, "1", ttl=1)
+    assert api.settle(settled).status_code == 200 and api.release(released).status_code == 200
+    api.clock.advance(1)
+    assert api.budgets(token)[0]["held"] == "0.00"  # the expired hold is released by now (by this inspect)
+    before = api.snapshot()
+    for hold_id, word in ((settled, "settled"), (released, "released")):
+        r = extend(api, hold_id, {"hold_ttl": 60})
+        assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
+        assert word in r.json()["reason"]
+    for hold_id in (expired, "0" * 32 + "." + "0" * 32, "nope"):
+        r = extend(api, hold_id, {"hold_ttl": 60})
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
+    assert api.snapshot() == before
+    assert api.spent(token) == ["1.00"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("", "hold_ttl"),
+        ("{}", "hold_ttl"),
+        ('{"hold_ttl": 0}', "hold_ttl"),
+        ('{"hold_ttl": 86401}', "hold_ttl"),
+        ('{"hold_ttl": -5}', "hold_ttl"),
+        ('{"hold_ttl": 1.5}', "hold_ttl"),
+        ('{"hold_ttl": "60"}', "hold_ttl"),
+        ('{"hold_ttl": 60, "amount": "1"}', "amount"),
+        ('{"hold_ttl": 60, "hold_ttl": 61}', "hold_ttl"),
+        ("[60]", None),
+    ],
+)
+def test_extend_body_is_strict_and_a_bad_one_changes_nothing(api: Api, content: str, field: str | None) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "4", ttl=30)
+    before = api.snapshot()
+    r = api.post(f"/v1/holds/{hold_id}/extend", content=content)
+    assert (r.status_code, r.json()["code"]) == (400, "bad_request"), r.text
+    assert r.json().get("field") == field, r.json()
+    assert api.snapshot() == before
+
+
+@pytest.mark.parametrize("ttl", [1, 86400])
+def test_extend_ttl_limits_are_inclusive(api: Api, ttl: int) -> None:
+    token = api.token(budget=money("10"))
+    hold_id = hold(api, token, "1", ttl=10)
+    assert extend(api, hold_id, {"hold_ttl": ttl}).status_code == 200
+    api.clock.advance(ttl - 0.5)
+    assert api.release(hold_id).status_code == 200
+
+
+def test_a_zero_cost_hold_extends_as_any_other(api: Api) -> None:
+    token = api.token()
+    hold_id = api.allowed(token, mode="hold", hold_ttl=5)["hold_id"]
+    r = extend(api, hold_id, {"hold_ttl": 50})
+    assert r.status_code == 200 and (r.json()["state"], r.json()["amount"], r.json()["currency"]) == (
+        "held",
+        "0.00",
+        "",
+    )
+    api.clock.advance(10)
+    assert api.settle(hold_id).json()["state"] == "settled"
+
+
+# -- bounds -----------------------------------------------------------------------------------------------------
+
+
+def fill_holds(api: Api, token_id: str, count: int, ttl_ms: int) -> list[str]:
+    """`count` open zero-cost holds of this root, made straight in the store (10,000 HTTP calls would be slow)."""
+
+    async def fill() -> list[str]:
+        store = api.store
+        if api.redis is not None:  # the app's client belongs to the app's event loop: a store of this loop's own
+            kw = api.redis.connection_pool.connection_kwargs
+            store = RedisStore(f"redis://{kw['host']}:{kw['port']}/{kw['db']}", 5.0)
+        made = []
+        for start in range(0, count, 1000):
+            made += await asyncio.gather(
+                *(
+                    store.decide(
+                        Decision(
+                            token_id,
+                            int(api.clock.now * 1000),
+                            secrets.token_hex(16),
+                            ("p",),
+                            mode="hold",
+                            hold_ttl_ms=ttl_ms,
+                        )
+                    )
+                    for _ in range(start, min(count, start + 1000))
+                )
+            )
+        if store is not api.store:
+            await store.close()
+        return [o.hold_id for o in made if o.hold_id]
+
+    return asyncio.run(fill())
+
+
+def test_a_root_with_10000_open_holds_gets_429_for_the_next_with_a_reason_and_retry_after(api: Api) -> None:
+    minted = api.mint(budget=money("10"))
+    token = minted["token"]
+    made = fill_holds(api, minted["token_id"], MAX_OPEN_HOLDS, 120_000)
+    assert len(made) == MAX_OPEN_HOLDS
+    api.clock.advance(30)
+    r = api.verify(token, cost=money("1"), mode="hold")
+    assert r.status_code == 429, r.text
+    body = r.json()
+    assert body["code"] == "rate_limited" and "10,000 open holds" in body["reason"], body
+    assert "caveat" not in body and "hop" not in body  # the root's own bound, not a caveat's
+    assert r.headers["retry-after"] == "90"  # when the first of them ends by itself
+    assert api.budgets(token)[0]["held"] == "0.00"  # nothing was reserved
+    api.allowed(token, cost=money("1"))  # a charge is no hold: not affected
+    assert api.release(made[0]).status_code == 200  # a release frees a place at once
+    api.allowed(token, cost=money("1"), mode="hold")
+    assert api.verify(token, cost=money("1"), mode="hold").status_code == 429

@@ -22,6 +22,12 @@ def money(amount: str, currency: str = "USD") -> dict[str, str]:
     return {"amount": amount, "currency": currency}
 
 
+def replay_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The body a replay of this first answer carries: the same, marked `"replayed": true`."""
+    assert "replayed" not in body, body  # a first answer never carries it, not even as false
+    return {**body, "replayed": True}
+
+
 def test_a_repeated_request_returns_the_first_answer_and_charges_once(api: Api) -> None:
     token = api.token(budget=money("10"))
     first = api.verify(token, cost=money("1"), request_id="call-1")
@@ -29,7 +35,7 @@ def test_a_repeated_request_returns_the_first_answer_and_charges_once(api: Api) 
     for _ in range(3):
         again = api.verify(token, cost=money("1"), request_id="call-1")
         assert again.status_code == 200
-        assert again.json() == first.json()
+        assert again.json() == replay_of(first.json())
     assert api.spent(token) == ["1.00"]
     api.allowed(token, cost=money("1"), request_id="call-2")
     assert api.spent(token) == ["2.00"]
@@ -39,7 +45,7 @@ def test_a_repeated_hold_returns_the_same_hold(api: Api) -> None:
     token = api.token(budget=money("10"))
     first = api.allowed(token, cost=money("4"), mode="hold", hold_ttl=60, request_id="h")
     again = api.allowed(token, cost=money("4"), mode="hold", hold_ttl=60, request_id="h")
-    assert again == first
+    assert again == replay_of(first)
     assert [(b["spent"], b["held"]) for b in api.budgets(token)] == [("0.00", "4.00")]
 
 
@@ -51,7 +57,49 @@ def test_a_repeated_denial_from_the_store_is_the_first_denial(api: Api) -> None:
     assert api.release(hold).status_code == 200
     again = api.verify(token, cost=money("0.5"), request_id="d")
     assert again.status_code == 403 and again.json()["code"] == "budget_exceeded"
+    assert "replayed" not in first.json() and again.json()["replayed"] is True
     assert api.spent(token) == ["0.00"]
+
+
+def test_a_replay_after_revocation_is_marked_so_a_tool_server_does_not_run_the_tool_again(api: Api) -> None:
+    """The attack: a holder revoked after its first call replays that call's request_id. The service answers the
+    stored allow (it is the same authorization, charged once), and marks it, so no tool server takes it for a
+    new one."""
+    token = api.token(budget=money("10"))
+    first = api.allowed(token, cost=money("1"), request_id="before-revoke")
+    assert api.post("/v1/revoke", {"token": token}).status_code == 200
+    api.denied(token, "revoked", cost=money("1"))  # a new request is denied
+    r = api.verify(token, cost=money("1"), request_id="before-revoke")
+    assert r.status_code == 200 and r.json() == replay_of(first)
+    assert api.spent(token) == ["1.00"]
+
+
+def test_a_replayed_hold_is_the_same_hold_marked_replayed(api: Api) -> None:
+    token = api.token(budget=money("10"), expires_in=60)
+    first = api.allowed(token, cost=money("4"), mode="hold", hold_ttl=600, request_id="h")
+    api.clock.advance(120)  # the token expired: the replay still names the first hold, and says it is a replay
+    again = api.allowed(token, cost=money("4"), mode="hold", hold_ttl=600, request_id="h")
+    assert again["hold_id"] == first["hold_id"] and again["replayed"] is True
+    assert [(b["spent"], b["held"]) for b in api.budgets(token)] == [("0.00", "4.00")]
+
+
+def test_replayed_rate_and_revocation_denials_are_marked_and_new_denials_are_not(api: Api) -> None:
+    token = api.token(rate="1/1h")
+    api.allowed(token)
+    limited = api.verify(token, request_id="rl")
+    assert limited.status_code == 429 and "replayed" not in limited.json()
+    again = api.verify(token, request_id="rl")
+    assert again.status_code == 429 and again.json() == replay_of(limited.json())
+    assert again.headers["retry-after"] == limited.headers["retry-after"]
+    revoked = api.token()
+    api.post("/v1/revoke", {"token": revoked})
+    first = api.denied(revoked, "revoked", request_id="rv")
+    assert api.denied(revoked, "revoked", request_id="rv") == replay_of(first)
+    # A stateless denial is decided afresh each time, never stored: it is no replay.
+    expired = api.token(expires_in=1)
+    api.clock.advance(2)
+    assert "replayed" not in api.denied(expired, "expired", request_id="ex")
+    assert "replayed" not in api.denied(expired, "expired", request_id="ex")
 
 
 def test_a_repeated_allowed_request_is_answered_even_after_the_token_expired(api: Api) -> None:
@@ -59,7 +107,7 @@ def test_a_repeated_allowed_request_is_answered_even_after_the_token_expired(api
     first = api.allowed(token, cost=money("1"), request_id="late")
     api.clock.advance(20)
     again = api.allowed(token, cost=money("1"), request_id="late")
-    assert again == first
+    assert again == replay_of(first)
     api.denied(token, "expired", cost=money("1"), request_id="new")
 
 
@@ -67,7 +115,7 @@ def test_the_padded_encoding_is_the_same_request(api: Api) -> None:
     token = api.token(budget=money("10"))
     first = api.allowed(token, cost=money("1"), request_id="pad")
     if padded(token) != token:
-        assert api.allowed(padded(token), cost=money("1"), request_id="pad") == first
+        assert api.allowed(padded(token), cost=money("1"), request_id="pad") == replay_of(first)
     assert api.spent(token) == ["1.00"]
 
 
@@ -148,7 +196,7 @@ def test_a_request_id_of_255_printable_characters_is_fine(api: Api) -> None:
     token = api.token(budget=money("10"))
     rid = ("a b~!" * 51)[:255]
     first = api.allowed(token, cost=money("1"), request_id=rid)
-    assert api.allowed(token, cost=money("1"), request_id=rid) == first
+    assert api.allowed(token, cost=money("1"), request_id=rid) == replay_of(first)
     assert api.spent(token) == ["1.00"]
 
 
@@ -194,8 +242,9 @@ async def test_fifty_parallel_duplicates_charge_once(
     responses, inspected = await _gather(fresh_store, settings, clock, [call] * 50, {"budget": money("10")})
     assert {r.status_code for r in responses} == {200}
     bodies = [r.json() for r in responses]
-    assert all(b == bodies[0] for b in bodies)
-    assert bodies[0]["allowed"] is True
+    first = [b for b in bodies if "replayed" not in b]
+    assert len(first) == 1 and first[0]["allowed"] is True  # one new authorization, 49 replays of it
+    assert all(b == replay_of(first[0]) for b in bodies if b is not first[0])
     assert inspected["budgets"][0]["spent"] == "0.10"
 
 
@@ -234,5 +283,5 @@ def test_an_argument_of_another_json_type_or_spelling_is_another_request(api: Ap
 def test_no_args_and_empty_args_are_the_same_request(api: Api) -> None:
     token = api.token(budget=money("10"))
     first = api.allowed(token, cost=money("1"), request_id="empty")
-    assert api.allowed(token, args={}, cost=money("1"), request_id="empty") == first
+    assert api.allowed(token, args={}, cost=money("1"), request_id="empty") == replay_of(first)
     assert api.spent(token) == ["1.00"]

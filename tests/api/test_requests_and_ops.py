@@ -313,6 +313,7 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
         "/v1/verify",
         "/v1/holds/{hold_id}/settle",
         "/v1/holds/{hold_id}/release",
+        "/v1/holds/{hold_id}/extend",
         "/v1/revoke",
         "/v1/inspect",
     ]:
@@ -330,6 +331,12 @@ def test_schema_is_openapi_with_every_path(api: Api) -> None:
     inspect_503 = paths["/v1/inspect"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
     assert inspect_503 == {"$ref": "#/components/schemas/ErrorBody"}
     assert schemas["ReleaseRequest"]["properties"] == {} and schemas["ReleaseRequest"]["additionalProperties"] is False
+    extend = paths["/v1/holds/{hold_id}/extend"]["post"]
+    assert extend["requestBody"]["required"] is True
+    assert schemas["ExtendRequest"]["required"] == ["hold_ttl"]
+    assert schemas["ExtendRequest"]["properties"]["hold_ttl"] == {"type": "integer", "minimum": 1, "maximum": 86400}
+    assert "held" in schemas["HoldResponse"]["properties"]["state"]["enum"]
+    assert "expires_at" in schemas["HoldResponse"]["properties"]
 
 
 def test_unknown_routes_and_methods(api: Api) -> None:

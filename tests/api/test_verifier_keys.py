@@ -39,7 +39,7 @@ def test_verify_needs_a_verifier_key(keyed: Api, headers: dict[str, str]) -> Non
     assert keyed.snapshot() == before
 
 
-@pytest.mark.parametrize("path", ["/v1/verify", "/v1/holds/x/settle", "/v1/holds/x/release"])
+@pytest.mark.parametrize("path", ["/v1/verify", "/v1/holds/x/settle", "/v1/holds/x/release", "/v1/holds/x/extend"])
 def test_without_a_key_a_malformed_body_is_401_not_a_lesson_in_fields(keyed: Api, path: str) -> None:
     r = keyed.client.post(path, content=b'{"nonsense": [1, 2]}', headers={"content-type": "application/json"})
     assert (r.status_code, r.json()["code"]) == (401, "unauthorized"), r.text
@@ -73,6 +73,7 @@ def test_holds_need_a_verifier_key(keyed: Api) -> None:
     assert keyed.release(hold_id).status_code == 401
     assert keyed.settle(hold_id, headers=keyed.admin).status_code == 401
     assert keyed.release(hold_id, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert keyed.post(f"/v1/holds/{hold_id}/extend", {"hold_ttl": 60}).status_code == 401
     assert keyed.budgets(token)[0]["held"] == "1.00"
     r = keyed.settle(hold_id, {"amount": "0.5"}, headers=SEARCH)
     assert r.status_code == 200 and r.json()["amount"] == "0.50"
@@ -83,9 +84,11 @@ def test_a_hold_is_closed_only_by_the_verifier_that_made_it(keyed: Api) -> None:
     token = keyed.token(budget={"amount": "10", "currency": "USD"}, audience=["search-srv", "payments-srv"])
     hold_id = keyed.verify(token, headers=SEARCH, cost=USD, mode="hold").json()["hold_id"]
     before = keyed.snapshot()
-    for r in (keyed.settle(hold_id, headers=PAYMENTS), keyed.release(hold_id, headers=PAYMENTS)):
+    extend = keyed.post(f"/v1/holds/{hold_id}/extend", {"hold_ttl": 60}, headers=PAYMENTS)
+    for r in (keyed.settle(hold_id, headers=PAYMENTS), keyed.release(hold_id, headers=PAYMENTS), extend):
         assert (r.status_code, r.json()["code"]) == (404, "not_found"), r.text
     assert keyed.snapshot() == before
+    assert keyed.post(f"/v1/holds/{hold_id}/extend", {"hold_ttl": 60}, headers=SEARCH).json()["state"] == "held"
     assert keyed.settle(hold_id, headers=SEARCH).json()["state"] == "settled"
     assert keyed.settle(hold_id, headers=PAYMENTS).status_code == 404  # settled, and still not payments-srv's
     assert keyed.budgets(token)[0]["spent"] == "1.00"

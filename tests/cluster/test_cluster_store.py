@@ -4,6 +4,7 @@ keep one root's keys on one node (slot check, migration fence), NOSCRIPT reloads
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import secrets
 import time
@@ -16,7 +17,7 @@ import redis
 
 from app.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from app.store import open_store
-from app.store.base import ROOT, BudgetSpec, Decision, RateSpec
+from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, ROOT, BudgetSpec, Decision, RateSpec
 from app.store.redis import RedisStore, base_key
 from app.store.redis_cluster import (
     CLUSTER_SCRIPTS,
@@ -159,10 +160,14 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
             elif kind < 0.75 and holds:
                 hold_id = rng.choice(holds)
                 amount = rng.choice((None, 0, USD // 2, 10 * USD))
-                if rng.random() < 0.5:
+                action = rng.random()
+                if action < 0.4:
                     await both(lambda s, h=hold_id, a=amount, n=now: s.settle(h, a, n))
-                else:
+                elif action < 0.8:
                     await both(lambda s, h=hold_id, n=now: s.release(h, n))
+                else:
+                    ttl = rng.choice((300, 2000, 8000))
+                    await both(lambda s, h=hold_id, t=ttl, n=now: s.extend(h, t, n))
             elif kind < 0.78:
                 prefix, until = rng.choice(("c1", "c2", "c2", ROOT)), rng.choice((0, now + 3_600_000))
                 await both(lambda s, t=tid, p=prefix, u=until: s.revoke(t, p, u))
@@ -194,6 +199,47 @@ async def test_a_zero_cost_hold_can_be_released_and_expire(store: RedisClusterSt
     assert (await store.release(held.hold_id, now + 1)).state == "released"
     await store.decide(charge(tid, 0, mode="hold", hold_ttl_ms=100, now=now))
     assert (await store.decide(charge(tid, USD, now=now + 1000))).status == "allowed"
+
+
+async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisClusterStore) -> None:
+    """The cap on open holds, and expired holds released PURGE_STEP per script, each script on the root's node."""
+    tid = secrets.token_hex(16)
+    now = now_ms()
+    budgets = tuple(BudgetSpec(f"b{i}", 100 * USD, True, 0) for i in range(16))
+
+    def hold(cost: int, at: int = now) -> Decision:
+        return Decision(
+            tid,
+            at,
+            secrets.token_hex(16),
+            ("h0",),
+            budgets=budgets,
+            cost=cost,
+            currency="USD",
+            mode="hold",
+            hold_ttl_ms=1000,
+        )
+
+    for start in range(0, MAX_OPEN_HOLDS, 1000):
+        made = await asyncio.gather(*(store.decide(hold(i % 2)) for i in range(start, start + 1000)))
+        assert {o.status for o in made} == {"allowed"}
+    over = await store.decide(hold(1))
+    assert (over.status, over.index, over.retry_after_ms) == ("rate_limited", -1, 1000)
+    scripts: list[int] = []
+    run = store._run
+
+    async def counted(name: str, token_id: str, *args: str | int) -> Any:
+        reply = await run(name, token_id, *args)
+        scripts.append(int(await store.cluster.zcard(base_key(tid) + ":holds")))
+        return reply
+
+    store._run = counted  # type: ignore[method-assign]
+    out = await store.decide(
+        Decision(tid, now + 1000, secrets.token_hex(16), ("h0",), budgets=budgets, cost=100 * USD, currency="USD")
+    )
+    assert (out.status, out.balances) == ("allowed", [(100 * USD, 0)] * 16)
+    steps = [a - b for a, b in itertools.pairwise([MAX_OPEN_HOLDS, *scripts])]
+    assert scripts[-1] == 0 and max(steps) <= PURGE_STEP and len(steps) > MAX_OPEN_HOLDS // PURGE_STEP, steps
 
 
 # -- one slot per script -----------------------------------------------------------------------------------------

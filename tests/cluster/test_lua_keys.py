@@ -34,6 +34,7 @@ KEY_ARGS = {
     "HSET": "first",
     "HMGET": "first",
     "HINCRBY": "first",
+    "HDEL": "first",
     "PEXPIRE": "first",
     "PEXPIREAT": "first",
     "PEXPIRETIME": "first",

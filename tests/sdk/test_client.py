@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from app.api.app import create_app
-from app.api.schemas import Allowed, Denied
+from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
 from app.sdk import ApiError, AsyncClient, Client, Token
 from app.store.memory import MemoryStore
@@ -56,7 +57,9 @@ async def test_the_async_client_gives_the_same_answers(tmp_path: Path) -> None:
         root = await c.mint("orchestrator", budget="1.00 USD", rate="5/1m")
         first = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
         again = await c.verify(root.token, "search", cost="0.60 USD", request_id="r1")
-        assert isinstance(first, Allowed) and first == again
+        assert isinstance(first, Allowed) and isinstance(again, Allowed)
+        assert (first.replayed, again.replayed) == (False, True)  # the retry is the first answer, marked
+        assert msgspec.structs.replace(again, replayed=False) == first
         over = await c.verify(root.token, "search", cost="0.60 USD")
         assert isinstance(over, Denied) and over.code == "budget_exceeded"
         assert over.budgets is not None and over.budgets[0].remaining == "0.40"
@@ -66,6 +69,39 @@ async def test_the_async_client_gives_the_same_answers(tmp_path: Path) -> None:
         assert (await c.revoke(token_id=root.token_id)).revoked
         gone = await c.verify(root.token, "search")
         assert isinstance(gone, Denied) and gone.code == "revoked"
+
+
+def test_extend_with_the_sync_client_keeps_a_hold_and_reads_refusals(service_factory: object) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    with Client(service.url, admin_key=ADMIN_KEY) as client:
+        root = client.mint(subject="orchestrator", budget="10.00 USD")
+        held = client.verify(root.token, "search", cost="2 USD", mode="hold", hold_ttl=5)
+        assert isinstance(held, Allowed) and held.hold_id
+        kept = client.extend(held.hold_id, 600)
+        assert (kept.hold_id, kept.state, kept.amount, kept.currency) == (held.hold_id, "held", "2.00", "USD")
+        assert kept.expires_at is not None
+        assert client.settle(held.hold_id).state == "settled"
+        with pytest.raises(ApiError) as closed:
+            client.extend(held.hold_id, 600)
+        assert (closed.value.status, closed.value.code) == (409, "conflict")
+        with pytest.raises(ApiError) as bad:
+            client.extend(held.hold_id, 0)
+        assert (bad.value.status, bad.value.field) == (400, "hold_ttl")
+
+
+async def test_extend_with_the_async_client_returns_what_settle_and_release_return(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)})
+    transport = httpx.ASGITransport(app=create_app(settings, store=MemoryStore()))
+    async with AsyncClient("http://agentcaps.test", admin_key=settings.admin_keys[0], transport=transport) as c:
+        root = await c.mint("orchestrator", budget="1.00 USD")
+        held = await c.verify(root.token, "search", cost="0.60 USD", mode="hold", hold_ttl=5)
+        assert isinstance(held, Allowed) and held.hold_id
+        kept = await c.extend(held.hold_id, 60)
+        assert isinstance(kept, HoldResponse) and (kept.state, kept.amount) == ("held", "0.60")
+        assert isinstance(await c.release(held.hold_id), HoldResponse)
+        with pytest.raises(ApiError) as unknown:
+            await c.extend("0" * 32 + "." + "0" * 32, 60)
+        assert unknown.value.status == 404
 
 
 async def test_refusals_read_as_the_service_worded_them_whatever_else_the_body_carries(tmp_path: Path) -> None:

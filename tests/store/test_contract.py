@@ -309,6 +309,8 @@ async def test_unknown_and_garbage_hold_ids_are_not_found(store: Store) -> None:
             await store.settle(hold_id, 1, T0)
         with pytest.raises(NotFound):
             await store.release(hold_id, T0)
+        with pytest.raises(NotFound):
+            await store.extend(hold_id, 1000, T0)
     assert (await store.settle(held.hold_id, 1, T0)).amount == 1  # the real one was never touched
 
 
@@ -322,6 +324,89 @@ async def test_zero_cost_holds_release_settle_and_expire(store: Store) -> None:
         assert closed.amount == 0
     await store.decide(decision(root, 0, budgets=levels, mode="hold", hold_ttl_ms=1))
     assert (await store.decide(decision(root, 10, budgets=levels, now=T0 + 5))).status == "allowed"
+
+
+async def test_extend_keeps_a_hold_past_its_old_end_and_is_idempotent(store: Store) -> None:
+    root = tid()
+    levels = (budget("l1", 10), budget("l2", 8))
+    held = await store.decide(decision(root, 6, budgets=levels, mode="hold", hold_ttl_ms=1000))
+    assert held.hold_id is not None
+    state = await store.extend(held.hold_id, 2000, T0 + 500)
+    assert state == type(state)(held.hold_id, "held", 6, "USD", T0 + 2500)
+    assert (await store.extend(held.hold_id, 2000, T0 + 500)) == state  # the same extend again: the same state
+    # Past the old end (T0 + 1000) it still counts, and a decision does not purge it.
+    assert (await store.decide(decision(root, 3, budgets=levels, now=T0 + 1500))).status == "budget_exceeded"
+    assert (await store.inspect(root, (), ("l1", "l2"), T0 + 2499)).balances == [(0, 6)] * 2
+    assert (await store.settle(held.hold_id, 5, T0 + 2499)).amount == 5
+    assert (await store.inspect(root, (), ("l1", "l2"), T0 + 2600)).balances == [(5, 0)] * 2
+
+
+async def test_extend_may_shorten_a_hold_and_it_then_ends_then(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 10),)
+    held = await store.decide(decision(root, 7, budgets=levels, mode="hold", hold_ttl_ms=60_000))
+    assert held.hold_id is not None
+    assert (await store.extend(held.hold_id, 100, T0 + 10)).expires_ms == T0 + 110
+    assert (await store.inspect(root, (), ("b",), T0 + 109)).balances == [(0, 7)]
+    out = await store.decide(decision(root, 10, budgets=levels, now=T0 + 110))
+    assert (out.status, out.balances) == ("allowed", [(10, 0)])
+    with pytest.raises(NotFound):
+        await store.extend(held.hold_id, 60_000, T0 + 110)
+
+
+async def test_extend_refuses_closed_expired_foreign_and_unknown_holds_and_changes_nothing(store: Store) -> None:
+    root = tid()
+    levels = (budget("b", 100),)
+    settled, released, expired = [
+        (await store.decide(decision(root, 5, budgets=levels, mode="hold", hold_ttl_ms=ttl))).hold_id
+        for ttl in (60_000, 60_000, 1000)
+    ]
+    mine = msgspec.structs.replace(decision(root, 5, budgets=levels, mode="hold"), verifier="search-srv")
+    foreign = (await store.decide(mine)).hold_id
+    assert settled and released and expired and foreign
+    await store.settle(settled, 2, T0)
+    await store.release(released, T0)
+    with pytest.raises(Conflict, match="settled"):
+        await store.extend(settled, 60_000, T0 + 1)
+    with pytest.raises(Conflict, match="released"):
+        await store.extend(released, 60_000, T0 + 1)
+    for hold_id, verifier in (
+        (foreign, ""),
+        (foreign, "payments-srv"),
+        (f"{root}.{secrets.token_hex(16)}", ""),
+        ("nope", ""),
+        (expired, ""),
+    ):
+        with pytest.raises(NotFound):
+            await store.extend(hold_id, 60_000, T0 + 1000, verifier)
+    for ttl in (0, -1, -60_000):
+        with pytest.raises(ValueError, match="hold_ttl"):
+            await store.extend(foreign, ttl, T0 + 1000, "search-srv")
+    # Nothing moved: the settled 2 is spent, the foreign hold still holds 5 until its own end (T0 + 300 s).
+    assert (await store.inspect(root, (), ("b",), T0 + 1000)).balances == [(2, 5)]
+    assert (await store.inspect(root, (), ("b",), T0 + 300_000)).balances == [(2, 0)]
+    assert (await store.settle(settled, 2, T0 + 2000)).state == "settled"  # and the closed ones are as they were
+    assert (await store.release(released, T0 + 2000)).state == "released"
+
+
+async def test_an_extended_hold_belongs_to_its_verifier_still(store: Store) -> None:
+    root = tid()
+    made = msgspec.structs.replace(decision(root, 5, budgets=(budget("b", 10),), mode="hold"), verifier="search-srv")
+    hold_id = (await store.decide(made)).hold_id
+    assert hold_id is not None
+    assert (await store.extend(hold_id, 1000, T0, "search-srv")).state == "held"
+    with pytest.raises(NotFound):
+        await store.settle(hold_id, None, T0, "payments-srv")
+    assert (await store.release(hold_id, T0, "search-srv")).state == "released"
+
+
+async def test_a_zero_cost_hold_extends_too(store: Store) -> None:
+    root = tid()
+    held = await store.decide(decision(root, 0, mode="hold", hold_ttl_ms=1000))
+    assert held.hold_id is not None
+    state = await store.extend(held.hold_id, 5000, T0 + 900)
+    assert (state.state, state.amount, state.expires_ms) == ("held", 0, T0 + 5900)
+    assert (await store.settle(held.hold_id, 0, T0 + 5000)).state == "settled"
 
 
 # -- idempotency ------------------------------------------------------------------------------------------

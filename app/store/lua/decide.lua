@@ -17,7 +17,7 @@ for p, l, c, e in string.gmatch(a[11], '([^,:]+):(%d+):(%d):(%d+)') do
   budgets[#budgets + 1] = {p, l, c == '1', tonumber(e)}
 end
 
-purge(now)
+if not purge(now) then return 'purging,0,0,,0' end
 
 local idem
 if request_id ~= '' then
@@ -52,6 +52,13 @@ for j, r in ipairs(rates) do
     end
     return answer('rate_limited', j - 1, retry, '', {})
   end
+end
+
+-- The root's open holds are bounded (all are live here: purge is done): index -1, the root itself; Retry-After
+-- is when the first of them ends by itself (settling or releasing one frees a place sooner).
+if mode == 'hold' and redis.call('ZCARD', HOLDS) >= MAX_OPEN_HOLDS then
+  local first = redis.call('ZRANGE', HOLDS, 0, 0, 'WITHSCORES')
+  return answer('rate_limited', -1, string.format('%d', tonumber(first[2]) - now), '', {})
 end
 
 local balances = {}

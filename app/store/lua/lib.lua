@@ -68,19 +68,32 @@ local function stored_answer(stored, fingerprint, now)
   return replayed(answer)
 end
 
--- Release every expired hold of this root: their held amounts stop counting against budgets. All of them:
--- one left over would still count and refuse a call it must not.
-local function purge(now)
-  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now)
-  for _, hold_id in ipairs(expired) do
-    local rec = key('h', hold_id)
+-- Release the first n open holds of `ids` (expired ones): their held amounts stop counting against budgets.
+-- Each budget is decremented once by the sum of its holds (in limbs: exact), not once per hold.
+local function drop_holds(ids, n)
+  local freed, order = {}, {}
+  for i = 1, n do
+    local rec = key('h', ids[i])
     local v = redis.call('HMGET', rec, 'amt', 'b')
-    if v[1] then
+    if v[1] and v[1] ~= '0' and v[2] then
       for prefix in string.gmatch(v[2], '[^,]+') do
-        redis.call('HINCRBY', key('b', prefix), 'h', neg(v[1]))
+        if not freed[prefix] then order[#order + 1] = prefix; freed[prefix] = {0, 0} end
+        freed[prefix] = add(freed[prefix], big(v[1]))
       end
     end
     redis.call('DEL', rec)
-    redis.call('ZREM', HOLDS, hold_id)
   end
+  redis.call('ZREM', HOLDS, unpack(ids, 1, n))
+  for _, prefix in ipairs(order) do redis.call('HINCRBY', key('b', prefix), 'h', neg(decimal(freed[prefix]))) end
+end
+
+-- Release this root's expired holds, at most PURGE_STEP of them: a root may have MAX_OPEN_HOLDS ending at once,
+-- and one script releasing them all would stall Redis for every root. True when none is left. False: an expired
+-- hold still counts, so the caller must not decide on these balances; it answers 'purging' and is called again
+-- (app/store/base.py stepwise), each call one bounded step, other calls running in between.
+local function purge(now)
+  local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, PURGE_STEP + 1)
+  local n = math.min(#expired, PURGE_STEP)
+  if n > 0 then drop_holds(expired, n) end
+  return #expired <= PURGE_STEP
 end
