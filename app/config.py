@@ -23,7 +23,7 @@ _VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S{16,})")
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = "memory://"
+    store: str = "local://"
     data_dir: Path = Path(".agentcaps")
     host: str = "127.0.0.1"
     port: int = 8470
@@ -33,6 +33,7 @@ class Settings:
     verifier_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> audience name
     store_timeout: float = 1.0
     redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
+    fsync: str = ""  # AGENTCAPS_FSYNC, everysec (when unset) or always (local:// only)
 
     @property
     def public_location(self) -> str:
@@ -50,14 +51,18 @@ class Settings:
             timeout = float(timeout_text)
         except ValueError:
             raise ConfigError(f"AGENTCAPS_STORE_TIMEOUT must be seconds, got {timeout_text!r}") from None
+        fsync = env.get("AGENTCAPS_FSYNC", "")
+        if fsync not in ("", "everysec", "always"):
+            raise ConfigError(f"AGENTCAPS_FSYNC must be everysec (the default) or always, got {fsync!r}")
         values: dict[str, object] = {
-            "store": env.get("AGENTCAPS_STORE", "memory://"),
+            "store": env.get("AGENTCAPS_STORE", "local://"),
             "data_dir": data_dir,
             "host": env.get("AGENTCAPS_HOST", "127.0.0.1"),
             "port": int(port_text),
             "location": env.get("AGENTCAPS_LOCATION", ""),
             "store_timeout": timeout,
             "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
+            "fsync": fsync,
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")

@@ -82,7 +82,9 @@ def _refusal(presented: str | None, what: str) -> str:
 
 
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
-    store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
+    store = store or open_store(
+        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
+    )
     authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()
 
