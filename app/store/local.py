@@ -31,7 +31,6 @@ start empty would silently give every budget back.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import os
@@ -133,8 +132,7 @@ class LocalStore(Store):
         self._queued_at = 0.0  # monotonic time the oldest queued step came in
         self._appended = 0  # steps journaled since start (event-loop side)
         self._durable = 0  # of those, how many are committed (writer side; read under the condition)
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # calls waiting for their steps to be durable
         self.failure: str | None = None
         self._closing = self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="agentcaps-local-store", daemon=True)
@@ -280,22 +278,24 @@ class LocalStore(Store):
                 raise StoreUnavailable(self.failure)
             if self._durable >= target:
                 return
-            self._loop = asyncio.get_running_loop()
-            future = self._loop.create_future()
+            future = asyncio.get_running_loop().create_future()
             self._waiters.append((target, future))
         await future
 
     def _wake(self) -> None:
-        """On the event loop: answer the calls whose steps are now durable (or fail them all if writes fail)."""
+        """On an event loop: answer its calls whose steps are now durable (or all of them if writes fail)."""
+        loop = asyncio.get_running_loop()
         with self._cond:
             durable, failure = self._durable, self.failure
-            while self._waiters and (failure is not None or self._waiters[0][0] <= durable):
-                _, future = self._waiters.popleft()
-                if not future.done():
-                    if failure is None:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(StoreUnavailable(failure))
+            done = [(t, f) for t, f in self._waiters if f.get_loop() is loop and (failure or t <= durable)]
+            self._waiters = [waiter for waiter in self._waiters if waiter not in done]
+        for _, future in done:
+            if future.done():
+                continue
+            if failure is None:
+                future.set_result(None)
+            else:
+                future.set_exception(StoreUnavailable(failure))
 
     # -- the writer thread -------------------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -323,9 +323,10 @@ class LocalStore(Store):
                 with self._cond:
                     if self.failure is None:
                         self._durable += sum(isinstance(item, tuple) for item in batch)
-                    loop = self._loop if self._waiters else None
-                if loop is not None and not loop.is_closed():
-                    loop.call_soon_threadsafe(self._wake)
+                    loops = {future.get_loop() for _, future in self._waiters}
+                for loop in loops:
+                    with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has no one left to answer
+                        loop.call_soon_threadsafe(self._wake)
             if closing and not batch:
                 return
 
@@ -358,6 +359,6 @@ class LocalStore(Store):
             self._closing = True
             self._cond.notify()
         await asyncio.to_thread(self._writer.join)
-        self._wake()
+        self._wake()  # those of this loop; the writer has woken the others
         self._db.close()
         os.close(self._lock_fd)
