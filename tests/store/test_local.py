@@ -11,6 +11,7 @@ import asyncio
 import random
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,41 @@ async def test_the_files_are_private_to_the_service_user(tmp_path: Path) -> None
     await store.close()
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "data" / DB_FILE).stat().st_mode & 0o777 == 0o600
+
+
+async def test_always_answers_a_call_only_once_its_commit_is_done(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "live", "always")
+    commit = store._commit
+    store._commit = lambda batch: (time.sleep(0.3), commit(batch))[1]  # type: ignore[method-assign]
+    root = tid()
+    try:
+        started = time.monotonic()
+        await store.decide(decision(root, USD, budgets=(budget("b", 10 * USD),)))
+        assert time.monotonic() - started >= 0.3
+        copy = crash_copy(tmp_path / "live", tmp_path / "crashed")
+    finally:
+        await store.close()
+    recovered = LocalStore(copy)
+    try:
+        assert (await recovered.inspect(root, ("p0",), ("b",), T0)).balances == [(USD, 0)]
+    finally:
+        await recovered.close()
+
+
+async def test_everysec_answers_at_once_unless_the_disk_is_a_whole_second_behind(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, "everysec")
+    commit = store._commit
+    store._commit = lambda batch: (time.sleep(1.5), commit(batch))[1]  # type: ignore[method-assign]
+    root = tid()
+    try:
+        started = time.monotonic()
+        await store.decide(decision(root, USD))  # the writer takes it and stalls for 1.5 s
+        assert time.monotonic() - started < 0.2
+        await asyncio.sleep(0.1)
+        await store.decide(decision(root, USD))  # queued behind the stalled commit, under a second old
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        await store.decide(decision(root, USD))  # its batch has waited over a second: this call waits for it
+        assert time.monotonic() - started >= 0.3
+    finally:
+        await store.close()
