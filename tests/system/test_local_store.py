@@ -1,10 +1,14 @@
-"""local:// survives `kill -9`: a real `serve` under concurrent verify load is killed with SIGKILL and started
-again on the same data dir. Every answered charge is still there (with AGENTCAPS_FSYNC=always), or every one
-answered more than a second before the kill (everysec); revocations and holds from before the load too."""
+"""local:// as served: one process per data dir, and it survives `kill -9`. A real `serve` under concurrent verify
+load is killed with SIGKILL and started again on the same data dir: every answered charge is still there (with
+AGENTCAPS_FSYNC=always), or every one answered more than a second before the kill (everysec); the revocation and
+the hold from before the load too."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +19,7 @@ import pytest
 
 from app.sdk import Token
 from app.token.keys import KeyRing, new_key_entry
-from tests.processes import ADMIN_KEY, Service, start_service
+from tests.processes import ADMIN_KEY, Service, free_port, start_service
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 ONE_USD = {"amount": "1", "currency": "USD"}
@@ -128,3 +132,35 @@ def test_kill_9_under_load_keeps_every_answered_decision_outside_the_fsync_windo
     finally:
         service.process.terminate()
         service.process.wait(10)
+
+
+def serve(data_dir: Path, *args: str, store: str = "local://") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AGENTCAPS_STORE": store,
+        "AGENTCAPS_DATA_DIR": str(data_dir),
+        "AGENTCAPS_ADMIN_KEYS": ADMIN_KEY,
+    }
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port()), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused_and_the_first_serves_on(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_service("local://", tmp_path, env={"AGENTCAPS_DATA_DIR": str(data_dir)})
+    try:
+        second = serve(data_dir)
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by another agentcaps process (pid {first.process.pid})" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr  # one line, no traceback
+        assert httpx.get(first.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        first.process.terminate()
+        first.process.wait(10)
+
+
+@pytest.mark.parametrize("store", ["local://", "memory://"])
+def test_serve_refuses_more_than_one_worker_on_an_embedded_store(tmp_path: Path, store: str) -> None:
+    done = serve(tmp_path, "--workers", "2", store=store)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"agentcaps serve: --workers > 1 needs a shared counter store: {store}"), done.stderr
