@@ -164,3 +164,13 @@ def test_serve_refuses_more_than_one_worker_on_an_embedded_store(tmp_path: Path,
     done = serve(tmp_path, "--workers", "2", store=store)
     assert done.returncode == 2
     assert done.stderr.startswith(f"agentcaps serve: --workers > 1 needs a shared counter store: {store}"), done.stderr
+
+
+def test_the_banner_says_which_store_and_what_survives_a_restart(tmp_path: Path) -> None:
+    from app.api.server import banner
+    from app.config import Settings
+
+    local = banner(Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)}), 1)
+    assert f"store local:// in {tmp_path}, fsync everysec: counters, holds, revocations and answers survive" in local
+    memory = banner(Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_STORE": "memory://"}), 1)
+    assert "memory://: every counter is forgotten on exit" in memory
