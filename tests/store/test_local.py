@@ -174,12 +174,12 @@ async def test_a_damaged_database_stops_the_start_with_the_file_named_and_is_lef
 
 
 async def test_an_unreadable_journal_row_stops_the_start(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
+    store = LocalStore(tmp_path / "live", "always")
     await store.decide(decision(tid(), USD))
-    copy = crash_copy(tmp_path, tmp_path / "crashed")
+    copy = crash_copy(tmp_path / "live", tmp_path / "crashed")
     await store.close()
     with sqlite3.connect(copy / DB_FILE) as db:
-        db.execute("UPDATE journal SET steps = x'c1c1c1'")
+        assert db.execute("UPDATE journal SET steps = x'c1c1c1'").rowcount == 1
     with pytest.raises(ConfigError, match="cannot be read"):
         LocalStore(copy)
 
