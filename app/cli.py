@@ -1,9 +1,9 @@
-"""`agentcaps`: serve | mint | attenuate | inspect | verify | revoke | keys | gateway.
+"""`agentcaps`: serve | mint | attenuate | inspect | verify | settle | release | extend | revoke | keys | gateway.
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
-offline; `mint`, `verify` and `revoke` speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the
-local admin key in the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input,
-3 denied (`verify`).
+offline; the others speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the local admin key in
+the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input, 3 denied (`verify`, and
+`inspect` of a token that denies every call).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from typing import Any
 import httpx
 import msgspec
 
-from app.api.schemas import Allowed
+from app.api.schemas import Allowed, HoldResponse
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
 from app.errors import AgentcapsError, ConfigError
 from app.sdk.client import ApiError, Client
 from app.sdk.token import Token, TokenError
 from app.token.keys import KeyRing, new_key_entry
 from caveats.grammar import CaveatSyntaxError
-from caveats.money import parse_money
+from caveats.money import AMOUNT_RE, parse_money
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DENIED = 1, 2, 3
 
@@ -267,6 +267,40 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold_text(hold: HoldResponse) -> str:
+    amount = f" {hold.amount} {hold.currency}" if hold.amount is not None else ""
+    until = f" until {hold.expires_at}" if hold.expires_at else ""
+    return f"hold {hold.hold_id} {hold.state}{amount}{until}"
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    amount = None
+    if args.amount is not None:
+        amount = args.amount.strip()
+        if not AMOUNT_RE.fullmatch(amount):
+            raise UsageError(f"AMOUNT must be a decimal like 0.05, in the hold's currency, got {args.amount!r}")
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.settle(args.hold_id, amount)
+    _out(args, done, _hold_text(done))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.release(args.hold_id)
+    _out(args, done, _hold_text(done))
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    if not 1 <= args.ttl <= 86400:
+        raise UsageError(f"TTL must be 1 to 86400 seconds, got {args.ttl}")
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.extend(args.hold_id, args.ttl)
+    _out(args, done, _hold_text(done))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     if args.action == "generate":
         print(KeyRing(new_key_entry()).serialize())  # a kid:key entry for AGENTCAPS_MASTER_KEYS
@@ -337,12 +371,37 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-id", help="makes the call idempotent: the same id again replays the first decision")
     p.add_argument("--hold", action="store_true", help="reserve the cost instead of charging it")
     p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS", help="with --hold: until it is released")
+    _verifier_key_flag(p)
+    _service_flags(p)
+
+
+def _verifier_key_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--verifier-key",
         default=os.environ.get("AGENTCAPS_VERIFIER_KEY"),
         help="when the service has verifier keys (default AGENTCAPS_VERIFIER_KEY)",
     )
+
+
+def _hold_args(p: argparse.ArgumentParser, *extra: tuple[str, dict[str, Any]]) -> None:
+    p.add_argument("hold_id", metavar="HOLD_ID", help="the hold id that verify --hold printed")
+    for name, options in extra:
+        p.add_argument(name, **options)
+    _verifier_key_flag(p)
     _service_flags(p)
+
+
+def _settle_args(p: argparse.ArgumentParser) -> None:
+    amount = {"nargs": "?", "metavar": "AMOUNT", "help": "the final cost, at most what is held (default: all of it)"}
+    _hold_args(p, ("amount", amount))
+
+
+def _release_args(p: argparse.ArgumentParser) -> None:
+    _hold_args(p)
+
+
+def _extend_args(p: argparse.ArgumentParser) -> None:
+    _hold_args(p, ("ttl", {"type": int, "metavar": "TTL", "help": "seconds from now until it is released by itself"}))
 
 
 def _revoke_args(p: argparse.ArgumentParser) -> None:
@@ -374,6 +433,9 @@ COMMANDS: dict[str, Command] = {
     "attenuate": (cmd_attenuate, "narrow a token offline and print the new one", _attenuate_args),
     "inspect": (cmd_inspect, "show a token's hops, caveats and limits offline", _inspect_args),
     "verify": (cmd_verify, "ask the service to decide one tool call", _verify_args),
+    "settle": (cmd_settle, "charge a hold's final amount and release the rest", _settle_args),
+    "release": (cmd_release, "release a hold: nothing is charged", _release_args),
+    "extend": (cmd_extend, "keep a hold TTL more seconds from now (a tool that runs long)", _extend_args),
     "revoke": (cmd_revoke, "revoke a token and its descendants, or a whole root", _revoke_args),
     "keys": (cmd_keys, "master keys: generate or rotate", _keys_args),
 }

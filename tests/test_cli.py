@@ -235,3 +235,34 @@ def test_help_lists_every_command_and_explains_every_verify_flag() -> None:
         "--verifier-key",
     }
     assert all(text.strip() for _, _, text in flags), flags
+
+
+def test_holds_are_settled_released_and_extended_from_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    token = run(capsys, "mint", "--subject", "o", "--budget", "1.00 USD", "--expires-in", "600")[1]
+
+    def hold() -> str:
+        code, out, _ = run(capsys, "verify", token, "--tool", "t", "--cost", "0.40 USD", "--hold", "--json")
+        assert code == 0
+        hold_id: str = json.loads(out)["hold_id"]
+        return hold_id
+
+    first, second = hold(), hold()
+    code, out, _ = run(capsys, "extend", first, "600")
+    assert code == 0 and out.startswith(f"hold {first} held 0.40 USD until ")
+    code, out, _ = run(capsys, "settle", first, "0.25")
+    assert (code, out) == (0, f"hold {first} settled 0.25 USD")
+    code, out, _ = run(capsys, "release", second)
+    assert (code, out) == (0, f"hold {second} released")
+    code, out, _ = run(capsys, "verify", token, "--tool", "t", "--json")
+    assert [b["spent"] for b in json.loads(out)["budgets"]] == ["0.25"]  # what was settled, nothing else
+    code, _, err = run(capsys, "release", first)  # settled: it cannot be released any more
+    assert code == 2 and "409" in err
+    code, _, err = run(capsys, "settle", second, "ten")
+    assert code == 2 and "AMOUNT must be a decimal like 0.05" in err
+    code, _, err = run(capsys, "extend", second, "0")
+    assert code == 2 and "TTL must be 1 to 86400 seconds" in err

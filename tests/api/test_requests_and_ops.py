@@ -414,6 +414,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     for path, body in [
         (f"/v1/holds/{hold}/settle", None),
         (f"/v1/holds/{hold}/release", None),
+        (f"/v1/holds/{hold}/extend", {"hold_ttl": 60}),
         ("/v1/revoke", {"token": token}),
         ("/v1/inspect", {"token": token}),
     ]:
@@ -427,7 +428,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     assert r.status_code == 503 and r.json()["reason"]
     assert client.get("/healthz").status_code == 200
     text = client.get("/metrics").text
-    assert re.search(r"^agentcaps_store_errors_total 8\.0$", text, re.M), text
+    assert re.search(r"^agentcaps_store_errors_total 9\.0$", text, re.M), text
     assert re.search(r'^agentcaps_decisions_total\{code="store_unavailable"\} 3\.0$', text, re.M), text
 
 
