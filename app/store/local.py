@@ -47,7 +47,17 @@ from typing import Any
 import msgspec
 
 from app.errors import ConfigError, StoreUnavailable
-from app.store.base import Decision, HoldState, Inspection, Outcome, RateSpec, Store, stepwise
+from app.store.base import (
+    Decision,
+    HoldState,
+    Inspection,
+    Outcome,
+    RateSpec,
+    Store,
+    refuse_bad_ttl,
+    refuse_negative,
+    stepwise,
+)
 from app.store.memory import MemoryStore
 
 DB_FILE = "store.db"
@@ -139,7 +149,7 @@ class LocalStore(Store):
             os.close(self._lock_fd)
             raise
         self._cond = threading.Condition()
-        self._queue: list[tuple[str, tuple[Any, ...]] | bytes] = []  # steps, and snapshots that cover those before
+        self._queue: list[msgspec.Raw | bytes] = []  # encoded steps, and snapshots that cover the steps before
         self._queued_at = 0.0  # monotonic time the oldest queued step came in
         self._appended = 0  # steps journaled since start (event-loop side)
         self._durable = 0  # of those, how many are committed (writer side; read under the condition)
@@ -205,6 +215,7 @@ class LocalStore(Store):
         return await self.memory.lookup(token_id, request_id, fingerprint, now_ms)  # reads only
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_negative(amount)  # refused as every store refuses it, before the journal sees it
         state: HoldState = self._step("settle", hold_id, amount, now_ms, verifier)
         await self._wait_durable()
         return state
@@ -215,6 +226,7 @@ class LocalStore(Store):
         return state
 
     async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
+        refuse_bad_ttl(ttl_ms)
         state: HoldState = self._step("extend", hold_id, ttl_ms, now_ms, verifier)
         await self._wait_durable()
         return state
@@ -250,21 +262,25 @@ class LocalStore(Store):
         """Run one MemoryStore step and queue its journal entry, with nothing in between. Every argument is
         passed, defaults too: the replay must not depend on what the defaults are then."""
         self._check_open()
+        try:  # encoded first: a step that cannot be journaled must not run
+            entry = msgspec.Raw(_encode((name, args)))
+        except (msgspec.EncodeError, OverflowError, TypeError) as e:
+            raise ValueError(f"{name}: an argument cannot be stored ({e})") from None
         try:
             return run_now(STEPS[name](self.memory, *args))
         finally:
-            self._append((name, args))
+            self._append(entry)
 
     async def _async_step(self, name: str, *args: Any) -> Any:
         return self._step(name, *args)
 
-    def _append(self, item: tuple[str, tuple[Any, ...]] | bytes) -> None:
+    def _append(self, item: msgspec.Raw | bytes) -> None:
         with self._cond:
             if not self._queue:
                 self._queued_at = time.monotonic()
                 self._cond.notify()
             self._queue.append(item)
-        if isinstance(item, tuple):
+        if isinstance(item, msgspec.Raw):
             self._appended += 1
             self._since_snapshot += 1
             if self._since_snapshot >= COMPACT_EVERY:
@@ -323,7 +339,7 @@ class LocalStore(Store):
                 try:
                     self._commit(batch)
                     unsynced = not self.always
-                except (sqlite3.Error, OSError) as e:
+                except Exception as e:  # sqlite3.Error, OSError, anything: fail closed, never lose steps in silence
                     self.failure = f"the local:// store could not write {self.path}: {e}"
                 if not self.always and not closing:  # let steps gather: a few large commits cost the loop less
                     time.sleep(max(0.0, GROUP_COMMIT - (time.monotonic() - started)))
@@ -336,7 +352,7 @@ class LocalStore(Store):
             if batch or self.failure is not None:
                 with self._cond:
                     if self.failure is None:
-                        self._durable += sum(isinstance(item, tuple) for item in batch)
+                        self._durable += sum(isinstance(item, msgspec.Raw) for item in batch)
                     loops = {future.get_loop() for _, future in self._waiters}
                 for loop in loops:
                     with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has no one left to answer
@@ -344,7 +360,7 @@ class LocalStore(Store):
             if closing and not batch:
                 return
 
-    def _commit(self, batch: list[tuple[str, tuple[Any, ...]] | bytes]) -> None:
+    def _commit(self, batch: list[msgspec.Raw | bytes]) -> None:
         """One transaction: the last snapshot of the batch replaces the journal (it covers every step before
         it, in this batch and earlier ones); the steps after it become one journal row."""
         cut = max((i for i, item in enumerate(batch) if isinstance(item, bytes)), default=-1)

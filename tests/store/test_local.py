@@ -259,3 +259,22 @@ async def test_everysec_answers_at_once_unless_the_disk_is_a_whole_second_behind
         assert time.monotonic() - started >= 0.3
     finally:
         await store.close()
+
+
+async def test_a_call_whose_arguments_cannot_be_journaled_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """msgpack holds integers up to 2**64: a call past that is refused before it runs, and the store goes on."""
+    root = tid()
+    store = LocalStore(tmp_path, "always")
+    try:
+        with pytest.raises(ValueError, match=r"revoke: an argument cannot be stored"):
+            await store.revoke(root, "p0", 2**70)
+        assert (await store.inspect(root, ("p0",), (), T0)).revoked_index is None
+        await store.revoke(root, "p0", 0)
+        assert await store.ready() is None
+    finally:
+        await store.close()
+    store = LocalStore(tmp_path)
+    try:
+        assert (await store.inspect(root, ("p0",), (), T0)).revoked_index == 0
+    finally:
+        await store.close()
