@@ -144,8 +144,13 @@ class LocalStore(Store):
         self._lock_fd = lock_data_dir(data_dir)
         try:
             self._db = self._open()
-            self._since_snapshot = self._load()
         except BaseException:
+            os.close(self._lock_fd)
+            raise
+        try:
+            self._since_snapshot = self._load()
+        except BaseException:  # a failed start leaves no file open and the data dir free
+            self._db.close()
             os.close(self._lock_fd)
             raise
         self._cond = threading.Condition()
@@ -165,10 +170,14 @@ class LocalStore(Store):
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:  # not a file SQLite can open: a directory, no permission
+            raise ConfigError(self._damaged(e)) from None
+        try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {'FULL' if self.always else 'NORMAL'}")
             db.executescript(_SCHEMA)
         except sqlite3.Error as e:
+            db.close()
             raise ConfigError(self._damaged(e)) from None
         return db
 
