@@ -6,7 +6,6 @@ call for revocation, rates and budgets. A denial before the store call never tou
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import secrets
@@ -37,6 +36,7 @@ from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
 from caveats.base import Context
 from caveats.build import restriction_caveats
+from caveats.cache import ByteLRU
 from caveats.chain import BudgetCounter, RateCounter
 from caveats.denial import Code, Denial
 from caveats.depth import Depth
@@ -47,7 +47,16 @@ from caveats.money import Amount, format_micros, parse_micros
 # Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
-_amount = functools.lru_cache(maxsize=8192)(format_micros)
+_amounts: ByteLRU[int, str] = ByteLRU("amounts")
+AMOUNT_BYTES = 256  # an int key, a str of at most 19 digits and a point, the entry
+
+
+def _amount(micros: int) -> str:
+    text = _amounts.get(micros)
+    if text is None:
+        text = format_micros(micros)
+        _amounts.put(micros, text, AMOUNT_BYTES)
+    return text
 
 
 @dataclass

@@ -16,7 +16,8 @@ from app.cli import COMMANDS, main, parser
 from app.config import MASTER_KEYS_FILE, load_or_create_ring
 from app.token.keys import KeyRing
 from app.token.mint import mint
-from tests.processes import ADMIN_KEY, Service
+from tests.keys import ADMIN_KEY, WRONG_ADMIN_KEY
+from tests.processes import Service
 
 
 @pytest.fixture
@@ -82,6 +83,16 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_attenuate_refuses_a_seventeenth_budget(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+    token = root_token  # one budget already
+    for _ in range(15):
+        code, token, _ = run(capsys, "attenuate", token, "--budget", "10 USD")
+        assert code == 0
+    code, out, err = run(capsys, "attenuate", token, "--budget", "1 USD")
+    assert (code, out) == (2, "")
+    assert err == "agentcaps attenuate: a token carries at most 16 budget caveats, this one has 17"
+
+
 def test_a_garbage_token_is_refused_plainly(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "inspect", "not-a-token!")
     assert code == 2 and err.startswith("agentcaps inspect: not an agentcaps token")
@@ -142,7 +153,7 @@ def test_mint_verify_revoke_against_the_service(
     code, out, err = run(capsys, "revoke", forged)
     assert code == 2 and out == "", (code, out)
     assert err.startswith("agentcaps revoke: 403 invalid_token: ") and "{" not in err, err  # words, not raw JSON
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", "wrong-admin-key-0123456789")
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", WRONG_ADMIN_KEY)
     code, _, err = run(capsys, "mint", "--subject", "x")
     assert code == 2 and "401 unauthorized: the admin key presented was rejected" in err
 

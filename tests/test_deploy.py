@@ -15,14 +15,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from litestar.testing import TestClient
 
 from app.api.app import create_app
 from app.config import Settings
+from app.errors import ConfigError
 from app.store.base import Store
 from app.store.memory import MemoryStore
 from app.store.redis_cluster import WaitPolicy, parse_cluster_url
+from app.token.keys import KeyRing, new_key_entry
 from tests.processes import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,3 +287,15 @@ def test_the_store_is_the_reference_redis_cluster_configured_to_keep_every_count
     assert conf["dir"] == "/data" and any(m["mountPath"] == "/data" for m in container["volumeMounts"])
     create = one("Job", "redis-cluster-create")["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     assert "--cluster-replicas 1" in create and shlex.split(create)  # forms 3 masters + 3 replicas
+
+
+def test_the_secrets_placeholders_are_refused_at_start(tmp_path: Path) -> None:
+    """A Secret applied without replacing its values must stop the pod, not run with a guessable admin key."""
+    placeholders = one("Secret", "agentcaps-keys")["stringData"]
+    master = KeyRing(new_key_entry()).serialize()
+    for env, named in (
+        ({"AGENTCAPS_ADMIN_KEYS": placeholders["AGENTCAPS_ADMIN_KEYS"], "AGENTCAPS_MASTER_KEYS": master}, "ADMIN"),
+        (placeholders, "MASTER"),
+    ):
+        with pytest.raises(ConfigError, match=f"^AGENTCAPS_{named}_KEYS"):
+            Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), **env})

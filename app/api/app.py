@@ -38,6 +38,7 @@ from app.config import Settings
 from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import Store
+from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
@@ -85,6 +86,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     store = store or open_store(
         settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
     )
+    cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
     authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()
 

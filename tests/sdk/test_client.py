@@ -13,7 +13,8 @@ from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
 from app.sdk import ApiError, AsyncClient, Client, Token
 from app.store.memory import MemoryStore
-from tests.processes import ADMIN_KEY, Service
+from tests.keys import ADMIN_KEY
+from tests.processes import Service
 
 
 def test_the_spec_walkthrough_with_the_sync_client(service_factory: object) -> None:
