@@ -30,7 +30,7 @@ _VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S+)")
 
 @dataclass(frozen=True)
 class Settings:
-    store: str = "memory://"
+    store: str = "local://"
     data_dir: Path = Path(".agentcaps")
     host: str = "127.0.0.1"
     port: int = 8470
@@ -40,6 +40,7 @@ class Settings:
     verifier_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> audience name
     store_timeout: float = 1.0
     redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
+    fsync: str = ""  # AGENTCAPS_FSYNC, everysec (when unset) or always (local:// only)
     cache_mb: int = 64  # AGENTCAPS_CACHE_MB: what the verifier's caches may hold in all (caveats.cache)
 
     @property
@@ -58,17 +59,21 @@ class Settings:
             timeout = float(timeout_text)
         except ValueError:
             raise ConfigError(f"AGENTCAPS_STORE_TIMEOUT must be seconds, got {timeout_text!r}") from None
+        fsync = env.get("AGENTCAPS_FSYNC", "")
+        if fsync not in ("", "everysec", "always"):
+            raise ConfigError(f"AGENTCAPS_FSYNC must be everysec (the default) or always, got {fsync!r}")
         cache_text = env.get("AGENTCAPS_CACHE_MB", "64")
         if not re.fullmatch(r"[1-9][0-9]{0,6}", cache_text):
             raise ConfigError(f"AGENTCAPS_CACHE_MB must be a whole number of MiB, 1 or more, got {cache_text!r}")
         values: dict[str, object] = {
-            "store": env.get("AGENTCAPS_STORE", "memory://"),
+            "store": env.get("AGENTCAPS_STORE", "local://"),
             "data_dir": data_dir,
             "host": env.get("AGENTCAPS_HOST", "127.0.0.1"),
             "port": int(port_text),
             "location": env.get("AGENTCAPS_LOCATION", ""),
             "store_timeout": timeout,
             "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
+            "fsync": fsync,
             "cache_mb": int(cache_text),
         }
         values.update(overrides)

@@ -4,6 +4,7 @@ that only decodes the same body, on the same server, in the same run, with the s
 
 Prints requests/s, p50 and p99 at full load, the ratio verify/bare, and p99 at about 80 % of each peak.
 Usage: scripts/bench_http.py [--store redis://127.0.0.1:6379/15] [--duration 5] [--connections 32] [--workers 1]
+(`--store local://` runs in a fresh data dir, removed at exit; AGENTCAPS_FSYNC=always in the environment applies.)
 
 --cluster instead compares /v1/verify on --store (one Redis) with a local Redis Cluster (scripts/redis-cluster, 3
 masters + 3 replicas, started for the run), with and without AGENTCAPS_REDIS_WAIT, on 1 and 2 service processes;
@@ -13,6 +14,7 @@ requests spread over many roots so that every master gets its share. Prints req/
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -105,8 +107,11 @@ def at_fraction_of_peak(
 def start_service(ring: KeyRing, store: str, workers: int, wait: str = "") -> tuple[subprocess.Popen[bytes], int]:
     """The service plus the bare route (scripts/bench_app.py) under uvicorn on a free port, ready."""
     port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="bench-agentcaps-")  # local://'s files; never a checkout's .agentcaps
+    atexit.register(shutil.rmtree, data_dir, True)
     env = {
         **os.environ,
+        "AGENTCAPS_DATA_DIR": data_dir,
         "AGENTCAPS_MASTER_KEYS": ring.serialize(),
         "AGENTCAPS_STORE": store,
         "AGENTCAPS_REDIS_WAIT": wait,
@@ -172,7 +177,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    print(f"store {args.store}, {args.workers} worker(s), {args.connections} connections, {args.duration}s per run")
+    fsync = os.environ.get("AGENTCAPS_FSYNC")
+    store = args.store + (f" (AGENTCAPS_FSYNC={fsync})" if fsync else "")
+    print(f"store {store}, {args.workers} worker(s), {args.connections} connections, {args.duration}s per run")
     header = f"{'endpoint':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
     print(f"{header}   {'@~80% req/s':>12}{'of peak':>8}{'p99 ms':>9}")
     for name, r in results.items():

@@ -94,7 +94,9 @@ def _refusal(presented: str | None, what: str) -> str:
 
 
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
-    store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
+    store = store or open_store(
+        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
+    )
     cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
     authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()

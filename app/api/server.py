@@ -50,6 +50,19 @@ def app_from_env() -> Litestar:
     return create_app(Settings.from_env())
 
 
+def store_line(settings: Settings) -> str:
+    """The store, and for the embedded ones what survives a restart."""
+    if settings.store == "local://":
+        fsync = settings.fsync or "everysec"
+        return (
+            f"local:// in {settings.data_dir}, fsync {fsync}: counters, holds, revocations and answers survive "
+            "a restart"
+        )
+    if settings.store == "memory://":
+        return "memory://: every counter is forgotten on exit"
+    return settings.store
+
+
 def banner(settings: Settings, workers: int) -> str:
     """What a newcomer sees on start: where it listens, where the admin key is, what to try next."""
     url = f"http://{settings.host}:{settings.port}"
@@ -58,7 +71,7 @@ def banner(settings: Settings, workers: int) -> str:
         if "AGENTCAPS_ADMIN_KEYS" not in os.environ
         else "$AGENTCAPS_ADMIN_KEY  # one of AGENTCAPS_ADMIN_KEYS"
     )
-    return f"""agentcaps listening on {url} (store {settings.store}, {workers} worker{"s" if workers > 1 else ""})
+    return f"""agentcaps listening on {url} (store {store_line(settings)}, {workers} worker{"s" if workers > 1 else ""})
 Try, in another shell:
   ADMIN={admin}
   curl -s {url}/v1/tokens -H "Authorization: Bearer $ADMIN" \\
@@ -70,20 +83,23 @@ API schema: {url}/schema   metrics: {url}/metrics   stop: Ctrl-C"""
 
 
 def check_store(settings: Settings) -> None:
-    """Refuse, before the banner, a store URL that create_app would refuse in every worker. Opening a store
-    parses its URL without connecting; whether it answers is /readyz's question."""
+    """Refuse, before the banner, a store URL that create_app would refuse in every worker. Opening a Redis store
+    parses its URL without connecting; whether it answers is /readyz's question. Opening local:// takes the data
+    dir's lock and reads its files, so a data dir in use or damaged is refused here too."""
     try:
-        store = open_store(settings.store, settings.store_timeout, settings.redis_wait)
+        store = open_store(
+            settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
+        )
     except ValueError as e:  # redis-py's URL parser; its messages carry no password
         raise ConfigError(f"AGENTCAPS_STORE: {e}") from None
     asyncio.run(store.close())
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
-    if workers > 1 and settings.store == "memory://":
+    if workers > 1 and settings.store in ("local://", "memory://"):
         raise ConfigError(
-            "--workers > 1 needs a shared counter store: memory:// would split budgets and rate counters "
-            "between processes. Use AGENTCAPS_STORE=redis://... or run one worker."
+            f"--workers > 1 needs a shared counter store: {settings.store} serves one process, and more would "
+            "split budgets and rate counters between them. Use AGENTCAPS_STORE=redis://... or run one worker."
         )
     check_store(settings)
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)

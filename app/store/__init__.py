@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.errors import ConfigError
 from app.store.base import Store
 
 
-def open_store(url: str, timeout: float = 1.0, wait: str = "") -> Store:
-    """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`), Settings.redis_wait."""
+def open_store(
+    url: str, timeout: float = 1.0, wait: str = "", data_dir: Path = Path(".agentcaps"), fsync: str = ""
+) -> Store:
+    """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`), Settings.redis_wait; `fsync` is
+    AGENTCAPS_FSYNC ("" when unset), for local:// in `data_dir`."""
     scheme = url.partition("://")[0]
     if wait and scheme != "redis+cluster":
         raise ConfigError("AGENTCAPS_REDIS_WAIT is only supported with AGENTCAPS_STORE=redis+cluster://...")
+    if fsync and url != "local://":
+        raise ConfigError(
+            "AGENTCAPS_FSYNC is only for AGENTCAPS_STORE=local://; a Redis store's durability is its own "
+            "appendfsync setting"
+        )
+    if url == "local://":
+        from app.store.local import LocalStore
+
+        return LocalStore(data_dir, fsync or "everysec")
     if url == "memory://":
         from app.store.memory import MemoryStore
 
@@ -24,6 +38,6 @@ def open_store(url: str, timeout: float = 1.0, wait: str = "") -> Store:
 
         return RedisClusterStore(url, timeout, WaitPolicy.parse(wait))
     raise ConfigError(
-        f"AGENTCAPS_STORE: unsupported store {url!r}; use memory://, redis://host:port/db, rediss:// "
+        f"AGENTCAPS_STORE: unsupported store {url!r}; use local://, memory://, redis://host:port/db, rediss:// "
         "or redis+cluster://host:port[,host:port...]"
     )

@@ -44,6 +44,23 @@ class _Hold:
     settled: int = 0
 
 
+class _State(msgspec.Struct, array_like=True):
+    """Everything a MemoryStore holds, as LocalStore snapshots it. A new field of MemoryStore goes here too
+    (tests/store/test_local.py checks that the two agree)."""
+
+    revoked: dict[tuple[str, str], int]
+    budgets: dict[tuple[str, str], list[int]]
+    rates: dict[tuple[str, str], list[int]]
+    holds: dict[str, _Hold]
+    active: dict[str, dict[str, int]]
+    ends: dict[str, list[tuple[int, str]]]
+    answers: dict[tuple[str, str], tuple[str, bytes, int]]
+    calls: int
+
+
+_decode_state = msgspec.msgpack.Decoder(_State).decode
+
+
 def _alive(expires_ms: int, now_ms: int) -> bool:
     return expires_ms == 0 or now_ms < expires_ms
 
@@ -279,3 +296,15 @@ class MemoryStore(Store):
 
     async def ready(self) -> str | None:
         return None
+
+    def dump(self) -> bytes:
+        """The whole state as bytes, exact: `load` of it gives a store that decides every later call alike."""
+        rates = {key: list(log) for key, log in self.rates.items()}
+        state = _State(self.revoked, self.budgets, rates, self.holds, self.active, self.ends, self.answers, self.calls)
+        return msgspec.msgpack.encode(state)
+
+    def load(self, data: bytes) -> None:
+        state = _decode_state(data)
+        self.revoked, self.budgets, self.holds = state.revoked, state.budgets, state.holds
+        self.rates = {key: deque(log) for key, log in state.rates.items()}
+        self.active, self.ends, self.answers, self.calls = state.active, state.ends, state.answers, state.calls

@@ -1,8 +1,8 @@
 """The HTTP contract suite's fixtures: one in-process app per test over each counter store, a hand-driven clock.
 
-Every test that takes `api` runs twice: over `memory://` and over the real Redis on 127.0.0.1:6379, in a
-database of its own that is flushed before and after each test. Several runs of this folder can share the
-Redis (engineers and CI in one checkout): each pytest session claims a free database among
+Every test that takes `api` runs three times: over `memory://`, over `local://` in a fresh data dir, and over the
+real Redis on 127.0.0.1:6379, in a database of its own that is flushed before and after each test. Several runs of
+this folder can share the Redis (engineers and CI in one checkout): each pytest session claims a free database among
 AGENTCAPS_TEST_API_REDIS_DBS (default 12,11,10,9,8,7) with a lock key, so no run flushes another's counters.
 """
 
@@ -24,6 +24,7 @@ from litestar.testing import TestClient
 from app.api.app import create_app
 from app.config import Settings
 from app.store.base import Store
+from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 
@@ -148,9 +149,10 @@ class Api:
     def snapshot(self) -> Any:
         """Everything the counter store holds, comparable before and after a request."""
         if self.redis is None:
-            assert isinstance(self.store, MemoryStore)
+            memory = self.store.memory if isinstance(self.store, LocalStore) else self.store
+            assert isinstance(memory, MemoryStore)
             # `calls` only paces the store's housekeeping sweep; it is not counter state.
-            return repr(sorted((k, v) for k, v in vars(self.store).items() if k != "calls"))
+            return repr(sorted((k, v) for k, v in vars(memory).items() if k != "calls"))
         state = {}
         for key in sorted(k for k in self.redis.scan_iter() if k != LOCK_KEY):
             kind = self.redis.type(key)
@@ -214,7 +216,7 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "local", "redis"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -228,14 +230,18 @@ def make_api(store_kind: str, clock: Clock, request: pytest.FixtureRequest) -> I
     """Build apps over this test's store kind; each has a fresh store, all share the clock and the Redis db.
 
     Apps built in one test share the Redis database on purpose: a second app with another key ring plays a
-    restarted or re-configured service over the same counters.
+    restarted or re-configured service over the same counters. Each local:// app has a data dir of its own.
     """
     redis_client = request.getfixturevalue("redis_client") if store_kind == "redis" else None
     url = request.getfixturevalue("redis_url") if store_kind == "redis" else ""
     opened: list[TestClient[Litestar]] = []
 
     def build(settings: Settings) -> Api:
-        store: Store = RedisStore(url, 1.0) if store_kind == "redis" else MemoryStore()
+        store: Store = MemoryStore()
+        if store_kind == "redis":
+            store = RedisStore(url, 1.0)
+        elif store_kind == "local":
+            store = LocalStore(request.getfixturevalue("tmp_path") / f"local-{len(opened)}")
         client = TestClient(create_app(settings, store=store, clock=clock))
         client.__enter__()
         opened.append(client)

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from app.api.app import create_app
 from app.config import Settings
 from app.store.base import Store
+from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 from app.token.mint import attenuate
@@ -232,6 +233,8 @@ def fresh_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     if store_kind == "redis":
         request.getfixturevalue("redis_client")
         return RedisStore(request.getfixturevalue("redis_url"), 2.0)
+    if store_kind == "local":
+        return LocalStore(request.getfixturevalue("tmp_path") / "local")
     return MemoryStore()
 
 

@@ -1,4 +1,5 @@
-"""Every store contract test runs on each backend: memory and a real Redis (SPEC semantics, not fakes).
+"""Every store contract test runs on each backend: memory, local (in a fresh data dir of its own) and a real
+Redis (SPEC semantics, not fakes).
 
 Redis is the shared one on 127.0.0.1:6379, database 5 (AGENTCAPS_TEST_STORE_REDIS): not one of the databases
 tests/api claims and flushes (12..7). Nothing here flushes a database, so several runs can share it: every
@@ -11,11 +12,13 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from app.store.base import BudgetSpec, Decision, RateSpec, Store
+from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 
@@ -58,14 +61,22 @@ def _forget_roots() -> Iterator[None]:
         _issued.clear()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "local", "redis"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def open_backend(backend: str, data_dir: Path) -> Store:
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "local":
+        return LocalStore(data_dir)
+    return RedisStore(REDIS_URL)
+
+
 @pytest.fixture
-async def store(backend: str) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if backend == "memory" else RedisStore(REDIS_URL)
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_backend(backend, tmp_path / "local")
     yield s
     await s.close()
 
