@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS
-from app.mcp.gateway import Gateway
+from app.mcp.relay import Gateway
 from app.sdk.client import AsyncClient
 from tests.mcp.conftest import Agents, Live, delegate, meta, text
 from tests.processes import free_port, start_service
@@ -129,7 +129,8 @@ async def test_the_gateway_checks_every_call_and_the_upstream_never_sees_a_token
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(guard: Guard, mode: str) -> None:
+async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(agents: Agents, mode: str) -> None:
+    guard = Guard(LocalVerifier(agents.authority), CostTable(COSTS), default_token=agents.root)  # no tools caveat
     async with gateway(guard, Upstream(), mode) as agent:
         assert agent.server_info is not None and agent.server_info.name == "upstream-tools"
         assert agent.instructions == "Search before you pay."
@@ -176,7 +177,8 @@ async def test_an_upstream_error_releases_the_hold(agents: Agents) -> None:
     assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
 
 
-async def test_the_agent_cancelling_a_call_releases_its_hold(agents: Agents) -> None:
+async def test_a_call_the_agent_cancels_while_it_runs_is_charged_its_held_cost(agents: Agents) -> None:
+    """The tool may already have acted: cancelling must not make a paid call free (it did: spent 0.00)."""
     upstream = Upstream()
     guard = Guard(LocalVerifier(agents.authority), CostTable({"wait": {"amount": "4", "currency": "USD"}}))
     async with gateway(guard, upstream, "auto") as agent:
@@ -193,7 +195,7 @@ async def test_the_agent_cancelling_a_call_releases_its_hold(agents: Agents) -> 
                 await anyio.sleep(0.01)
         still = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root))  # the gateway carries on
     assert not still.is_error
-    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]  # search is free in this cost file
+    assert await agents.budgets(agents.root) == [("10.00", "4.00", "0.00")]  # search is free in this cost file
 
 
 async def test_an_unreachable_verifier_denies_and_nothing_reaches_the_upstream(agents: Agents) -> None:

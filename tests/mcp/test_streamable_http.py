@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
 from app.mcp import CostTable, Guard, LocalVerifier
-from app.mcp.gateway import Gateway
+from app.mcp.relay import Gateway
 from tests.mcp.conftest import Agents, Live, meta, serve_http, text
 
 MODES = ["auto", "legacy"]
