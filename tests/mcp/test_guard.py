@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import StoreUnavailable
-from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp import Admitted, CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS, build
 from app.sdk import Token
 from app.sdk.client import AsyncClient
@@ -386,3 +386,37 @@ def test_a_guard_refuses_a_hold_ttl_the_service_would_refuse(agents: Agents) -> 
     for ttl in (0, 86401):
         with pytest.raises(ValueError, match="hold_ttl"):
             Guard(LocalVerifier(agents.authority), hold_ttl=ttl)
+
+
+async def test_a_tool_that_outlives_its_hold_keeps_it_and_is_charged(agents: Agents) -> None:
+    """Before: a hold of 1 s ran out under a tool that took longer; the guard now extends it while the tool runs."""
+    costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
+    server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs, hold_ttl=1)])
+    held: list[tuple[str, str, str]] = []
+
+    @server.tool()
+    async def slow() -> str:
+        await anyio.sleep(1.6)
+        held.extend(await agents.budgets(agents.root))  # past the hold's first second
+        return "done"
+
+    async with Client(server) as client:
+        result = await client.call_tool("slow", {}, meta=meta(agents.root))
+    assert text(result) == "done"
+    assert held == [("10.00", "0.00", "4.00")]
+    assert await agents.budgets(agents.root) == [("10.00", "4.00", "0.00")]
+
+
+async def test_logs_tell_the_holds_of_one_root_apart(
+    agents: Agents, guard: Guard, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a hold was logged by its first 12 characters, the root token's id, the same for all its holds."""
+    calls = [await guard.admit(agents.root, "search", {"query": str(n)}) for n in range(2)]
+    for call in calls:
+        assert isinstance(call, Admitted) and call.hold_id is not None
+        await agents.authority.release(call.hold_id)
+        await guard.conclude(call, {})  # settling a released hold is refused: logged
+    logged = [r.getMessage() for r in caplog.records if "could not settle" in r.getMessage()]
+    token_id = Token.parse(agents.root).token_id
+    assert len(logged) == 2 and logged[0] != logged[1]
+    assert all(token_id not in line for line in logged)
