@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the SDK's own alias of a transport's streams, from a privat
 
 from app.mcp.costs import CostTable
 from app.mcp.guard import Guard
+from app.mcp.listen import address, listen
 from app.mcp.relay import relay
 from app.sdk.client import AsyncClient
 
@@ -79,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
         help="the token for requests that carry none (default: $AGENTCAPS_TOKEN)",
     )
     p.add_argument("--hold-ttl", metavar="SECONDS", type=int, default=300, help="how long a call's cost is held")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve many agents over streamable HTTP at http://HOST:PORT/mcp instead of one on stdio",
+    )
     return p
 
 
@@ -147,12 +153,16 @@ def _not_dumpable() -> None:
 
 
 async def serve(args: argparse.Namespace, costs: CostTable) -> bool:
-    """Serve the agent on stdio until it hangs up (False) or the upstream does (True)."""
-    if not _stdin_open():
+    """Serve the agent on stdio until it hangs up (False) or the upstream does (True); with --listen, serve
+    agents over HTTP until interrupted (False)."""
+    if args.listen is None and not _stdin_open():
         return False  # no agent at all: it has hung up already
-    upstream, http = upstream_transport(args)
     async with AsyncClient(args.verifier, verifier_key=args.verifier_key) as verifier:
         guard = Guard(verifier, costs, args.audience, args.token, args.hold_ttl)
+        if args.listen is not None:
+            await listen(guard, lambda: upstream_transport(args), args.listen)
+            return False
+        upstream, http = upstream_transport(args)
         async with upstream as upstream_streams, _agent_stdio() as agent_streams:
             return await relay(guard, agent_streams, upstream_streams, http=http)
 
@@ -167,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.upstream is not None and not shlex.split(args.upstream):
             raise ValueError("--upstream is empty")
         costs = CostTable.load(args.costs)
+        if args.listen is not None:
+            address(args.listen)
     except ValueError as e:
         print(f"agentcaps gateway: {e}", file=sys.stderr)
         return 2

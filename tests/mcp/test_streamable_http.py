@@ -3,22 +3,27 @@ protocol eras (2026-07-28 stamps per-message headers the upstream checks; the ha
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult
 from pydantic import Field
 
 from app.mcp import CostTable, Guard, LocalVerifier
 from app.mcp.relay import Gateway
 from tests.mcp.conftest import Agents, Live, meta, serve_http, text
+from tests.processes import free_port, wait_until
 
 MODES = ["auto", "legacy"]
 
@@ -108,3 +113,45 @@ async def test_agentcaps_gateway_with_upstream_url(
         result = await agent.call_tool("search", {"query": "q"}, meta=meta(minted.researcher))
     assert [t.name for t in listed.tools] == ["search"] and not result.is_error
     assert minted.spent(minted.researcher) == ["0.01", "0.01"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_one_listening_gateway_serves_many_agents_each_with_its_own_grants(
+    minted: Live, costs_file: Path, tmp_path: Path, mode: str
+) -> None:
+    port = free_port()
+    upstream = f"{sys.executable} -m app.mcp.example_server"
+    args = ["-m", "app.cli", "gateway", "--upstream", upstream, "--costs", str(costs_file), "--verifier", minted.url]
+    with (tmp_path / "gateway.err").open("wb") as err:
+        process = subprocess.Popen([sys.executable, *args, "--listen", f"127.0.0.1:{port}"], stderr=err)
+    try:
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True, what="listen")
+
+        async def as_agent(token: str) -> tuple[list[str], CallToolResult, CallToolResult]:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
+            async with http, Client(transport, mode=mode) as agent:  # type: ignore[arg-type]
+                listed = [t.name for t in (await agent.list_tools()).tools]
+                search = await agent.call_tool("search", {"query": "q"})
+                pay = await agent.call_tool("pay", {"amount": "2.5", "to": "shop"})
+            return listed, search, pay
+
+        async with anyio.create_task_group() as tg:
+            results: dict[str, Any] = {}
+
+            async def run(name: str, token: str) -> None:
+                results[name] = await as_agent(token)
+
+            tg.start_soon(run, "researcher", minted.researcher)
+            tg.start_soon(run, "buyer", minted.buyer)
+    finally:
+        process.terminate()
+        process.wait(20)
+    listed, search, pay = results["researcher"]
+    assert listed == ["search"] and not search.is_error
+    assert text(pay).startswith("agentcaps denied tool_not_allowed:")
+    listed, search, pay = results["buyer"]
+    assert listed == ["pay"] and text(pay) == "paid 2.5 USD to shop"
+    assert text(search).startswith("agentcaps denied tool_not_allowed:")
+    assert minted.spent(minted.researcher) == ["2.51", "0.01"]
+    assert minted.spent(minted.buyer) == ["2.51", "2.50"]
