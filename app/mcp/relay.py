@@ -17,7 +17,7 @@ agent (sampling, elicitation, roots). What the relay changes, with the same Guar
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -195,7 +195,7 @@ class _Relay:
             call.forwarded = True
             await self._to_upstream(message)
         else:
-            self.tg.start_soon(self._admit, message, call)
+            self._spawn(self._admit, message, call)
 
     async def _admit(self, message: JSONRPCRequest, call: _Pending) -> None:
         """Authorize a request, then forward it; refused, the upstream never hears of it."""
@@ -209,6 +209,11 @@ class _Relay:
         except MCPError as e:
             self.pending.pop(message.id, None)
             await self._to_agent(JSONRPCError(jsonrpc="2.0", id=message.id, error=e.error))
+            return
+        except Exception:  # not decided: never forwarded
+            log.exception("could not authorize a %s request", message.method)
+            self.pending.pop(message.id, None)
+            await self._refuse(message.id, INTERNAL_ERROR, "the gateway could not authorize this request")
             return
         if isinstance(result, Admitted):
             call.admitted = result
@@ -229,7 +234,7 @@ class _Relay:
             return
         call.forwarded = True
         if call.admitted is not None:
-            self.tg.start_soon(self._keep, call)
+            self._spawn(self._keep, call)
         try:
             await self._to_upstream(message)
         except _SEVERED:
@@ -249,7 +254,7 @@ class _Relay:
         call.cancelled = True
         if call.admitted is not None and call.forwarded:
             call.keeper.cancel()
-            self.tg.start_soon(self.guard.conclude, call.admitted, None)
+            self._spawn(self.guard.conclude, call.admitted, None)
         return call.forwarded
 
     async def _keep(self, call: _Pending) -> None:
@@ -302,7 +307,7 @@ class _Relay:
                 self._task_status(message.result)
         if call.admitted is not None:
             call.keeper.cancel()
-            self.tg.start_soon(self._conclude, call, message)
+            self._spawn(self._conclude, call, message)
             return
         await self._to_agent(message)
 
@@ -316,9 +321,9 @@ class _Relay:
         if call is not None and call.admitted is not None:
             call.keeper.cancel()
             if status == "failed":
-                self.tg.start_soon(self.guard.abandon, call.admitted)
+                self._spawn(self.guard.abandon, call.admitted)
             else:
-                self.tg.start_soon(self.guard.conclude, call.admitted, None)
+                self._spawn(self.guard.conclude, call.admitted, None)
 
     async def _conclude(self, call: _Pending, message: JSONRPCMessage) -> None:
         # Settled (or released) before the agent sees the answer, so its next call sees the new balance.
@@ -328,6 +333,18 @@ class _Relay:
             else:
                 await self.guard.abandon(call.admitted)
         await self._to_agent(message)
+
+    def _spawn(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run `work` beside the relay; should it fail, it is logged: a failure of one call's work must not end
+        the relay, whose end would conclude every other call in flight."""
+
+        async def safely() -> None:
+            try:
+                await work(*args)
+            except Exception:
+                log.exception("a call's work failed")
+
+        self.tg.start_soon(safely)
 
     # -- the two wires ---------------------------------------------------------------------------------
     async def _to_upstream(self, message: JSONRPCMessage) -> None:
