@@ -1,15 +1,19 @@
 """The guard: agentcaps in front of every MCP tool (SPEC §7), for tool servers you write and for the gateway.
 
-- `tools/list` answers only the tools the presented token allows, read offline (no token: nothing).
-- `tools/call` is admitted by verifying a hold of the tool's cost; the tool runs with the token taken out of
-  `_meta`; the call is then concluded: the actual cost is settled (the result's `_meta["agentcaps/cost"]`, at
-  most the hold) or the hold released if the tool failed, asked for input first, or was cancelled. A denial is
-  a normal tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can
-  still do; the tool never runs then.
+- `tools/list` answers only the tools the presented token allows, read offline (no token: nothing); the
+  resource and prompt listings are empty unless the token allows their read method.
+- `tools/call` is admitted by verifying a hold of the tool's cost; any other request but the handshake,
+  discovery and ping is admitted the same way as a tool named by its method (`resources/read`), with its params
+  as args; `tasks/*` need a token that verifies. The tool runs with the token taken out of `_meta`, its hold
+  extended while it runs; the call is then concluded: the actual cost is settled (the result's
+  `_meta["agentcaps/cost"]`, at most the hold), the hold released if the tool failed or asked for input first,
+  or the held cost charged if the call was cancelled while the tool ran (it may have acted). A denial is a normal
+  tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can still do
+  (a JSON-RPC error with the same text for other methods); the tool never runs then.
 
-`Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`,
-`conclude`, `abandon` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages. It asks
-the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
+`Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`, `keep`,
+`conclude`, `abandon`, `verifies` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages.
+It asks the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
 """
 
 from __future__ import annotations
