@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 
@@ -420,3 +421,28 @@ async def test_logs_tell_the_holds_of_one_root_apart(
     token_id = Token.parse(agents.root).token_id
     assert len(logged) == 2 and logged[0] != logged[1]
     assert all(token_id not in line for line in logged)
+
+
+async def test_a_guarded_server_checks_resources_and_prompts_as_tools(agents: Agents, guard: Guard) -> None:
+    """Before: the middleware checked tools/* only; resources and prompts answered anyone."""
+    server = MCPServer("docs", middleware=[guard])
+
+    @server.resource("docs://readme")
+    def readme() -> str:
+        return "the readme"
+
+    @server.prompt()
+    def review(code: str) -> str:
+        return f"Please review: {code}"
+
+    reader = str(Token.parse(agents.root).attenuate(to="reader", tools=["resources/read"]))
+    async with Client(server) as client:
+        with pytest.raises(MCPError, match=r"^agentcaps denied invalid_token:"):
+            await client.read_resource("docs://readme")
+        with pytest.raises(MCPError, match=r"^agentcaps denied tool_not_allowed:"):
+            await client.get_prompt("review", {"code": "x"}, meta=meta(reader))
+        hidden = await client.list_resources(meta=meta(agents.researcher))  # tools in search
+        shown = await client.list_resources(meta=meta(reader))
+        read = await client.read_resource("docs://readme", meta=meta(reader))
+    assert hidden.resources == [] and [str(r.uri) for r in shown.resources] == ["docs://readme"]
+    assert getattr(read.contents[0], "text", None) == "the readme"
