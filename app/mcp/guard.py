@@ -284,7 +284,7 @@ class Guard:
 
     # -- the mcp SDK server middleware -----------------------------------------------------------------
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method in UNCHECKED or ctx.method.startswith("notifications/"):
+        if ctx.method in UNCHECKED:  # (middleware sees requests only: notifications do not come here)
             return await call_next(ctx)
         token, ctx = self._strip(ctx)
         if ctx.method in LISTINGS:
