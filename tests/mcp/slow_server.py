@@ -1,5 +1,6 @@
 """An upstream for the attack tests, run as `python -m tests.mcp.slow_server`: `slowpay` takes `seconds` to pay
-`amount` (its cost, from the argument), `env` tells what of the environment it inherited."""
+`amount` (its cost, from the argument), `env` tells what of the environment it inherited;
+a resource and a prompt."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ async def slowpay(amount: float, seconds: float = 0) -> str:
 @server.tool()
 def env(name: str) -> str:
     return os.environ.get(name, "(unset)")
+
+
+@server.resource("secrets://plan")
+def plan() -> str:
+    return "the plan"
+
+
+@server.prompt()
+def review(code: str) -> str:
+    return f"Please review: {code}"
 
 
 if __name__ == "__main__":

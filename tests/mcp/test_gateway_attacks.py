@@ -244,3 +244,29 @@ def test_a_closed_or_unreadable_stdin_is_the_agent_hanging_up(minted: Live, tmp_
     else:
         done = subprocess.run(["sh", "-c", 'exec "$@" <&-', "sh", *command], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_no_request_passes_without_a_token(raw: RawAgent, minted: Live) -> None:
+    """Before: every method but tools/* reached the upstream with no token at all."""
+    requests = {
+        "read": ("resources/read", {"uri": "secrets://plan"}),
+        "prompt": ("prompts/get", {"name": "review", "arguments": {"code": "x"}}),
+        "complete": ("completion/complete", {"ref": {"type": "ref/prompt", "name": "review"}, "argument": {}}),
+        "unknown": ("no/such/method", {}),
+        "task": ("tasks/get", {"taskId": "t1"}),
+    }
+    for id, (method, params) in requests.items():
+        raw.send({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    raw.send({"jsonrpc": "2.0", "id": "list", "method": "resources/list", "params": {}})
+    for id in requests:
+        assert raw.answers(id)[0]["error"]["message"].startswith("agentcaps denied invalid_token:"), id
+    assert raw.answers("list")[0]["result"]["resources"] == []
+    raw.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "ok",
+            "method": "resources/read",
+            "params": {**requests["read"][1], "_meta": {"agentcaps/token": minted.root}},
+        }
+    )
+    assert raw.answers("ok")[0]["result"]["contents"][0]["text"] == "the plan"  # the root allows every tool
