@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the SDK's own alias of a transport's streams, from a privat
 
 from app.mcp.costs import CostTable
 from app.mcp.guard import Guard
-from app.mcp.listen import address, listen
+from app.mcp.listen import MAX_CONNECTIONS, Sessions, address, listen
 from app.mcp.relay import relay
 from app.sdk.client import AsyncClient
 
@@ -84,6 +84,13 @@ def parser() -> argparse.ArgumentParser:
         "--listen",
         metavar="HOST:PORT",
         help="serve many agents over streamable HTTP at http://HOST:PORT/mcp instead of one on stdio",
+    )
+    p.add_argument(
+        "--max-agents",
+        metavar="N",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help=f"with --listen: agent connections served at once, each with its own upstream (default {MAX_CONNECTIONS})",
     )
     return p
 
@@ -160,7 +167,7 @@ async def serve(args: argparse.Namespace, costs: CostTable) -> bool:
     async with AsyncClient(args.verifier, verifier_key=args.verifier_key) as verifier:
         guard = Guard(verifier, costs, args.audience, args.token, args.hold_ttl)
         if args.listen is not None:
-            await listen(guard, lambda: upstream_transport(args), args.listen)
+            await listen(Sessions(guard, lambda: upstream_transport(args), args.max_agents), args.listen)
             return False
         upstream, http = upstream_transport(args)
         async with upstream as upstream_streams, _agent_stdio() as agent_streams:
@@ -179,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs = CostTable.load(args.costs)
         if args.listen is not None:
             address(args.listen)
+        if args.max_agents < 1:
+            raise ValueError("--max-agents must be at least 1")
     except ValueError as e:
         print(f"agentcaps gateway: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.client import Transport
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -28,18 +29,27 @@ from app.mcp.relay import relay
 
 log = logging.getLogger("agentcaps.mcp.gateway")
 IDLE_SECONDS = 3600  # a session no request has used for this long ends, and its upstream connection with it
+MAX_CONNECTIONS = 100  # upstream connections at once (for --upstream, processes): more agents are told to retry
 
 
 class Sessions:
-    """The ASGI app: MCP at `/mcp`, a session per agent, each relayed to an upstream connection of its own."""
+    """The ASGI app: MCP at `/mcp`, a session per agent, each relayed to an upstream connection of its own. The
+    relays run in the app's lifespan, so any ASGI server that runs the lifespan can serve it."""
 
-    def __init__(self, guard: Guard, upstream: Callable[[], tuple[Transport, bool]], tg: TaskGroup) -> None:
-        self.guard, self.upstream, self.tg = guard, upstream, tg
+    def __init__(
+        self, guard: Guard, upstream: Callable[[], tuple[Transport, bool]], max_connections: int = MAX_CONNECTIONS
+    ) -> None:
+        self.guard, self.upstream, self.max_connections = guard, upstream, max_connections
         self.open: dict[str, StreamableHTTPServerTransport] = {}
+        self.connections = 0
+        self.tg: TaskGroup | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] != "http" or scope["path"].rstrip("/") != "/mcp":
-            await JSONResponse({"error": "not found: MCP is at /mcp"}, 404)(scope, receive, send)
+            await _error("not found: MCP is at /mcp", 404)(scope, receive, send)
             return
         request = Request(scope, receive)
         session_id = request.headers.get(MCP_SESSION_ID_HEADER)
@@ -47,9 +57,12 @@ class Sessions:
         if session_id is not None:
             transport = self.open.get(session_id)
             if transport is None:
-                await JSONResponse({"error": "session not found"}, 404)(scope, receive, send)
+                await _error("session not found", 404)(scope, receive, send)
                 return
             await transport.handle_request(scope, receive, send)
+            return
+        if self.tg is None or self.connections >= self.max_connections:  # each costs an upstream connection
+            await _error("too many agents at once: retry later", 503)(scope, receive, send)
             return
         stateless = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
         transport = StreamableHTTPServerTransport(
@@ -63,9 +76,20 @@ class Sessions:
                 with anyio.CancelScope(shield=True):
                     await transport.terminate()
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The relays live as long as the app: at shutdown they stop, and their calls in flight are concluded."""
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            self.tg = None
+            tg.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
     async def _serve(self, transport: StreamableHTTPServerTransport, *, task_status: TaskStatus[None]) -> None:
         """Relay one session until the agent ends it (or it idles out) or the upstream goes away."""
         session_id = transport.mcp_session_id
+        self.connections += 1
         try:
             async with transport.connect() as streams:
                 if session_id is not None:
@@ -78,10 +102,18 @@ class Sessions:
         except Exception:  # one session's failure is not the others'
             log.exception("a session ended with an error")
         finally:
+            self.connections -= 1
             if session_id is not None:
                 self.open.pop(session_id, None)
             with anyio.CancelScope(shield=True):
                 await transport.terminate()
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    """A JSON-RPC error (no request id) with an HTTP status, which MCP clients show as the error's message."""
+    body = JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=INTERNAL_ERROR, message=message))
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status, headers)
 
 
 def address(listen: str) -> tuple[str, int]:
@@ -92,11 +124,8 @@ def address(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def listen(guard: Guard, upstream: Callable[[], tuple[Transport, bool]], where: str) -> None:
+async def listen(sessions: Sessions, where: str) -> None:
     """Serve agents over streamable HTTP until interrupted."""
     host, port = address(where)
-    async with anyio.create_task_group() as tg:
-        app = Sessions(guard, upstream, tg)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
-        await uvicorn.Server(config).serve()
-        tg.cancel_scope.cancel()
+    config = uvicorn.Config(sessions, host=host, port=port, log_level="warning", access_log=False)
+    await uvicorn.Server(config).serve()
