@@ -49,7 +49,8 @@ def upstream_transport(args: argparse.Namespace) -> tuple[Transport, bool]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agentcaps gateway",
-        description="An MCP proxy on stdio that checks every tools/call with agentcaps before the upstream runs it.",
+        description="An MCP proxy (on stdio, or over HTTP with --listen) that checks every request with agentcaps"
+        " before the upstream sees it.",
     )
     upstream = p.add_mutually_exclusive_group(required=True)
     upstream.add_argument("--upstream", metavar="CMD ARGS", help="the MCP server to run (split as a shell would)")
