@@ -73,6 +73,7 @@ class _Pending:
     task_id: str | None = None  # of a tasks/result request: the task its answer concludes
     forwarded: bool = False
     cancelled: bool = False  # the agent cancelled it: charged if it ran, and its late answer is dropped
+    answered: bool = False  # the upstream answered it: being concluded
     keeper: anyio.CancelScope = field(default_factory=anyio.CancelScope)  # extends the hold while it runs
 
 
@@ -159,8 +160,9 @@ class _Relay:
                 continue
             try:
                 await self._agent_said(item)
-            except _SEVERED:
-                raise
+            except _SEVERED:  # the upstream's end closed under a write: it is gone
+                self.upstream_gone = True
+                return
             except Exception:  # a bug must not end the gateway and, with it, charge the calls in flight
                 log.exception("could not handle a message from the agent")
                 if isinstance(item.message, JSONRPCRequest):
@@ -249,8 +251,8 @@ class _Relay:
         its held cost now, and its answer, should it still come, is dropped; a call not yet forwarded never runs."""
         cancelled = cancelled_request_id_from_params(message.params)
         call = self.pending.get(cancelled) if cancelled is not None else None
-        if call is None or call.cancelled:
-            return call is None  # unknown to the gateway: the upstream's business
+        if call is None or call.cancelled or call.answered:
+            return call is None  # unknown to the gateway: the upstream's business; answered: too late to cancel
         call.cancelled = True
         if call.admitted is not None and call.forwarded:
             call.keeper.cancel()
@@ -280,7 +282,7 @@ class _Relay:
     async def _upstream_said(self, message: JSONRPCMessage) -> None:
         call = None
         if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
-            call = self.pending.pop(message.id, None)
+            call = self.pending.get(message.id)
         elif isinstance(message, JSONRPCNotification) and message.method == "notifications/tasks/status":
             self._task_status(message.params or {})
         if self.stamp is not None:
@@ -288,28 +290,38 @@ class _Relay:
         if call is None:
             await self._to_agent(message)
             return
+        assert isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None
+        id = message.id
+        if call.answered:
+            return  # a second answer to one request: the first one concludes it
         if call.cancelled:
-            return  # charged when it was cancelled; the agent no longer waits for it
+            del self.pending[id]  # charged when it was cancelled; the agent no longer waits for it
+            return
         if isinstance(message, JSONRPCResponse):
             if call.method in LISTINGS:
                 listed = self.guard.filter_listing(call.method, message.result, call.token)
                 message = message.model_copy(update={"result": listed})
-            elif call.admitted is not None and _task_id(message.result) is not None:
+            elif call.admitted is not None and (task_id := _task_id(message.result)) is not None:
                 # A task-augmented call: created, not done. Its final result concludes it.
-                self.tasks[str(_task_id(message.result))] = call
+                del self.pending[id]
+                self.tasks[task_id] = call
                 await self._to_agent(message)
                 return
             elif call.task_id is not None and (task := self.tasks.pop(call.task_id, None)) is not None:
+                del self.pending[id]
                 task.keeper.cancel()
                 await self._conclude(task, message)  # the task's own answer, as for a call
                 return
             else:
                 self._task_status(message.result)
-        if call.admitted is not None:
-            call.keeper.cancel()
-            self._spawn(self._conclude, call, message)
+        if call.admitted is None:
+            del self.pending[id]
+            await self._to_agent(message)
             return
-        await self._to_agent(message)
+        # Concluded before the agent sees the answer; the id stays busy, and the call tracked, until then.
+        call.answered = True
+        call.keeper.cancel()
+        self._spawn(self._conclude, call, message)
 
     def _task_status(self, task: Mapping[str, Any]) -> None:
         """A task the upstream reports ended without a result to settle: failed, nothing is charged; cancelled,
@@ -325,14 +337,17 @@ class _Relay:
             else:
                 self._spawn(self.guard.conclude, call.admitted, None)
 
-    async def _conclude(self, call: _Pending, message: JSONRPCMessage) -> None:
+    async def _conclude(self, call: _Pending, message: JSONRPCResponse | JSONRPCError) -> None:
         # Settled (or released) before the agent sees the answer, so its next call sees the new balance.
         if call.admitted is not None:
             if isinstance(message, JSONRPCResponse):
                 await self.guard.conclude(call.admitted, message.result)
             else:
                 await self.guard.abandon(call.admitted)
+            call.admitted = None  # concluded: nothing left for the end of the relay to charge
         await self._to_agent(message)
+        if message.id is not None and self.pending.get(message.id) is call:
+            del self.pending[message.id]
 
     def _spawn(self, work: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run `work` beside the relay; should it fail, it is logged: a failure of one call's work must not end

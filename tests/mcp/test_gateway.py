@@ -464,3 +464,39 @@ async def test_a_task_is_settled_on_its_final_result_not_when_it_is_created(agen
     assert isinstance(anonymous, JSONRPCError) and anonymous.error.message.startswith("agentcaps denied invalid_token")
     assert isinstance(final, JSONRPCResponse) and final.result["content"][0]["text"] == "done"
     assert await agents.budgets(agents.root) == [("10.00", "1.50", "0.00")]
+
+
+@asynccontextmanager
+async def answering_twice() -> AsyncIterator[Any]:
+    """A raw upstream that answers each tools/call twice."""
+    to_upstream, upstream_reads = anyio.create_memory_object_stream[SessionMessage](16)
+    upstream_says, from_upstream = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+
+    async def serve() -> None:
+        async for item in upstream_reads:
+            if isinstance(item.message, JSONRPCRequest):
+                for n in range(2):
+                    result = {"content": [{"type": "text", "text": f"answer {n}"}]}
+                    await upstream_says.send(
+                        SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=item.message.id, result=result))
+                    )
+
+    async with to_upstream, upstream_reads, upstream_says, from_upstream, anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        yield from_upstream, to_upstream
+        tg.cancel_scope.cancel()
+
+
+async def test_a_second_answer_to_one_call_is_dropped(agents: Agents) -> None:
+    """One call, one result: a second answer with the same id would be a result nobody paid for."""
+    guard = Guard(LocalVerifier(agents.authority), CostTable({"work": {"amount": "2", "currency": "USD"}}))
+    with anyio.fail_after(10):
+        async with Gateway(guard, cast(Transport, answering_twice())) as (read, write):
+            params = {"name": "work", "arguments": {}, "_meta": meta(agents.root)}
+            await write.send(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=1, method="tools/call", params=params)))
+            first = (await read.receive()).message
+            await write.send(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id="after", method="ping")))
+            second = (await read.receive()).message
+    assert isinstance(first, JSONRPCResponse) and first.result["content"][0]["text"] == "answer 0"
+    assert isinstance(second, JSONRPCResponse) and second.id == "after"  # the ping's answer; no "answer 1" before it
+    assert await agents.budgets(agents.root) == [("10.00", "2.00", "0.00")]
