@@ -6,7 +6,6 @@ call for revocation, rates and budgets. A denial before the store call never tou
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import secrets
@@ -37,6 +36,7 @@ from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
 from caveats.base import Context
 from caveats.build import restriction_caveats
+from caveats.cache import ByteLRU
 from caveats.chain import BudgetCounter, RateCounter
 from caveats.denial import Code, Denial
 from caveats.depth import Depth
@@ -47,7 +47,16 @@ from caveats.money import Amount, format_micros, parse_micros
 # Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
-_amount = functools.lru_cache(maxsize=8192)(format_micros)
+_amounts: ByteLRU[int, str] = ByteLRU("amounts")
+AMOUNT_BYTES = 256  # an int key, a str of at most 19 digits and a point, the entry
+
+
+def _amount(micros: int) -> str:
+    text = _amounts.get(micros)
+    if text is None:
+        text = format_micros(micros)
+        _amounts.put(micros, text, AMOUNT_BYTES)
+    return text
 
 
 @dataclass
@@ -337,14 +346,16 @@ def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:
 
 
 def _revoked(chain: VerifiedChain, index: int) -> Denial:
-    """The revocation that covers this chain, named by where the revoked token ended: prefix `index` ends after
-    caveat index-1 (this token's last, or an ancestor's); -1 and 0 mean the whole root."""
+    """The revocation that covers this chain, named by who held the revoked token: prefix `index` ends after
+    caveat index-1 (this token's last, or an ancestor's); -1 and 0 mean the whole root. No caveat caused it, so
+    the denial names none (its last caveat would read as the reason)."""
     if index <= 0:
         return Denial(Code.REVOKED, "the root token was revoked")
     analysis = chain.analysis
-    last, hop = analysis.texts[index - 1], analysis.hops[index - 1]
-    whose = "this token" if index == len(chain.prefixes) - 1 else f"the ancestor ending at hop {hop}"
-    return Denial(Code.REVOKED, f"{whose} was revoked").at(last, hop)
+    hop = analysis.hops[index - 1]
+    holder = f"held by {analysis.delegation[hop]} at hop {hop}" if hop < len(analysis.delegation) else f"hop {hop}"
+    whose = "this token" if index == len(chain.prefixes) - 1 else "the token it derives from"
+    return Denial(Code.REVOKED, f"{whose} ({holder}) was revoked")
 
 
 def _rate_limited(rate: RateCounter) -> Denial:

@@ -1,9 +1,9 @@
-"""`agentcaps`: serve | mint | attenuate | inspect | verify | revoke | keys | gateway.
+"""`agentcaps`: serve | mint | attenuate | inspect | verify | settle | release | extend | revoke | keys | gateway.
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
-offline; `mint`, `verify` and `revoke` speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the
-local admin key in the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input,
-3 denied (`verify`).
+offline; the others speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the local admin key in
+the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input, 3 denied (`verify`, and
+`inspect` of a token that denies every call).
 """
 
 from __future__ import annotations
@@ -11,20 +11,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 
-from app.api.schemas import Allowed
+from app.api.schemas import Allowed, HoldResponse
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
 from app.errors import AgentcapsError, ConfigError
 from app.sdk.client import ApiError, Client
 from app.sdk.token import Token, TokenError
 from app.token.keys import KeyRing, new_key_entry
+from caveats.grammar import CaveatSyntaxError
+from caveats.money import AMOUNT_RE, parse_money
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DENIED = 1, 2, 3
 
@@ -66,6 +72,19 @@ def _admin_key(args: argparse.Namespace) -> str:
     raise UsageError(f"no admin key: pass --admin-key, set AGENTCAPS_ADMIN_KEYS, or run where {path} exists")
 
 
+def _money(flag: str, text: str | None, example: str = "10.00 USD") -> str | None:
+    """An amount flag, checked here so that a typo is named before any network call."""
+    if text is None:
+        return None
+    try:
+        parse_money(text.strip())
+    except CaveatSyntaxError:
+        raise UsageError(
+            f'{flag} must look like "{example}" (an amount, a space, a currency code), got {text!r}'
+        ) from None
+    return text.strip()
+
+
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n for n in text.split(",") if n]
 
@@ -73,8 +92,8 @@ def _names(text: str | None) -> list[str] | None:
 def _restrictions(args: argparse.Namespace) -> dict[str, Any]:
     """The restriction flags shared by mint and attenuate, as keyword arguments."""
     return {
-        "budget": args.budget,
-        "cost_cap": args.cost_cap,
+        "budget": _money("--budget", args.budget),
+        "cost_cap": _money("--cost-cap", args.cost_cap, "0.50 USD"),
         "tools": _names(args.tools),
         "audience": _names(args.audience),
         "expires_in": args.expires_in,
@@ -96,8 +115,27 @@ def _tree(token: Token) -> str:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+@contextmanager
+def _extra(name: str, command: str) -> Iterator[None]:
+    """An import of the package's optional part `name`: missing, it is one line that says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in EXTRAS[name]:
+            raise
+        missing = f"{command} needs agentcaps[{name}] ({e.name} is not installed)"
+        raise UsageError(f"{missing}: pip install 'agentcaps[{name}]'") from None
+
+
+EXTRAS = {  # the top-level modules each optional part of pyproject.toml brings
+    "server": {"litestar", "uvicorn", "redis", "hiredis", "prometheus_client"},
+    "mcp": {"mcp", "mcp_types", "pydantic", "starlette"},
+}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.api.server import serve  # the server's imports are heavy; offline commands do not need them
+    with _extra("server", "agentcaps serve"):
+        from app.api.server import serve  # the server's imports are heavy; offline commands do not need them
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -110,27 +148,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_mint(args: argparse.Namespace) -> int:
+    if args.budget is None and args.expires_in is None and args.expires_at is None:
+        print(
+            "warning: this token has no budget and never expires: it allows unlimited spend until revoked "
+            "(add --budget and --expires-in to bound it)",
+            file=sys.stderr,
+        )
     with Client(_url(args), admin_key=_admin_key(args)) as client:
         minted = client.mint(args.subject, **_restrictions(args))
     _out(args, minted, minted.token)
     return 0
 
 
-def cmd_attenuate(args: argparse.Namespace) -> int:
+# `amount<=3`, `amount <= 3`, `currency in usd,eur`, and the older `amount=<= 3`: PATH, OP, VALUE.
+_ARG_RE = re.compile(
+    r"\s*(?P<path>[A-Za-z0-9_.-]+?)\s*(?:=\s*(?=[<>!=]|in\s))?"
+    r"(?P<op><=|>=|!=|<|>|=|(?<=[\s=])in(?=\s))\s*(?P<value>\S.*?)\s*"
+)
+
+
+def _arg_conditions(items: list[str] | None) -> dict[str, str] | None:
     conditions = {}
-    for item in args.arg or []:
-        path, sep, condition = item.partition("=")
-        if not sep:
-            raise UsageError(f"--arg needs PATH=OP VALUE, like 'amount=<= 3', got {item!r}")
-        conditions[path] = condition
+    for item in items or []:
+        m = _ARG_RE.fullmatch(item)
+        if m is None:
+            raise UsageError(f"--arg must look like 'amount<=3' or 'currency in usd,eur', got {item!r}")
+        conditions[m["path"]] = f"{m['op']} {m['value']}"
+    return conditions or None
+
+
+def cmd_attenuate(args: argparse.Namespace) -> int:
     token = Token.parse(_read_token(args.token))
-    child = token.attenuate(to=args.to, args=conditions or None, **_restrictions(args))
+    child = token.attenuate(to=args.to, args=_arg_conditions(args.arg), **_restrictions(args))
+    asked = args.expires_at or (args.expires_in is not None and time.time() + args.expires_in)
+    inherited = token.limits.expires_at
+    if asked and inherited and child.limits.expires_at == inherited and args.expires_at != inherited:
+        # A child never outlives its parent: say which expiry holds, so nobody counts on the longer one.
+        print(f"note: the token expires at {inherited}, its parent's expiry, sooner than asked", file=sys.stderr)
     _out(args, {"token": str(child), "caveats": child.caveats}, str(child))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     token = Token.parse(_read_token(args.token))
+    denies = token.denies_every_call()  # expired, or a caveat that does not parse: exit 3, like a denied verify
     view = {
         "token_id": token.token_id,
         "key_id": token.key_id,
@@ -140,9 +201,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "hops": token.hops,
         "limits": token.limits,
         "verified": False,
+        "denies": denies,
     }
-    _out(args, view, _tree(token))
-    return 0
+    text = _tree(token) + (f"\nDENIES EVERY CALL: {denies}" if denies else "")
+    _out(args, view, text)
+    return EXIT_DENIED if denies else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -156,7 +219,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         decision = client.verify(
             _read_token(args.token),
             args.tool,
-            cost=args.cost,
+            cost=_money("--cost", args.cost, "0.05 USD"),
             args=call_args,
             audience=args.audience,
             request_id=args.request_id,
@@ -164,11 +227,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
             hold_ttl=args.hold_ttl,
         )
     if isinstance(decision, Allowed):
-        text = f"allowed for {decision.holder}" + (f", hold {decision.hold_id}" if decision.hold_id else "")
+        text = f"allowed for {decision.holder}" + _spent(decision, args.cost)
     else:
         text = f"denied {decision.code}: {decision.reason}"
     _out(args, decision, text)
     return 0 if isinstance(decision, Allowed) else EXIT_DENIED
+
+
+def _spent(allowed: Allowed, cost: str | None) -> str:
+    """`: charged 0.05 USD; remaining: hop 0 (orchestrator) 9.95 of 10.00 USD, ...` (or held, with the hold id)."""
+    parts = []
+    if allowed.charged is not None:
+        parts.append(f"charged {allowed.charged.amount} {allowed.charged.currency}")
+    if allowed.hold_id:
+        parts.append((f"held {cost}; " if cost else "") + f"hold {allowed.hold_id}")
+    if allowed.budgets:
+        left = [
+            f"hop {b.hop} ({allowed.delegation[b.hop] if b.hop < len(allowed.delegation) else '?'}) "
+            f"{b.remaining} of {b.limit} {b.currency}"
+            for b in allowed.budgets
+        ]
+        parts.append("remaining: " + ", ".join(left))
+    return (": " + "; ".join(parts)) if parts else ""
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -177,7 +257,47 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     admin = _admin_key(args) if args.token_id else None
     with Client(_url(args), admin_key=admin) as client:
         done = client.revoke(_read_token(args.token) if args.token else None, token_id=args.token_id)
-    _out(args, done, f"revoked {done.token_id}" + ("" if args.token else " (the whole root)"))
+    if args.token:
+        token = Token.parse(_read_token(args.token)) if args.token != "-" else None
+        who = f"the token held by {token.holder} ({' > '.join(token.delegation)})" if token else "the token"
+        text = f"revoked {who} and every token derived from it; its ancestors and siblings still work"
+    else:
+        text = f"revoked the whole root {done.token_id} and every token derived from it"
+    _out(args, done, text)
+    return 0
+
+
+def _hold_text(hold: HoldResponse) -> str:
+    amount = f" {hold.amount} {hold.currency}" if hold.amount is not None else ""
+    until = f" until {hold.expires_at}" if hold.expires_at else ""
+    return f"hold {hold.hold_id} {hold.state}{amount}{until}"
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    amount = None
+    if args.amount is not None:
+        amount = args.amount.strip()
+        if not AMOUNT_RE.fullmatch(amount):
+            raise UsageError(f"AMOUNT must be a decimal like 0.05, in the hold's currency, got {args.amount!r}")
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.settle(args.hold_id, amount)
+    _out(args, done, _hold_text(done))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.release(args.hold_id)
+    _out(args, done, _hold_text(done))
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    if not 1 <= args.ttl <= 86400:
+        raise UsageError(f"TTL must be 1 to 86400 seconds, got {args.ttl}")
+    with Client(_url(args), verifier_key=args.verifier_key) as client:
+        done = client.extend(args.hold_id, args.ttl)
+    _out(args, done, _hold_text(done))
     return 0
 
 
@@ -244,15 +364,44 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", help="the token presented ('-' reads stdin)")
-    p.add_argument("--tool", required=True)
-    p.add_argument("--cost", help='e.g. "0.05 USD"')
-    p.add_argument("--args", help="the call's arguments as a JSON object")
-    p.add_argument("--audience")
-    p.add_argument("--request-id")
+    p.add_argument("--tool", required=True, help="the tool the call is for, e.g. search")
+    p.add_argument("--cost", help='what the call costs, e.g. "0.05 USD"; charged to every budget in the chain')
+    p.add_argument("--args", help="the call's arguments as a JSON object, checked by arg.* caveats")
+    p.add_argument("--audience", help="the tool server asking (with verifier keys, the key's name is used)")
+    p.add_argument("--request-id", help="makes the call idempotent: the same id again replays the first decision")
     p.add_argument("--hold", action="store_true", help="reserve the cost instead of charging it")
-    p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS")
-    p.add_argument("--verifier-key", default=os.environ.get("AGENTCAPS_VERIFIER_KEY"))
+    p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS", help="with --hold: until it is released")
+    _verifier_key_flag(p)
     _service_flags(p)
+
+
+def _verifier_key_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verifier-key",
+        default=os.environ.get("AGENTCAPS_VERIFIER_KEY"),
+        help="when the service has verifier keys (default AGENTCAPS_VERIFIER_KEY)",
+    )
+
+
+def _hold_args(p: argparse.ArgumentParser, *extra: tuple[str, dict[str, Any]]) -> None:
+    p.add_argument("hold_id", metavar="HOLD_ID", help="the hold id that verify --hold printed")
+    for name, options in extra:
+        p.add_argument(name, **options)
+    _verifier_key_flag(p)
+    _service_flags(p)
+
+
+def _settle_args(p: argparse.ArgumentParser) -> None:
+    amount = {"nargs": "?", "metavar": "AMOUNT", "help": "the final cost, at most what is held (default: all of it)"}
+    _hold_args(p, ("amount", amount))
+
+
+def _release_args(p: argparse.ArgumentParser) -> None:
+    _hold_args(p)
+
+
+def _extend_args(p: argparse.ArgumentParser) -> None:
+    _hold_args(p, ("ttl", {"type": int, "metavar": "TTL", "help": "seconds from now until it is released by itself"}))
 
 
 def _revoke_args(p: argparse.ArgumentParser) -> None:
@@ -284,6 +433,9 @@ COMMANDS: dict[str, Command] = {
     "attenuate": (cmd_attenuate, "narrow a token offline and print the new one", _attenuate_args),
     "inspect": (cmd_inspect, "show a token's hops, caveats and limits offline", _inspect_args),
     "verify": (cmd_verify, "ask the service to decide one tool call", _verify_args),
+    "settle": (cmd_settle, "charge a hold's final amount and release the rest", _settle_args),
+    "release": (cmd_release, "release a hold: nothing is charged", _release_args),
+    "extend": (cmd_extend, "keep a hold TTL more seconds from now (a tool that runs long)", _extend_args),
     "revoke": (cmd_revoke, "revoke a token and its descendants, or a whole root", _revoke_args),
     "keys": (cmd_keys, "master keys: generate or rotate", _keys_args),
 }
@@ -292,23 +444,28 @@ COMMANDS: dict[str, Command] = {
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="agentcaps",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="agentcaps gateway --help: the MCP gateway that guards a server you do not own",
+        description="agentcaps: capability tokens for AI agents that delegate. COMMAND --help says more.",
     )
     sub = top.add_subparsers(dest="command", required=True)
     for name, (_, help_text, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    # Listed for --help and for the 'invalid choice' message; main() hands `gateway ...` to its own parser.
+    sub.add_parser("gateway", help="the MCP gateway in front of a server you do not own (gateway --help)")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gateway"]:
-        # The MCP gateway has its own parser (SPEC 7) and the heavy MCP SDK: loaded only when asked for.
-        from app.mcp.gateway import main as gateway
-
+        # The MCP gateway has its own parser and the heavy MCP SDK: loaded only when asked for.
+        try:
+            with _extra("mcp", "agentcaps gateway"):
+                from app.mcp.gateway import main as gateway
+        except UsageError as e:
+            print(f"agentcaps: {e}", file=sys.stderr)
+            return EXIT_USAGE
         return gateway(argv[1:])
     args = parser().parse_args(argv)
     try:
@@ -319,6 +476,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE if e.status in (400, 401, 403, 404, 409, 413) else EXIT_FAILED
+    except httpx.TransportError as e:  # nothing answered: say where we looked and how to fix it
+        why = type(e).__name__ if not str(e) else str(e)
+        print(
+            f"agentcaps {args.command}: cannot reach the agentcaps service at {_url(args)} ({why}). "
+            "Start it with `agentcaps serve` (scripts/run in a checkout), or point --url or AGENTCAPS_URL at it.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except (AgentcapsError, OSError) as e:
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_FAILED

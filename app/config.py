@@ -1,7 +1,10 @@
 """Settings from AGENTCAPS_* (SPEC §5), built once at start-up. Secrets are kept out of repr and logs.
 
 Without AGENTCAPS_MASTER_KEYS / AGENTCAPS_ADMIN_KEYS, keys are generated once into AGENTCAPS_DATA_DIR
-(files `master_keys` and `admin_key`, mode 0600) so the embedded default works on first start.
+(files `master_keys` and `admin_key`, mode 0600) so the embedded default works on first start. A key file
+that another user could have written is refused, as ssh refuses such a private key: whoever can write the
+admin key can mint, and whoever can write the master keys can sign tokens. Admin and verifier keys are bearer
+secrets of at least MIN_SECRET_CHARS characters. Every refusal is one ConfigError naming the file or variable.
 """
 
 from __future__ import annotations
@@ -9,16 +12,20 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from app.errors import ConfigError
 from app.token.keys import KeyRing, new_key_entry
 
 MASTER_KEYS_FILE = "master_keys"
 ADMIN_KEY_FILE = "admin_key"
-_VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S{16,})")
+T = TypeVar("T")
+MIN_SECRET_CHARS = 32  # admin and verifier keys: guessing one must be out of reach
+_VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S+)")
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Settings:
     verifier_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # key -> audience name
     store_timeout: float = 1.0
     redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
+    cache_mb: int = 64  # AGENTCAPS_CACHE_MB: what the verifier's caches may hold in all (caveats.cache)
 
     @property
     def public_location(self) -> str:
@@ -50,6 +58,9 @@ class Settings:
             timeout = float(timeout_text)
         except ValueError:
             raise ConfigError(f"AGENTCAPS_STORE_TIMEOUT must be seconds, got {timeout_text!r}") from None
+        cache_text = env.get("AGENTCAPS_CACHE_MB", "64")
+        if not re.fullmatch(r"[1-9][0-9]{0,6}", cache_text):
+            raise ConfigError(f"AGENTCAPS_CACHE_MB must be a whole number of MiB, 1 or more, got {cache_text!r}")
         values: dict[str, object] = {
             "store": env.get("AGENTCAPS_STORE", "memory://"),
             "data_dir": data_dir,
@@ -58,27 +69,71 @@ class Settings:
             "location": env.get("AGENTCAPS_LOCATION", ""),
             "store_timeout": timeout,
             "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
+            "cache_mb": int(cache_text),
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")
-        values["ring"] = KeyRing.parse(master) if master else load_or_create_ring(data_dir)
-        admin = env.get("AGENTCAPS_ADMIN_KEYS")
-        values["admin_keys"] = (
-            tuple(k for k in admin.split(",") if k) if admin else (load_or_create_admin_key(data_dir),)
+        values["ring"] = (
+            _named("AGENTCAPS_MASTER_KEYS", KeyRing.parse, master) if master else load_or_create_ring(data_dir)
         )
+        admin = env.get("AGENTCAPS_ADMIN_KEYS")
+        values["admin_keys"] = parse_admin_keys(admin) if admin else (load_or_create_admin_key(data_dir),)
         values["verifier_keys"] = parse_verifier_keys(env.get("AGENTCAPS_VERIFIER_KEYS", ""))
         return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_admin_keys(text: str) -> tuple[str, ...]:
+    """`KEY1,KEY2` as in AGENTCAPS_ADMIN_KEYS (errors never echo a key)."""
+    keys = tuple(k for k in text.split(",") if k)
+    for n, key in enumerate(keys, 1):
+        _check_strength(key, f"AGENTCAPS_ADMIN_KEYS entry {n}")
+    return keys
 
 
 def parse_verifier_keys(text: str) -> dict[str, str]:
     """`search-srv:KEY1,payments-srv:KEY2` -> {KEY1: "search-srv", ...} (errors never echo a key)."""
     keys: dict[str, str] = {}
-    for n, item in enumerate(i for i in text.split(",") if i.strip()):
+    for n, item in enumerate((i for i in text.split(",") if i.strip()), 1):
         m = _VERIFIER_RE.fullmatch(item.strip())
         if m is None:
-            raise ConfigError(f"AGENTCAPS_VERIFIER_KEYS entry {n + 1}: expected name:key with a key of 16+ characters")
+            raise ConfigError(f"AGENTCAPS_VERIFIER_KEYS entry {n}: expected name:key")
+        _check_strength(m.group(2), f"AGENTCAPS_VERIFIER_KEYS entry {n} ({m.group(1)})")
         keys[m.group(2)] = m.group(1)
     return keys
+
+
+def _check_strength(key: str, where: str) -> None:
+    if len(key) < MIN_SECRET_CHARS:
+        raise ConfigError(f"{where}: a key needs at least {MIN_SECRET_CHARS} characters")
+
+
+def _named(where: object, parse: Callable[[str], T], text: str) -> T:
+    """parse(text), its ConfigError prefixed with where the text came from (a variable or a file)."""
+    try:
+        return parse(text)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def read_key_file(path: Path) -> str:
+    """A key file's text, refused when it is not the service user's own, or group- or world-writable: another
+    user could have put their key there (ssh refuses such key files for the same reason)."""
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())  # the file that was opened, not whatever the path names a moment later
+        if st.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{path}: owned by uid {st.st_uid}, not by the service's user (uid {os.geteuid()}); refusing a key "
+                "file another user could have written"
+            )
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                f"{path}: group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o}); refusing a key file "
+                f"another user could have written: chmod 600 {path}"
+            )
+        try:
+            return f.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file") from None
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -92,7 +147,7 @@ def _write_secret(path: Path, text: str) -> None:
 def load_or_create_ring(data_dir: Path) -> KeyRing:
     path = data_dir / MASTER_KEYS_FILE
     if path.exists():
-        return KeyRing.parse(path.read_text())
+        return _named(path, KeyRing.parse, read_key_file(path))
     ring = KeyRing(new_key_entry())
     _write_secret(path, ring.serialize())
     return ring
@@ -105,7 +160,9 @@ def save_ring(data_dir: Path, ring: KeyRing) -> None:
 def load_or_create_admin_key(data_dir: Path) -> str:
     path = data_dir / ADMIN_KEY_FILE
     if path.exists():
-        return path.read_text().strip()
+        key = read_key_file(path).strip()
+        _check_strength(key, str(path))
+        return key
     key = "ak_" + secrets.token_urlsafe(32)
     _write_secret(path, key)
     return key

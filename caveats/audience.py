@@ -28,4 +28,4 @@ class Audience(Caveat, frozen=True):
         if ctx.audience in self.names:
             return None
         who = f"'{ctx.audience}'" if ctx.audience else "a verifier that named no audience"
-        return Denial(Code.AUDIENCE_MISMATCH, f"{who} is not in {','.join(self.names)}")
+        return Denial(Code.AUDIENCE_MISMATCH, f"{who} is not among the allowed audiences: {','.join(self.names)}")

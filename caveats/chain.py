@@ -6,13 +6,13 @@ token. `evaluate` decides the stateless caveats of one call; budgets and rates g
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import msgspec
 
 from caveats.base import Caveat, Context
 from caveats.budget import Budget
+from caveats.cache import ITEM_BYTES, ByteLRU
 from caveats.delegate import Delegate
 from caveats.denial import Denial
 from caveats.depth import Depth
@@ -21,6 +21,11 @@ from caveats.money import Amount
 from caveats.rate import Rate
 from caveats.registry import EVERY_KIND, read_all
 from caveats.tools import Tools
+
+# Each budget and rate caveat is a counter the store keeps for its prefix, and a holder can append any number:
+# a chain with more than these is refused whole (invalid_token), before any store call.
+MAX_BUDGETS = 16
+MAX_RATES = 8
 
 
 class Counter(msgspec.Struct, frozen=True):
@@ -62,6 +67,7 @@ class Analysis(msgspec.Struct, frozen=True):
     budgets: tuple[BudgetCounter, ...]
     rates: tuple[RateCounter, ...]
     expires_at: int | None
+    over_limit: str | None  # why the chain holds more budget or rate caveats than a token may, else None
 
     @property
     def tools(self) -> tuple[str, ...] | None:
@@ -97,6 +103,7 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
     budgets: list[BudgetCounter] = []
     rates: list[RateCounter] = []
     fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and depth
+    malformed_budgets = malformed_rates = 0  # they count against the limits too: each would be a counter if it parsed
     expires_at: int | None = None
     hop = 0
     # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
@@ -116,6 +123,9 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
             rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
         elif type(caveat) is Depth or type(caveat) is Denial:
             fixed.append(index)
+            if type(caveat) is Denial:
+                malformed_budgets += text.startswith("budget ")
+                malformed_rates += text.startswith("rate ")
         hops.append(hop)
     texts, parsed = zip(*entries, strict=True) if entries else ((), ())
     static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
@@ -130,7 +140,16 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         tuple(budgets),
         tuple(rates),
         expires_at,
+        _over_limit(len(budgets) + malformed_budgets, len(rates) + malformed_rates),
     )
+
+
+def _over_limit(budgets: int, rates: int) -> str | None:
+    if budgets > MAX_BUDGETS:
+        return f"a token carries at most {MAX_BUDGETS} budget caveats, this one has {budgets}"
+    if rates > MAX_RATES:
+        return f"a token carries at most {MAX_RATES} rate caveats, this one has {rates}"
+    return None
 
 
 # The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate` (Budget is one,
@@ -158,17 +177,37 @@ def covers(outer: str, inner: str) -> bool:
     return inner.startswith(outer[:-1]) if outer.endswith("*") else inner == outer
 
 
-@functools.lru_cache(maxsize=1024)  # pure, on immutable tuples; a policy's tool lists recur across tokens
+# Pure, on immutable tuples; a policy's tool lists recur across tokens.
+_intersections: ByteLRU[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = ByteLRU("tool lists")
+
+
 def intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The patterns allowed by both lists, remembered (within its share of the cache bytes)."""
+    both = _intersections.get((a, b))
+    if both is None:
+        both = _intersect(a, b)
+        # Three tuples and the pattern strings they keep alive, each counted as if it were its own.
+        nbytes = 512 + ITEM_BYTES * (len(a) + len(b) + len(both)) + 4 * sum(map(len, (*a, *b)))
+        _intersections.put((a, b), both, nbytes)
+    return both
+
+
+def forget_intersections() -> None:
+    _intersections.clear()
+
+
+def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     """The patterns allowed by both lists (pairwise, the more specific of two overlapping patterns).
 
     `p` is covered by a list when some pattern there `covers` it: it is in the list, or starts with the stem of
-    one of its `*` patterns (`str.startswith` takes them all at once).
+    one of its `*` patterns (`str.startswith` takes them all at once). Sets, not the tuples, answer `in`: lists
+    of hundreds of names would otherwise cost quadratic time on every denial that names the allowlist.
     """
     stems_a = tuple([q[:-1] for q in a if q.endswith("*")])
     stems_b = tuple([q[:-1] for q in b if q.endswith("*")])
-    out: list[str] = []
+    in_a, in_b = set(a), set(b)
+    out: dict[str, None] = {}  # ordered, and a set for `in`
     for p in (*a, *b):
-        if p not in out and (p in a or p.startswith(stems_a)) and (p in b or p.startswith(stems_b)):
-            out.append(p)
+        if p not in out and (p in in_a or p.startswith(stems_a)) and (p in in_b or p.startswith(stems_b)):
+            out[p] = None
     return tuple(out)

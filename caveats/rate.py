@@ -11,10 +11,13 @@ from typing import ClassVar
 from caveats.base import Caveat
 from caveats.grammar import UINT, CaveatSyntaxError, parse_uint
 
+# Each allowed call is one timestamp in the store until it leaves the window: the count bounds what one window
+# holds, and the window how long the store keeps it.
 MAX_COUNT = 100_000
-MAX_WINDOW = 366 * 86_400
+MAX_WINDOW_DAYS = 31
+MAX_WINDOW = MAX_WINDOW_DAYS * 86_400
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_WINDOW = r"([1-9][0-9]{0,7})([smhd])"  # 8 digits: 31622400s is 366d
+_WINDOW = r"([1-9][0-9]{0,7})([smhd])"  # 8 digits: a longer window in any unit is refused as too long, by name
 _RATE_RE = re.compile(rf"([0-9]+)/{_WINDOW}")
 
 
@@ -45,5 +48,5 @@ def parse_rate(value: str) -> tuple[int, int]:
     count = parse_uint(m.group(1), "rate count", MAX_COUNT)
     window = int(m.group(2)) * UNITS[m.group(3)]
     if window > MAX_WINDOW:
-        raise CaveatSyntaxError(f"rate window must be at most 366d, got {value!r}")
+        raise CaveatSyntaxError(f"rate window must be at most {MAX_WINDOW_DAYS}d, got {value!r}")
     return count, window

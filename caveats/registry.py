@@ -12,6 +12,7 @@ from caveats.arg import Arg
 from caveats.audience import Audience
 from caveats.base import Caveat
 from caveats.budget import Budget
+from caveats.cache import CAVEAT_OVERHEAD, ITEM_BYTES, ByteMemo, caveat_bytes
 from caveats.cost import Cost
 from caveats.delegate import Delegate
 from caveats.denial import Code, Denial
@@ -22,7 +23,6 @@ from caveats.rate import Rate
 from caveats.tools import Tools
 
 KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate)
-MEMO_SIZE = 4096  # distinct caveats remembered by `read`; each is at most 1 KiB
 
 
 def _by_key(kinds: tuple[type[Caveat], ...]) -> dict[str, type[Caveat]]:
@@ -52,24 +52,27 @@ def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
     return read_all((raw,))[0]
 
 
-_memo: dict[bytes | str, tuple[str, Caveat | Denial]] = {}
+_memo: ByteMemo[bytes | str, tuple[str, Caveat | Denial]] = ByteMemo("caveats")
 
 
 def read_all(raws: Iterable[bytes | str]) -> list[tuple[str, Caveat | Denial]]:
     """read() of each caveat of a chain, in one call: the loop a verifier runs for every new token.
 
     The same texts recur across tokens (`delegate = researcher`, a policy's `tools in ...`), and what they
-    parse to is immutable and depends on nothing but the text, so a verifier parses each one once. A plain
-    dict, emptied when full, costs a text seen once far less than an LRU's bookkeeping; a recurring text
-    is parsed again once per MEMO_SIZE new ones.
+    parse to is immutable and depends on nothing but the text, so a verifier parses each one once, within the
+    memo's share of the cache bytes (caveats.cache).
     """
+    get, put = _memo.get, _memo.put
     entries = []
     for raw in raws:
-        entry = _memo.get(raw)
+        entry = get(raw)
         if entry is None:
-            if len(_memo) >= MEMO_SIZE:
-                _memo.clear()
-            entry = _memo[raw] = _read(raw)
+            entry = _read(raw)
+            # caveat_bytes(raw), inlined for the bytes a verifier reads: this runs for every new caveat
+            if type(raw) is bytes:
+                put(raw, entry, CAVEAT_OVERHEAD + 12 * len(raw) + ITEM_BYTES * (raw.count(b",") + raw.count(b".")))
+            else:
+                put(raw, entry, caveat_bytes(raw))
         entries.append(entry)
     return entries
 

@@ -40,4 +40,5 @@ class Tools(Caveat, frozen=True):
     def check(self, ctx: Context, hop: int) -> Denial | None:
         if self.allows(ctx.tool):
             return None
-        return Denial(Code.TOOL_NOT_ALLOWED, f"tool '{ctx.tool}' is not in {','.join(self.patterns)}")
+        allowed = ",".join(self.patterns)
+        return Denial(Code.TOOL_NOT_ALLOWED, f"tool '{ctx.tool}' is not among the allowed tools: {allowed}")

@@ -110,7 +110,7 @@ def start_service(ring: KeyRing, store: str, workers: int, wait: str = "") -> tu
         "AGENTCAPS_MASTER_KEYS": ring.serialize(),
         "AGENTCAPS_STORE": store,
         "AGENTCAPS_REDIS_WAIT": wait,
-        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key",
+        "AGENTCAPS_ADMIN_KEYS": "bench-admin-key-0123456789abcdef0123",
         "AGENTCAPS_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }

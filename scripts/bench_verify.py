@@ -48,7 +48,7 @@ from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import Verifier
 from caveats import Amount, Context
-from caveats.chain import intersect
+from caveats.chain import forget_intersections
 from caveats.registry import forget
 
 SIZES = (1, 5, 10, 20)
@@ -185,7 +185,7 @@ def nothing() -> None:
 def forget_caveats() -> None:
     """Empty what a verifier remembers about caveat texts: parsed caveats and tool-list intersections."""
     forget()
-    intersect.cache_clear()
+    forget_intersections()
 
 
 def distinct_texts(tokens: Sequence[str]) -> tuple[int, int]:

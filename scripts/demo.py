@@ -32,7 +32,7 @@ from app.mcp.example_server import COSTS  # noqa: E402
 from app.sdk import Client as Agentcaps  # noqa: E402
 from app.sdk import Token, TokenError  # noqa: E402
 
-ADMIN = "demo-admin-key-0123456789abcdef"
+ADMIN = "demo-admin-key-0123456789abcdef0123"
 EXPECTED_SPENT = {"orchestrator": "4.52", "researcher": "0.01", "buyer": "4.50"}
 
 

@@ -6,21 +6,26 @@ VENV="$ROOT/.venv"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-ensure_venv() {  # ensure_venv [extra]  e.g. ensure_venv dev
-  local extra="${1:-}" spec="$ROOT" stamp
-  [[ -n $extra ]] && spec="$ROOT[$extra]"
+ensure_venv() {  # ensure_venv EXTRAS   e.g. ensure_venv server  |  ensure_venv server,mcp  |  ensure_venv dev
+  # The package alone is the offline SDK; `server` adds the HTTP service, `mcp` the guard and gateway, and `dev`
+  # both plus the test tools. An install whose extras cover the ones asked for is kept as it is.
+  local extras="$1" version stamp
   if [[ ! -x $VENV/bin/python ]]; then
     python3 -m venv "$VENV" || { as_root apt-get install -y -q python3-venv && python3 -m venv "$VENV"; }
   fi
-  local version; version="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
-  stamp="$VENV/.installed-$version-${extra:-base}"
-  # A dev install has everything a base one needs: scripts/run after scripts/test installs nothing.
-  [[ -z $extra && -e $VENV/.installed-$version-dev ]] && return 0
-  if [[ ! -e $stamp ]]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$spec"
-    rm -f "$VENV"/.installed-* && touch "$stamp"
-  fi
+  version="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  for stamp in "$VENV"/.installed-"$version"-*; do
+    [[ -e $stamp ]] && _covers "${stamp##*-}" "$extras" && return 0
+  done
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+  rm -f "$VENV"/.installed-* && touch "$VENV/.installed-$version-$extras"
+}
+
+_covers() {  # _covers INSTALLED WANTED: every extra in WANTED (comma-separated) is in INSTALLED, or INSTALLED is dev
+  local installed=",$1," extra
+  [[ $installed == *,dev,* ]] && return 0
+  for extra in ${2//,/ }; do [[ $installed == *,"$extra",* ]] || return 1; done
 }
 
 redis_answers() {  # redis_answers PORT
@@ -50,7 +55,15 @@ ensure_redis() {  # a Redis on 127.0.0.1:6379, started here (AOF on, noeviction)
   redis-server --port 6379 --bind 127.0.0.1 --daemonize yes --dir "$ROOT/.agentcaps/redis" \
     --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
     --logfile "$ROOT/.agentcaps/redis/redis.log"
-  for _ in $(seq 50); do redis_answers 6379 && return 0; sleep 0.1; done
+  for _ in $(seq 50); do
+    if redis_answers 6379; then
+      # Left running for the next run (the suite starts faster); say so, and how to stop it.
+      echo "started redis-server on 127.0.0.1:6379 (data in $ROOT/.agentcaps/redis); it keeps running:" \
+        "stop it with: redis-cli -p 6379 shutdown"
+      return 0
+    fi
+    sleep 0.1
+  done
   echo "redis-server did not start; see $ROOT/.agentcaps/redis/redis.log" >&2
   return 1
 }

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 
 from app.token.keys import KeyRing, new_key_entry
-
-ADMIN_KEY = "ak_system_tests_admin_key_0123456789"
+from tests.keys import ADMIN_KEY
 
 
 def free_port() -> int:

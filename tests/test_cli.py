@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli import COMMANDS, main, parser
 from app.config import MASTER_KEYS_FILE, load_or_create_ring
 from app.token.keys import KeyRing
 from app.token.mint import mint
-from tests.processes import ADMIN_KEY, Service
+from tests.keys import ADMIN_KEY, WRONG_ADMIN_KEY
+from tests.processes import Service
 
 
 @pytest.fixture
@@ -59,7 +63,11 @@ def test_attenuate_reads_the_token_from_stdin(
     [
         (["--budget", "11 USD"], "more than the 10.00 USD"),
         (["--to", "a", "--max-depth", "0"], None),
-        (["--arg", "amount"], "--arg needs PATH=OP VALUE"),
+        (["--arg", "amount"], "--arg must look like 'amount<=3'"),
+        (["--arg", "amount<=three"], "args.amount"),
+        (["--budget", "ten USD"], '--budget must look like "10.00 USD"'),
+        (["--budget", "10"], '--budget must look like "10.00 USD"'),
+        (["--cost-cap", "0.05"], '--cost-cap must look like "0.50 USD"'),
         (["--expires-at", "yesterday"], "expires_at"),
     ],
 )
@@ -73,6 +81,16 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(
         message = "no further delegation"
     assert code == 2 and out == ""
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_attenuate_refuses_a_seventeenth_budget(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+    token = root_token  # one budget already
+    for _ in range(15):
+        code, token, _ = run(capsys, "attenuate", token, "--budget", "10 USD")
+        assert code == 0
+    code, out, err = run(capsys, "attenuate", token, "--budget", "1 USD")
+    assert (code, out) == (2, "")
+    assert err == "agentcaps attenuate: a token carries at most 16 budget caveats, this one has 17"
 
 
 def test_a_garbage_token_is_refused_plainly(capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,24 +125,155 @@ def test_mint_verify_revoke_against_the_service(
     code, token, _ = run(capsys, "mint", "--subject", "orchestrator", "--budget", "1 USD", "--tools", "search")
     assert code == 0
     code, out, _ = run(capsys, "verify", token, "--tool", "search", "--cost", "0.75 USD")
-    assert (code, out) == (0, "allowed for orchestrator")
+    assert (code, out) == (
+        0,
+        "allowed for orchestrator: charged 0.75 USD; remaining: hop 0 (orchestrator) 0.25 of 1.00 USD",
+    )
+    code, out, _ = run(capsys, "verify", token, "--tool", "search", "--cost", "0.05 USD", "--hold")
+    assert code == 0 and out.startswith("allowed for orchestrator: held 0.05 USD; hold ")
+    assert out.endswith("remaining: hop 0 (orchestrator) 0.20 of 1.00 USD")
     code, out, _ = run(capsys, "verify", token, "--tool", "search", "--cost", "0.75 USD", "--json")
     assert code == 3 and json.loads(out)["code"] == "budget_exceeded"
     code, out, _ = run(capsys, "verify", token, "--tool", "search", "--args", "[1]")
     assert code == 2
+    child = run(capsys, "attenuate", token, "--to", "researcher")[1]
+    code, out, _ = run(capsys, "revoke", child)
+    assert code == 0
+    assert out == (
+        "revoked the token held by researcher (orchestrator > researcher) and every token derived from it; "
+        "its ancestors and siblings still work"
+    )
+    code, out, _ = run(capsys, "verify", token, "--tool", "search")
+    assert code == 0, out  # the root was not revoked with its child
     code, out, _ = run(capsys, "revoke", token)
-    assert code == 0 and out.startswith("revoked ")
+    assert code == 0 and out.startswith("revoked the token held by orchestrator (orchestrator) ")
     code, out, _ = run(capsys, "verify", token, "--tool", "search")
     assert code == 3 and out.startswith("denied revoked")
     forged = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]  # another signature
     code, out, err = run(capsys, "revoke", forged)
     assert code == 2 and out == "", (code, out)
     assert err.startswith("agentcaps revoke: 403 invalid_token: ") and "{" not in err, err  # words, not raw JSON
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", "wrong-admin-key-0123456789")
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", WRONG_ADMIN_KEY)
     code, _, err = run(capsys, "mint", "--subject", "x")
-    assert code == 2 and "401 unauthorized" in err
+    assert code == 2 and "401 unauthorized: the admin key presented was rejected" in err
 
 
-def test_an_unreachable_service_is_a_plain_failure(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+def test_an_unreachable_service_is_a_plain_failure_that_names_the_url_and_the_fix(
+    capsys: pytest.CaptureFixture[str], root_token: str
+) -> None:
     code, _, err = run(capsys, "verify", root_token, "--tool", "search", "--url", "http://127.0.0.1:9")
-    assert code == 1 and "ConnectError" in err and len(err.splitlines()) == 1
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "cannot reach the agentcaps service at http://127.0.0.1:9" in err
+    assert "agentcaps serve" in err and "--url" in err
+
+
+def test_bad_amounts_are_named_before_any_network_call(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+    # The service is down: the user still learns about the typo first, not about the connection.
+    down = ["--url", "http://127.0.0.1:9"]
+    code, _, err = run(capsys, "verify", root_token, "--tool", "search", "--cost", "0.05", *down)
+    assert code == 2 and '--cost must look like "0.05 USD"' in err
+    code, _, err = run(capsys, "mint", "--subject", "o", "--budget", "ten USD", "--admin-key", "k" * 32, *down)
+    assert code == 2 and '--budget must look like "10.00 USD"' in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "caveat"),
+    [
+        ("amount<=3", "arg.amount <= 3"),
+        ("amount <= 3", "arg.amount <= 3"),
+        ("amount=<= 3", "arg.amount <= 3"),
+        ("currency in usd,eur", "arg.currency in usd,eur"),
+        ("payee.iban!=DE00", "arg.payee.iban != DE00"),
+        ("pin in 1,2", "arg.pin in 1,2"),
+    ],
+)
+def test_arg_conditions_read_as_people_write_them(
+    capsys: pytest.CaptureFixture[str], root_token: str, flag: str, caveat: str
+) -> None:
+    code, out, err = run(capsys, "attenuate", root_token, "--arg", flag, "--json")
+    assert code == 0, err
+    assert json.loads(out)["caveats"][-1] == caveat
+
+
+def test_inspect_says_when_a_token_denies_every_call(capsys: pytest.CaptureFixture[str]) -> None:
+    expired, _ = mint(load_ring(), "http://agentcaps.test", ["delegate = o", "expires < 2020-01-01T00:00:00Z"])
+    code, out, _ = run(capsys, "inspect", expired)
+    assert code == 3 and out.splitlines()[-1] == "DENIES EVERY CALL: expired at 2020-01-01T00:00:00Z"
+    broken, _ = mint(load_ring(), "http://agentcaps.test", ["delegate = o", "colour = blue"])
+    code, out, _ = run(capsys, "inspect", broken, "--json")
+    assert code == 3 and json.loads(out)["denies"].startswith("unknown_caveat: ")
+
+
+def test_inspect_of_a_usable_token_exits_0(capsys: pytest.CaptureFixture[str], root_token: str) -> None:
+    code, out, _ = run(capsys, "inspect", root_token, "--json")
+    assert code == 0 and json.loads(out)["denies"] is None
+
+
+def test_attenuate_says_when_the_parent_expires_sooner_than_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    soon, _ = mint(load_ring(), "http://agentcaps.test", ["delegate = o", "expires < 2999-01-01T00:00:00Z"])
+    code, _, err = run(capsys, "attenuate", soon, "--to", "r", "--expires-at", "3000-01-01T00:00:00Z")
+    assert code == 0
+    assert err == "note: the token expires at 2999-01-01T00:00:00Z, its parent's expiry, sooner than asked"
+    code, _, err = run(capsys, "attenuate", soon, "--to", "r", "--expires-in", "60")
+    assert code == 0 and err == ""
+
+
+def test_minting_an_unbounded_token_warns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    code, _, err = run(capsys, "mint", "--subject", "o")
+    assert code == 0 and err.startswith("warning: this token has no budget and never expires")
+    code, _, err = run(capsys, "mint", "--subject", "o", "--expires-in", "60")
+    assert code == 0 and err == ""
+
+
+def test_help_lists_every_command_and_explains_every_verify_flag() -> None:
+    top = parser().format_help()
+    assert all(name in top for name in [*COMMANDS, "gateway"])
+    verify = subprocess.run(
+        [sys.executable, "-m", "app.cli", "verify", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    flags = re.findall(r"^  (--[a-z-]+)( [A-Z_]+)?\n?\s*(.*)$", verify, flags=re.MULTILINE)
+    assert {f for f, _, _ in flags} >= {
+        "--tool",
+        "--cost",
+        "--audience",
+        "--request-id",
+        "--hold-ttl",
+        "--verifier-key",
+    }
+    assert all(text.strip() for _, _, text in flags), flags
+
+
+def test_holds_are_settled_released_and_extended_from_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    token = run(capsys, "mint", "--subject", "o", "--budget", "1.00 USD", "--expires-in", "600")[1]
+
+    def hold() -> str:
+        code, out, _ = run(capsys, "verify", token, "--tool", "t", "--cost", "0.40 USD", "--hold", "--json")
+        assert code == 0
+        hold_id: str = json.loads(out)["hold_id"]
+        return hold_id
+
+    first, second = hold(), hold()
+    code, out, _ = run(capsys, "extend", first, "600")
+    assert code == 0 and out.startswith(f"hold {first} held 0.40 USD until ")
+    code, out, _ = run(capsys, "settle", first, "0.25")
+    assert (code, out) == (0, f"hold {first} settled 0.25 USD")
+    code, out, _ = run(capsys, "release", second)
+    assert (code, out) == (0, f"hold {second} released")
+    code, out, _ = run(capsys, "verify", token, "--tool", "t", "--json")
+    assert [b["spent"] for b in json.loads(out)["budgets"]] == ["0.25"]  # what was settled, nothing else
+    code, _, err = run(capsys, "release", first)  # settled: it cannot be released any more
+    assert code == 2 and "409" in err
+    code, _, err = run(capsys, "settle", second, "ten")
+    assert code == 2 and "AMOUNT must be a decimal like 0.05" in err
+    code, _, err = run(capsys, "extend", second, "0")
+    assert code == 2 and "TTL must be 1 to 86400 seconds" in err

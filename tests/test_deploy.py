@@ -4,6 +4,7 @@ every AGENTCAPS_* setting is one the service reads, and Redis is configured to k
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import re
@@ -14,14 +15,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from litestar.testing import TestClient
 
 from app.api.app import create_app
 from app.config import Settings
+from app.errors import ConfigError
 from app.store.base import Store
 from app.store.memory import MemoryStore
 from app.store.redis_cluster import WaitPolicy, parse_cluster_url
+from app.token.keys import KeyRing, new_key_entry
 from tests.processes import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +91,15 @@ def test_the_image_runs_the_console_script_from_pyproject_as_a_non_root_user() -
     assert dict(steps)["EXPOSE"] == str(Settings().port)
 
 
+def test_the_image_installs_the_server_extra_from_the_wheels_it_built() -> None:
+    runs = [rest for word, rest in dockerfile() if word == "RUN"]
+    assert any(re.search(r"pip wheel .*--wheel-dir /wheels \"\.\[server\]\"", r) for r in runs), runs
+    assert any(re.search(r"pip install .*--no-index --find-links /wheels \"agentcaps\[server\]\"", r) for r in runs), (
+        runs
+    )
+    assert "server" in PYPROJECT["project"]["optional-dependencies"]
+
+
 def test_the_console_script_names_a_real_function() -> None:
     module, _, function = PYPROJECT["project"]["scripts"]["agentcaps"].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
@@ -101,6 +114,56 @@ def test_the_image_copies_everything_the_package_needs() -> None:
     assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= copied
     for path in copied:
         assert (ROOT / path).exists(), path
+
+
+def sent_to_docker(path: str) -> bool:
+    """Whether `docker build .` sends this path, by .dockerignore's rules: the last matching pattern decides."""
+    sent = True
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/").removeprefix("**/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes) or any(
+            line.lstrip("!").startswith("**/") and fnmatch.fnmatchcase(part, pattern) for part in parts
+        ):
+            sent = keep
+    return sent
+
+
+def test_the_build_context_holds_what_the_image_copies_and_no_venv_or_keys() -> None:
+    copied = [
+        part for word, rest in dockerfile() if word == "COPY" and "--from" not in rest for part in rest.split()[:-1]
+    ]
+    for path in copied:
+        assert sent_to_docker(path), path
+    for path in ["app/authority.py", "caveats/budget.py"]:
+        assert sent_to_docker(path), path
+    for path in [
+        ".venv/bin/python",
+        ".agentcaps/admin_key",
+        ".git/config",
+        "tests/conftest.py",
+        "app/__pycache__/cli.cpython-311.pyc",
+    ]:
+        assert not sent_to_docker(path), path
+
+
+def test_every_placeholder_in_the_manifests_is_explained_in_the_k8s_readme() -> None:
+    readme = (DEPLOY / "k8s" / "README.md").read_text()
+    placeholders = [
+        (key, value)
+        for doc in k8s()
+        for section in ("data", "stringData")
+        for key, value in (doc.get(section) or {}).items()
+        if "REPLACE" in str(value)
+    ]
+    assert {key for key, _ in placeholders} >= {"AGENTCAPS_MASTER_KEYS", "AGENTCAPS_ADMIN_KEYS", "AGENTCAPS_LOCATION"}
+    for key, _ in placeholders:
+        assert f"`{key}`" in readme, key
 
 
 def test_the_healthcheck_passes_on_a_ready_service_and_fails_on_one_that_is_not(tmp_path: Path) -> None:
@@ -224,3 +287,15 @@ def test_the_store_is_the_reference_redis_cluster_configured_to_keep_every_count
     assert conf["dir"] == "/data" and any(m["mountPath"] == "/data" for m in container["volumeMounts"])
     create = one("Job", "redis-cluster-create")["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     assert "--cluster-replicas 1" in create and shlex.split(create)  # forms 3 masters + 3 replicas
+
+
+def test_the_secrets_placeholders_are_refused_at_start(tmp_path: Path) -> None:
+    """A Secret applied without replacing its values must stop the pod, not run with a guessable admin key."""
+    placeholders = one("Secret", "agentcaps-keys")["stringData"]
+    master = KeyRing(new_key_entry()).serialize()
+    for env, named in (
+        ({"AGENTCAPS_ADMIN_KEYS": placeholders["AGENTCAPS_ADMIN_KEYS"], "AGENTCAPS_MASTER_KEYS": master}, "ADMIN"),
+        (placeholders, "MASTER"),
+    ):
+        with pytest.raises(ConfigError, match=f"^AGENTCAPS_{named}_KEYS"):
+            Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), **env})

@@ -38,6 +38,7 @@ from app.config import Settings
 from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import Store
+from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
@@ -74,23 +75,33 @@ class Unauthorized(Exception):
     pass
 
 
+def _refusal(presented: str | None, what: str) -> str:
+    """A caller who sent a key learns it was wrong, not that it is missing (the key itself is never echoed)."""
+    if presented is None:
+        return f"this needs Authorization: Bearer <{what}>"
+    return f"the {what} presented was rejected: it is not one of this service's {what}s"
+
+
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
     store = store or open_store(settings.store, settings.store_timeout, settings.redis_wait)
+    cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
     authority = Authority(settings.ring, store, settings.public_location, clock)
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
-        if _match(_bearer(request), settings.admin_keys) is None:
-            raise Unauthorized("this needs Authorization: Bearer <admin key>")
+        presented = _bearer(request)
+        if _match(presented, settings.admin_keys) is None:
+            raise Unauthorized(_refusal(presented, "admin key"))
 
     def verifier_name(request: Request[Any, Any, Any]) -> str | None:
         """With AGENTCAPS_VERIFIER_KEYS, the name of the key presented (401 without a valid one); else None.
         Checked before the body is read: a caller without a key learns nothing about what a body needs."""
         if not settings.verifier_keys:
             return None
-        key = _match(_bearer(request), settings.verifier_keys)
+        presented = _bearer(request)
+        key = _match(presented, settings.verifier_keys)
         if key is None:
-            raise Unauthorized("this needs Authorization: Bearer <verifier key>")
+            raise Unauthorized(_refusal(presented, "verifier key"))
         return settings.verifier_keys[key]
 
     def audience_of(name: str | None, claimed: str | None) -> str | None:

@@ -15,6 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to multiprocess mode
+# A token without budgets may be charged in any currency a caller makes up, and each label value is a series
+# kept forever: the first MAX_CURRENCIES currencies a process charges keep their name, later ones are OTHER.
+MAX_CURRENCIES = 32
+OTHER = "other"  # never a currency: currencies are upper case
 
 
 class Metrics:
@@ -37,17 +41,19 @@ class Metrics:
         )
         self.spend = Counter(
             "agentcaps_spend",
-            "Amount newly charged by /v1/verify (mode charge, not a replay), by currency (in currency units)",
+            "Amount newly charged by /v1/verify (mode charge, not a replay), by currency (in currency units; past "
+            f"the first {MAX_CURRENCIES} currencies, '{OTHER}')",
             ["currency"],
             registry=self.registry,
         )
-        self._spent: dict[str, tuple[int, float]] = {}  # currency -> (exact micro-units, what the counter shows)
+        self._spent: dict[str, tuple[int, float]] = {}  # label -> (exact micro-units, what the counter shows)
 
     def charged(self, currency: str, micros: int) -> None:
         """Count one new charge. The total is kept exactly, in micro-units; the counter, a float by Prometheus'
         design, is stepped to the float nearest that total, so it never drifts as a sum of rounded amounts
         would (ten charges of 0.1 show 1.0, not 0.9999999999999999)."""
-        total, shown = self._spent.get(currency, (0, 0.0))
+        label = currency if currency in self._spent or len(self._spent) < MAX_CURRENCIES else OTHER
+        total, shown = self._spent.get(label, (0, 0.0))
         total += micros
         target = total / 1_000_000  # int / int rounds once, to the nearest float
         step = target - shown
@@ -55,8 +61,8 @@ class Metrics:
             step = math.nextafter(step, math.inf)
         while shown + step > target:
             step = math.nextafter(step, -math.inf)
-        self.spend.labels(currency).inc(step)
-        self._spent[currency] = (total, shown + step)
+        self.spend.labels(label).inc(step)
+        self._spent[label] = (total, shown + step)
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_DIR):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import msgspec
 import uvicorn
@@ -85,9 +89,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)
     os.environ.setdefault("AGENTCAPS_PORT", str(settings.port))
     print(banner(settings, workers), flush=True)
-    with tempfile.TemporaryDirectory(prefix="agentcaps-metrics-") as metrics_dir:
-        if workers > 1:  # the workers, spawned from this environment, share their metrics through files there
-            os.environ[MULTIPROC_DIR] = metrics_dir
+    with _stops_by_signal(), _shared_metrics(workers):
         uvicorn.run(
             "app.api.server:app_from_env",
             factory=True,
@@ -98,3 +100,56 @@ def serve(settings: Settings, workers: int = 1) -> None:
             access_log=False,
             server_header=False,
         )
+
+
+# The signals that stop `serve`. Left to their default action, they end the process at once, and every `with`
+# and `finally` on the way out (the metrics directory among them) is skipped: uvicorn, once it has shut down
+# gracefully, raises the signal it caught again, so that the process ends as that signal says.
+# Only those uvicorn handles itself while it serves (its supervisor takes SIGHUP to restart the workers too): a
+# handler of ours that raised inside its event loop would be logged as a transport error, not stop anything.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Stop(BaseException):
+    """A stop signal, raised where the main thread is, so that everything on the way out runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop(signum)
+
+
+@contextmanager
+def _stops_by_signal() -> Iterator[None]:
+    """Turn stop signals into _Stop while serving; once everything has been cleaned up, end the process by that
+    signal as before (a supervisor still sees 'terminated by SIGTERM', and Ctrl-C prints no traceback)."""
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    except _Stop as stop:
+        signal.signal(stop.signum, signal.SIG_DFL)
+        signal.raise_signal(stop.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, a fresh directory where every worker keeps its metrics (see app.api.metrics),
+    removed when serve ends, however it ends. One worker keeps them in memory: no directory at all."""
+    if workers <= 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="agentcaps-metrics-") as metrics_dir:
+        # The workers, spawned from this environment, find the directory there.
+        os.environ[MULTIPROC_DIR] = metrics_dir
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_DIR, None)

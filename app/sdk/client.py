@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -158,16 +159,17 @@ class _Builder:
 
     @staticmethod
     def settle(hold_id: str, amount: str | None = None) -> _Call[HoldResponse]:
-        return _Call(f"/v1/holds/{hold_id}/settle", _body(SettleRequest(amount)), msgspec.json.Decoder(HoldResponse))
+        body = _body(SettleRequest(amount))
+        return _Call(_hold_path(hold_id, "settle"), body, msgspec.json.Decoder(HoldResponse))
 
     @staticmethod
     def release(hold_id: str) -> _Call[HoldResponse]:
-        return _Call(f"/v1/holds/{hold_id}/release", None, msgspec.json.Decoder(HoldResponse))
+        return _Call(_hold_path(hold_id, "release"), None, msgspec.json.Decoder(HoldResponse))
 
     @staticmethod
     def extend(hold_id: str, hold_ttl: int) -> _Call[HoldResponse]:
         body = _body(ExtendRequest(hold_ttl))
-        return _Call(f"/v1/holds/{hold_id}/extend", body, msgspec.json.Decoder(HoldResponse))
+        return _Call(_hold_path(hold_id, "extend"), body, msgspec.json.Decoder(HoldResponse))
 
     @staticmethod
     def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
@@ -177,6 +179,12 @@ class _Builder:
     @staticmethod
     def inspect(token: str) -> _Call[InspectResponse]:
         return _Call("/v1/inspect", _body(InspectRequest(str(token))), msgspec.json.Decoder(InspectResponse))
+
+
+def _hold_path(hold_id: str, action: str) -> str:
+    """The hold id as one path segment, whatever it holds: a hold id taken from a caller, such as
+    `<id>/settle?`, must not turn a release into a settle. The service answers 404 for an id that is none."""
+    return f"/v1/holds/{quote(hold_id, safe='')}/{action}"
 
 
 class _Base:

@@ -249,3 +249,10 @@ class Token:
         ctx = Context(int(time.time() if now is None else now), tool, None, None, {}, len(self.analysis.delegation))
         denial = self.analysis.evaluate(ctx)
         return None if denial is None else f"{denial.code}: {denial.reason}"
+
+    def denies_every_call(self, now: float | None = None) -> str | None:
+        """Offline: why this token denies every call whatever it asks (expired, a caveat that does not parse)."""
+        a = self.analysis
+        if a.expires_at is not None and a.expires_at <= (time.time() if now is None else now):
+            return f"expired at {format_instant(a.expires_at)}"
+        return None if a.static_denial is None else f"{a.static_denial.code}: {a.static_denial.reason}"

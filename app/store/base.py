@@ -19,6 +19,7 @@ from app.errors import StoreUnavailable
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
 ROOT = "*"  # the revocation marker that kills a whole root token id
+MAX_HOLD_TTL_MS = 24 * 3600 * 1000  # the longest a hold is made or extended for at once (SPEC §3: 86400 s)
 MAX_OPEN_HOLDS = 10_000  # per root token id: what one root can make the store keep and scan
 PURGE_STEP = 256  # expired holds one store call releases at most: no call does unbounded work
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
@@ -112,10 +113,12 @@ def refuse_negative(amount: int | None) -> None:
         raise ValueError("amount must not be negative")
 
 
-def refuse_no_ttl(ttl_ms: int) -> None:
-    """An extend to now or before would release the hold under the name of keeping it: refused, nothing changes."""
-    if ttl_ms <= 0:
-        raise ValueError("hold_ttl must be positive")
+def refuse_bad_ttl(ttl_ms: int) -> None:
+    """An extend to now or before would release the hold under the name of keeping it, and one past MAX_HOLD_TTL_MS
+    (the API's bound) is an end Redis cannot keep (past 2^63 it formats as -2^63: over at once, where memory:// keeps
+    it): both refused, nothing changes."""
+    if not 0 < ttl_ms <= MAX_HOLD_TTL_MS:
+        raise ValueError("hold_ttl must be positive and at most 24 h")
 
 
 class Store(ABC):

@@ -22,8 +22,8 @@ from app.store.base import (
     RateSpec,
     Store,
     hold_token_id,
+    refuse_bad_ttl,
     refuse_negative,
-    refuse_no_ttl,
     stepwise,
 )
 from caveats.rate import MAX_WINDOW
@@ -233,7 +233,7 @@ class MemoryStore(Store):
         return HoldState(hold_id, "released", 0, hold.currency)
 
     async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
-        refuse_no_ttl(ttl_ms)
+        refuse_bad_ttl(ttl_ms)
         hold = self._hold(hold_id, now_ms, verifier)
         if hold.state != "held":
             raise Conflict(f"the hold was already {hold.state}: it has nothing left to extend")

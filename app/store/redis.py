@@ -25,8 +25,8 @@ from app.store.base import (
     RateSpec,
     Store,
     hold_token_id,
+    refuse_bad_ttl,
     refuse_negative,
-    refuse_no_ttl,
     stepwise,
 )
 from app.store.coalesce import Coalescer
@@ -163,7 +163,7 @@ class RedisStore(Store):
         return await self._hold(hold_id, "release", None, now_ms, verifier)
 
     async def extend(self, hold_id: str, ttl_ms: int, now_ms: int, verifier: str = "") -> HoldState:
-        refuse_no_ttl(ttl_ms)
+        refuse_bad_ttl(ttl_ms)
         return await self._hold(hold_id, "extend", None, now_ms, verifier, ttl_ms)
 
     async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from app.token import chain, codec, identifier
 from app.token.keys import KeyRing
+from caveats.chain import analyse
 
 
 def mint(ring: KeyRing, location: str, caveats: list[str]) -> tuple[str, str]:
     """(serialized token, token id). Caveats are appended as given; the caller has validated them.
 
-    Raises ValueError for a token the verifier would refuse (too many or too long caveats, over 16 KiB).
+    Raises ValueError for a token the verifier would refuse (too many or too long caveats, over 16 KiB, more
+    budget or rate caveats than a token may carry).
     """
     kid = ring.signing_kid
     token_id = identifier.new_token_id()
@@ -38,6 +40,9 @@ def _encode_within_limits(m: codec.RawMacaroon) -> str:
         raise ValueError(f"a token holds at most {codec.MAX_CAVEATS} caveats, this one would hold {len(m.caveats)}")
     if any(len(caveat) > codec.MAX_CAVEAT_BYTES for caveat in m.caveats):
         raise ValueError(f"a caveat is at most {codec.MAX_CAVEAT_BYTES} bytes")
+    over_limit = analyse(m.caveats).over_limit
+    if over_limit is not None:
+        raise ValueError(over_limit)
     encoded = codec.encode(m)
     if len(encoded) > codec.MAX_TOKEN_CHARS:
         raise ValueError(f"the token would be over {codec.MAX_TOKEN_CHARS // 1024} KiB")

@@ -32,8 +32,6 @@ REDIS_DBS = [int(n) for n in os.environ.get("AGENTCAPS_TEST_API_REDIS_DBS", "12,
 LOCK_KEY = "agentcaps-test-api:lock"  # the only key the suite itself writes; never an app key (those start ac:)
 LOCK_TTL = 600
 LOCATION = "http://agentcaps.test"
-VERIFIER_KEY = "search-srv-key-0123456789"
-PAYMENTS_KEY = "payments-srv-key-0123456789"
 
 
 class Clock:

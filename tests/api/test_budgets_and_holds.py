@@ -301,6 +301,7 @@ def test_a_settled_hold_survives_its_ttl(api: Api) -> None:
 def test_unknown_holds_are_404(api: Api, hold_id: str) -> None:
     assert api.settle(hold_id).status_code == 404
     assert api.release(hold_id).status_code == 404
+    assert api.post(f"/v1/holds/{hold_id}/extend", {"hold_ttl": 60}).status_code == 404
     assert api.dbsize() == 0
 
 
@@ -312,7 +313,7 @@ def test_a_hold_of_another_root_is_unknown(api: Api) -> None:
     assert api.settle(forged).status_code == 404
 
 
-@pytest.mark.parametrize("ttl", [0, -1, 86401, 1.5, "300"])
+@pytest.mark.parametrize("ttl", [0, -1, 86401, 1.5, "300", True, None, 1e9, 10**30])
 def test_hold_ttl_bounds(api: Api, ttl: object) -> None:
     token = api.token(budget=money("10"))
     before = api.snapshot()
@@ -412,6 +413,13 @@ def test_extend_of_a_closed_hold_is_409_and_of_an_expired_or_unknown_one_404(api
         ('{"hold_ttl": -5}', "hold_ttl"),
         ('{"hold_ttl": 1.5}', "hold_ttl"),
         ('{"hold_ttl": "60"}', "hold_ttl"),
+        ('{"hold_ttl": true}', "hold_ttl"),
+        ('{"hold_ttl": null}', "hold_ttl"),
+        ('{"hold_ttl": 60.0}', "hold_ttl"),
+        ('{"hold_ttl": 1e9}', "hold_ttl"),
+        ('{"hold_ttl": NaN}', "hold_ttl"),
+        ('{"hold_ttl": 100000000000000000000000000000}', "hold_ttl"),
+        ('{"hold_ttl": [60]}', "hold_ttl"),
         ('{"hold_ttl": 60, "amount": "1"}', "amount"),
         ('{"hold_ttl": 60, "hold_ttl": 61}', "hold_ttl"),
         ("[60]", None),

@@ -235,17 +235,20 @@ def fresh_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     return MemoryStore()
 
 
+@pytest.mark.parametrize("mode", ["charge", "hold"])
 async def test_fifty_parallel_duplicates_charge_once(
-    store_kind: str, settings: Settings, clock: Clock, fresh_store: Store
+    store_kind: str, settings: Settings, clock: Clock, fresh_store: Store, mode: str
 ) -> None:
-    call = {"tool": "search", "cost": money("0.10"), "request_id": "dup"}
+    call = {"tool": "search", "cost": money("0.10"), "request_id": "dup", "mode": mode}
     responses, inspected = await _gather(fresh_store, settings, clock, [call] * 50, {"budget": money("10")})
     assert {r.status_code for r in responses} == {200}
     bodies = [r.json() for r in responses]
     first = [b for b in bodies if "replayed" not in b]
     assert len(first) == 1 and first[0]["allowed"] is True  # one new authorization, 49 replays of it
-    assert all(b == replay_of(first[0]) for b in bodies if b is not first[0])
-    assert inspected["budgets"][0]["spent"] == "0.10"
+    assert all(b == replay_of(first[0]) for b in bodies if b is not first[0])  # a hold: the same hold_id
+    assert ("hold_id" in first[0]) == (mode == "hold")
+    budget = inspected["budgets"][0]
+    assert (budget["spent"], budget["held"]) == (("0.10", "0.00") if mode == "charge" else ("0.00", "0.10"))
 
 
 async def test_fifty_parallel_calls_never_overspend(

@@ -172,6 +172,10 @@ def test_mint_needs_the_admin_key(api: Api, headers: dict[str, str]) -> None:
     assert r.status_code == 401
     assert r.json()["code"] == "unauthorized"
     assert api.settings.admin_keys[0] not in r.text
+    wrong = headers.get("Authorization") == "Bearer not-the-admin-key"
+    # A key that was sent and is wrong is said to be rejected, not missing; the key sent is never echoed.
+    assert ("rejected" in r.json()["reason"]) == wrong, r.json()
+    assert "not-the-admin-key" not in r.text
 
 
 def test_admin_key_with_the_scheme_in_another_case_still_mints(api: Api) -> None:
@@ -198,8 +202,10 @@ def test_the_mint_answer_always_has_expires_at(api: Api) -> None:
     [
         (["arg.x = 1"] * 128, "a token holds at most 128 caveats, this one would hold 129"),  # with its delegate
         ([f"arg.x{n} = " + "v" * 245 for n in range(60)], "the token would be over 16 KiB"),
+        (["budget <= 1 USD"] * 17, "a token carries at most 16 budget caveats, this one has 17"),
+        (["rate <= 1/1s"] * 9, "a token carries at most 8 rate caveats, this one has 9"),
     ],
-    ids=["129 caveats", "over 16 KiB"],
+    ids=["129 caveats", "over 16 KiB", "17 budgets", "9 rates"],
 )
 def test_a_token_over_the_limits_is_never_minted(api: Api, caveats: list[str], reason: str) -> None:
     """SPEC §1's limits: the verifier would refuse such a token, so mint refuses to make it (400, not 500)."""

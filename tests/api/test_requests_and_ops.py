@@ -267,6 +267,21 @@ def spend_metric(api: Api, currency: str = "USD") -> str | None:
     return m.group(1) if m else None
 
 
+def test_invented_currencies_cannot_grow_the_metrics(api: Api) -> None:
+    """A token without budgets may be charged in any currency: 3,000 invented ones keep the first 32 by name and
+    count the rest as `other`, so /metrics stays as small as 33 currencies make it."""
+    token = api.token()
+    invented = [f"X{n:04d}" for n in range(3000)]
+    for currency in invented:
+        api.allowed(token, cost={"amount": "0.01", "currency": currency})
+    text = api.client.get("/metrics").text
+    series = re.findall(r'^agentcaps_spend_total\{currency="([^"]+)"\} (\S+)$', text, re.M)
+    assert [c for c, _ in series] == [*invented[:32], "other"]
+    assert {v for _, v in series[:32]} == {"0.01"} and series[32][1] == "29.68"  # 2,968 charges of 0.01, exact
+    assert len(text) < 16 * 1024
+    assert len([line for line in text.splitlines() if line.startswith("agentcaps_")]) < 100
+
+
 def test_spend_metric_counts_new_charges_only_not_replays_or_holds(api: Api) -> None:
     token = api.token(budget={"amount": "100", "currency": "USD"}, expires_in=60)
     api.allowed(token, cost={"amount": "2.5", "currency": "USD"}, request_id="r1")
@@ -414,6 +429,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     for path, body in [
         (f"/v1/holds/{hold}/settle", None),
         (f"/v1/holds/{hold}/release", None),
+        (f"/v1/holds/{hold}/extend", {"hold_ttl": 60}),
         ("/v1/revoke", {"token": token}),
         ("/v1/inspect", {"token": token}),
     ]:
@@ -427,7 +443,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     assert r.status_code == 503 and r.json()["reason"]
     assert client.get("/healthz").status_code == 200
     text = client.get("/metrics").text
-    assert re.search(r"^agentcaps_store_errors_total 8\.0$", text, re.M), text
+    assert re.search(r"^agentcaps_store_errors_total 9\.0$", text, re.M), text
     assert re.search(r'^agentcaps_decisions_total\{code="store_unavailable"\} 3\.0$', text, re.M), text
 
 

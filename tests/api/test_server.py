@@ -1,16 +1,26 @@
-"""`agentcaps serve` (app/api/server.py): a store URL the app would refuse stops it before the banner."""
+"""`agentcaps serve` (app/api/server.py): a store URL the app would refuse stops it before the banner; a signal
+stops it with nothing left behind."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
 from app.api import server
+from app.api.metrics import MULTIPROC_DIR
 from app.cli import main
 from app.config import Settings
 from app.errors import ConfigError
+from tests.keys import ADMIN_KEY
+from tests.processes import RedisServer, free_port, wait_until
 
 BAD_STORES = [
     ("foo://x", "unsupported store"),
@@ -58,3 +68,98 @@ def test_serve_checks_the_store_and_then_listens(
     with pytest.raises(ConfigError, match="unsupported store"):
         server.serve(Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_STORE": "foo://x"}))
     assert capsys.readouterr().out == ""
+
+
+# -- a real `serve` stopped by a signal ----------------------------------------------------------------------
+
+
+def serve_env(home: Path, store: str, port: int) -> dict[str, str]:
+    """`serve`'s environment, its temporary files in `home`/tmp, a directory of the test's own."""
+    (home / "tmp").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "TMPDIR": str(home / "tmp"),
+        "AGENTCAPS_STORE": store,
+        "AGENTCAPS_DATA_DIR": str(home / "data"),
+        "AGENTCAPS_PORT": str(port),
+        "AGENTCAPS_LOG_LEVEL": "ERROR",
+        "AGENTCAPS_ADMIN_KEYS": ADMIN_KEY,
+    }
+    env.pop(MULTIPROC_DIR, None)
+    return env
+
+
+def serving(tmp_path: Path, store: str, workers: int) -> tuple[subprocess.Popen[str], str, Path]:
+    """`agentcaps serve` in a process of its own, answering."""
+    port = free_port()
+    argv = [sys.executable, "-m", "app.cli", "serve", "--workers", str(workers)]
+    env = serve_env(tmp_path, store, port)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200, what="serve")
+    return process, url, tmp_path / "tmp"
+
+
+def stopped(process: subprocess.Popen[str], signum: int) -> tuple[int, str]:
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_one_worker_stopped_by_a_signal_leaves_no_metrics_directory(tmp_path: Path, signum: int) -> None:
+    """One worker keeps its metrics in memory; the directory it once made for nothing outlived every SIGTERM."""
+    process, url, tmp = serving(tmp_path, "memory://", 1)
+    assert b"agentcaps_store_errors" in httpx.get(url + "/metrics", timeout=5).content
+    code, err = stopped(process, signum)
+    assert list(tmp.iterdir()) == []
+    assert code == -signum, err  # still ends as the signal says, as uvicorn means it to
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_workers_share_a_metrics_directory_that_every_stop_removes(
+    tmp_path: Path, redis_server: RedisServer, signum: int
+) -> None:
+    process, url, tmp = serving(tmp_path, redis_server.url, 2)
+    (shared,) = tmp.iterdir()
+    assert shared.name.startswith("agentcaps-metrics-")
+    assert b"agentcaps_store_errors" in httpx.get(url + "/metrics", timeout=5).content
+    _, err = stopped(process, signum)
+    assert list(tmp.iterdir()) == [], err
+    assert "Traceback" not in err
+
+
+def test_a_serve_that_cannot_listen_or_is_stopped_while_starting_leaves_no_metrics_directory(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
+            env=serve_env(tmp_path / "taken", redis_server.url, port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _, err = process.communicate(timeout=60)
+    assert process.returncode != 0 and list((tmp_path / "taken" / "tmp").iterdir()) == [], err
+    # SIGTERM as soon as the banner is out: the directory exists, uvicorn's own handlers may not yet
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
+        env=serve_env(tmp_path / "early", redis_server.url, free_port()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and "listening" in process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert list((tmp_path / "early" / "tmp").iterdir()) == [], err
+    assert "Traceback" not in err

@@ -197,6 +197,52 @@ def test_a_token_over_16_kib_is_invalid_token_and_writes_nothing(api: Api) -> No
     assert_untouched(api, api.token(budget=USD), {"over-16-KiB": token})
 
 
+def appended(token: str, caveats: list[str]) -> str:
+    """What any holder can do with any macaroon library: append first-party caveats, no key needed."""
+    m = Macaroon.deserialize(token)
+    for caveat in caveats:
+        m = m.add_first_party_caveat(caveat)
+    serialized: str = m.serialize()
+    return serialized
+
+
+def test_more_counters_than_a_token_may_carry_is_invalid_before_any_store_call(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §1: at most 16 budget and 8 rate caveats, each a counter in the store. A holder appending hundreds
+    would make every call update hundreds of counters (and a year-long window keeps a year of timestamps)."""
+    root = api.token(budget={"amount": "10", "currency": "USD"})  # one budget already
+    api.allowed(appended(root, ["budget <= 5 USD"] * 15), cost=USD)  # 16 budgets: the limit
+    api.allowed(appended(root, ["rate <= 100000/31d"] * 8), cost=USD)  # 8 rates: the limit
+    hostile = {
+        "17 budgets": appended(root, ["budget <= 5 USD"] * 16),
+        "120 budgets": appended(root, [f"budget <= {n}.00 USD" for n in range(1, 121)]),
+        "9 rates": appended(root, ["rate <= 100000/31d"] * 9),
+        "120 rates of 31d": appended(root, ["rate <= 100000/31d"] * 120),
+        "120 rates of 366d": appended(root, ["rate <= 100000/366d"] * 120),  # malformed ones count too
+    }
+    calls: list[str] = []
+
+    def spy(name: str) -> Callable[..., object]:
+        async def called(*args: object, **kwargs: object) -> None:
+            calls.append(name)
+            raise AssertionError(f"the store was called: {name}")
+
+        return called
+
+    for name in ("decide", "lookup", "settle", "release", "revoke", "inspect"):
+        monkeypatch.setattr(api.store, name, spy(name))
+    for name, token in hostile.items():
+        for fields in ({}, {"cost": USD, "request_id": f"r-{name}"}, {"cost": USD, "mode": "hold"}):
+            denied = api.denied(token, "invalid_token", **fields)
+            assert "at most" in denied["reason"] and set(denied) == {"allowed", "code", "reason"}, denied
+        r = api.post("/v1/revoke", {"token": token})
+        assert r.status_code == 403 and r.json()["code"] == "invalid_token", (name, r.text)
+        inspected = api.post("/v1/inspect", {"token": token}).json()
+        assert inspected["valid"] is False and "at most" in inspected["reason"], (name, inspected)
+    assert calls == []
+
+
 # -- key rotation --------------------------------------------------------------------------------------
 
 Rebuild = Callable[[str], Api]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import PAYMENTS_KEY, VERIFIER_KEY, Api, ApiFactory, make_settings
+from tests.api.conftest import Api, ApiFactory, make_settings
+from tests.keys import PAYMENTS_KEY, VERIFIER_KEY, WRONG_VERIFIER_KEY
 
 SEARCH = {"Authorization": f"Bearer {VERIFIER_KEY}"}
 PAYMENTS = {"Authorization": f"Bearer {PAYMENTS_KEY}"}
@@ -23,7 +24,7 @@ def keyed(make_api: ApiFactory, tmp_path: Path) -> Api:
     "headers",
     [
         {},
-        {"Authorization": "Bearer wrong-key-0123456789"},
+        {"Authorization": f"Bearer {WRONG_VERIFIER_KEY}"},
         {"Authorization": f"Basic {VERIFIER_KEY}"},
         {"Authorization": f"Bearer {VERIFIER_KEY}x"},
     ],

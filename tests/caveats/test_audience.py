@@ -64,6 +64,7 @@ def test_the_verifier_must_be_listed(audience: str | None, want: str | None) -> 
 
 def test_reasons_say_who_verified() -> None:
     missing = run("audience in a,b", ctx(audience=None))
-    assert missing is not None and missing.reason == "a verifier that named no audience is not in a,b"
+    assert missing is not None
+    assert missing.reason == "a verifier that named no audience is not among the allowed audiences: a,b"
     other = run("audience in a,b", ctx(audience="c"))
-    assert other is not None and other.reason == "'c' is not in a,b"
+    assert other is not None and other.reason == "'c' is not among the allowed audiences: a,b"

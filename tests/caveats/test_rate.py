@@ -1,4 +1,4 @@
-"""`rate <= N/W`: N from 0 to 100000 calls, a window in s, m, h or d of at most 366 days; the store decides it."""
+"""`rate <= N/W`: N from 0 to 100000 calls, a window in s, m, h or d of at most 31 days; the store decides it."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ VALID = [
     ("rate <= 1/59s", Rate(1, 59)),
     ("rate <= 0/1s", Rate(0, 1)),  # allowed: no call at all
     ("rate <= 100000/1s", Rate(100_000, 1)),
-    ("rate <= 100000/366d", Rate(100_000, 366 * DAY)),
-    # 366 days, the longest window, in every unit
-    ("rate <= 1/366d", Rate(1, 366 * DAY)),
-    ("rate <= 1/8784h", Rate(1, 366 * DAY)),
-    ("rate <= 1/527040m", Rate(1, 366 * DAY)),
-    ("rate <= 1/31622400s", Rate(1, 366 * DAY)),
+    ("rate <= 100000/31d", Rate(100_000, 31 * DAY)),
+    # 31 days, the longest window, in every unit
+    ("rate <= 1/31d", Rate(1, 31 * DAY)),
+    ("rate <= 1/744h", Rate(1, 31 * DAY)),
+    ("rate <= 1/44640m", Rate(1, 31 * DAY)),
+    ("rate <= 1/2678400s", Rate(1, 31 * DAY)),
     ("rate <= 1/999999s", Rate(1, 999_999)),
     ("rate <= 1/1000000s", Rate(1, 1_000_000)),  # seven digits: the window once stopped at six
 ]
@@ -42,11 +42,13 @@ MALFORMED = [
     "01/1h",
     "00/1h",
     "1.5/1h",
-    # window: 1 or more of s, m, h, d, at most 366 days, no leading zeros
-    "1/367d",
-    "1/8785h",
-    "1/527041m",
-    "1/31622401s",
+    # window: 1 or more of s, m, h, d, at most 31 days, no leading zeros
+    "1/32d",
+    "1/745h",
+    "1/44641m",
+    "1/2678401s",
+    "1/366d",  # a year of timestamps per counter: what the limit keeps a holder from making the store hold
+    "1/31622400s",
     "1/99999999s",
     "1/100000000s",
     "1/0s",

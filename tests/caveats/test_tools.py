@@ -105,4 +105,4 @@ def test_the_requested_tool_must_be_listed(text: str, tool: str, want: str | Non
 
 def test_reason_names_the_tool_and_the_list() -> None:
     denial = run("tools in search,gh.*", ctx("pay"))
-    assert denial is not None and denial.reason == "tool 'pay' is not in search,gh.*"
+    assert denial is not None and denial.reason == "tool 'pay' is not among the allowed tools: search,gh.*"

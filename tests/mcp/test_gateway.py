@@ -31,6 +31,7 @@ from app.mcp.example_server import COSTS
 from app.mcp.relay import Gateway
 from app.sdk import Token
 from app.sdk.client import AsyncClient
+from tests.keys import TOOLS_SRV_KEY
 from tests.mcp.conftest import Agents, Live, delegate, meta, text
 from tests.processes import free_port, start_service
 
@@ -253,7 +254,7 @@ async def test_the_upstream_inherits_the_environment_but_not_the_gateways_creden
     params.env = {
         **os.environ,
         "AGENTCAPS_TOKEN": minted.root,
-        "AGENTCAPS_VERIFIER_KEY": "the-gateways-own-key-0123456789",
+        "AGENTCAPS_VERIFIER_KEY": TOOLS_SRV_KEY,
         "DEMO_SETTING": "on",
     }
     async with Client(params) as agent:
@@ -265,7 +266,7 @@ async def test_the_upstream_inherits_the_environment_but_not_the_gateways_creden
 
 async def test_a_gateway_with_its_verifier_key_verifies_as_its_audience(costs_file: Path, tmp_path: Path) -> None:
     """A service with AGENTCAPS_VERIFIER_KEYS: the key, not the gateway's word, names the audience."""
-    key = "tools-srv-" + "k" * 24
+    key = TOOLS_SRV_KEY
     service = start_service("memory://", tmp_path, env={"AGENTCAPS_VERIFIER_KEYS": f"tools-srv:{key}"})
     try:
 

@@ -176,7 +176,8 @@ async def test_a_denial_says_what_the_holder_can_still_do(agents: Agents, guard:
         broke = await client.call_tool("pay", {"amount": 3, "to": "x"}, meta=meta(agents.buyer))
     left = "Budget remaining: hop 0 (orchestrator) 8.00 of 10.00 USD; hop 1 (buyer) 3.00 of 5.00 USD."
     assert text(wrong_tool) == (
-        "agentcaps denied tool_not_allowed: tool 'search' is not in pay (caveat 'tools in pay' at hop 1). "
+        "agentcaps denied tool_not_allowed: tool 'search' is not among the allowed tools: pay "
+        "(caveat 'tools in pay' at hop 1). "
         f"{left} Allowed tools: pay."
     )
     assert wrong_tool.meta is not None

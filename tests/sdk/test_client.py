@@ -13,7 +13,8 @@ from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
 from app.sdk import ApiError, AsyncClient, Client, Token
 from app.store.memory import MemoryStore
-from tests.processes import ADMIN_KEY, Service
+from tests.keys import ADMIN_KEY
+from tests.processes import Service
 
 
 def test_the_spec_walkthrough_with_the_sync_client(service_factory: object) -> None:
@@ -102,6 +103,29 @@ async def test_extend_with_the_async_client_returns_what_settle_and_release_retu
         with pytest.raises(ApiError) as unknown:
             await c.extend("0" * 32 + "." + "0" * 32, 60)
         assert unknown.value.status == 404
+
+
+@pytest.mark.parametrize("suffix", ["/settle?", "/settle#", "/release?", "/settle?x=", "/../../tokens?"])
+async def test_a_hold_id_is_one_path_segment_and_cannot_turn_one_hold_call_into_another(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A tool server that takes a hold id from its caller: `release(id + "/settle?")` used to POST to
+    `/v1/holds/<id>/settle?/release`, the settle endpoint, and charge the hold in full instead of releasing it
+    (and `settle(id + "/release?")` released it, charging nothing). Whatever the id, it names a hold, never a path."""
+    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)})
+    transport = httpx.ASGITransport(app=create_app(settings, store=MemoryStore()))
+    async with AsyncClient("http://agentcaps.test", admin_key=settings.admin_keys[0], transport=transport) as c:
+        root = await c.mint("orchestrator", budget="10.00 USD")
+        held = await c.verify(root.token, "search", cost="4 USD", mode="hold")
+        assert isinstance(held, Allowed) and held.hold_id
+        crafted = held.hold_id + suffix
+        for call in (lambda: c.settle(crafted), lambda: c.release(crafted), lambda: c.extend(crafted, 60)):
+            with pytest.raises(ApiError) as refused:
+                await call()
+            assert refused.value.status == 404
+        budgets = (await c.inspect(root.token)).budgets
+        assert budgets is not None and (budgets[0].spent, budgets[0].held) == ("0.00", "4.00")
+        assert (await c.release(held.hold_id)).state == "released"
 
 
 async def test_refusals_read_as_the_service_worded_them_whatever_else_the_body_carries(tmp_path: Path) -> None:

@@ -137,3 +137,23 @@ def test_attenuation_never_makes_a_token_the_verifier_would_refuse() -> None:
     with pytest.raises(TokenError, match="over 16 KiB"):
         big.attenuate(caveats=["arg.y = " + "b" * 250] * 5, now=NOW)
     assert Verifier(RING).verify(str(big)).analysis.texts[-1].startswith("arg.x = ")
+
+
+def test_attenuation_refuses_more_budget_or_rate_caveats_than_a_token_may_carry() -> None:
+    """At most 16 budgets and 8 rates in a chain: the 17th budget is refused offline, hop by hop or at once."""
+    token = root("budget <= 10.00 USD", "rate <= 100/1h")
+    for _ in range(15):
+        token = token.attenuate(budget="10 USD", now=NOW)
+    assert len(Verifier(RING).verify(str(token)).analysis.budgets) == 16
+    with pytest.raises(TokenError, match="at most 16 budget caveats, this one has 17"):
+        token.attenuate(budget="1 USD", now=NOW)
+    with pytest.raises(TokenError, match="at most 8 rate caveats, this one has 9"):
+        root("rate <= 100/1h").attenuate(caveats=["rate <= 10/1m"] * 8, now=NOW)
+
+
+def test_the_package_exports() -> None:
+    import app.sdk
+
+    # What users import: a change here is a change of the SDK's public surface, made on purpose.
+    assert sorted(app.sdk.__all__) == ["ApiError", "AsyncClient", "Client", "Hop", "Limits", "Token", "TokenError"]
+    assert all(getattr(app.sdk, name) for name in app.sdk.__all__)

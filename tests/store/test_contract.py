@@ -15,7 +15,7 @@ import redis
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
-from app.store.base import IDEMPOTENCY_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
+from app.store.base import IDEMPOTENCY_TTL_MS, MAX_HOLD_TTL_MS, ROOT, SETTLED_HOLD_TTL_MS, BudgetSpec, RateSpec, Store
 from app.store.redis import _digest, base_key
 from app.store.scripts import GC_SLACK_MS
 from app.token.keys import KeyRing, new_key_entry
@@ -379,7 +379,9 @@ async def test_extend_refuses_closed_expired_foreign_and_unknown_holds_and_chang
     ):
         with pytest.raises(NotFound):
             await store.extend(hold_id, 60_000, T0 + 1000, verifier)
-    for ttl in (0, -1, -60_000):
+    # Past 24 h too (the API's bound): Redis formats an end past 2^63 as -2^63 and the hold ended at once, while
+    # memory:// kept it for ages; no store takes an end it cannot keep.
+    for ttl in (0, -1, -60_000, MAX_HOLD_TTL_MS + 1, 10**20):
         with pytest.raises(ValueError, match="hold_ttl"):
             await store.extend(foreign, ttl, T0 + 1000, "search-srv")
     # Nothing moved: the settled 2 is spent, the foreign hold still holds 5 until its own end (T0 + 300 s).
@@ -757,6 +759,30 @@ async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -
     for kind, ttl in (("r:r", 60_000), ("i:", IDEMPOTENCY_TTL_MS), ("h:", SETTLED_HOLD_TTL_MS)):
         end = next(v for k, v in ends.items() if k.startswith(kind))
         assert now + ttl + GC_SLACK_MS <= end <= real_ms() + ttl + GC_SLACK_MS, kind
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(store: Store) -> None:
+    """A budget counter ends GC_SLACK_MS after its budget's end; a hold made before then may be extended past it,
+    day after day. The counter must outlive the hold: collected under it, the hold's release would write a new,
+    never-expiring counter holding minus the hold (more remaining than the limit)."""
+    root, now = tid(), real_ms()
+    levels = (BudgetSpec("b", 10, True, now + 60_000), BudgetSpec("forever", 10, True, 0))
+    held = await store.decide(decision(root, 4, budgets=levels, mode="hold", hold_ttl_ms=86_400_000, now=now))
+    assert held.hold_id is not None
+    counter = f"{base_key(root)}:b:b"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.pexpiretime(counter) == now + 60_000 + GC_SLACK_MS
+        ends = now + 80_000_000 + 86_400_000  # extended a day later for another day: past the counter's end
+        assert (await store.extend(held.hold_id, 86_400_000, now + 80_000_000)).expires_ms == ends
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+        assert client.pexpiretime(f"{base_key(root)}:b:forever") == -1  # a counter that never ends gets no end
+        # Neither a charge on the budget (by a token still live) nor a shorter extend brings the end back.
+        assert (await store.decide(decision(root, 1, budgets=levels, now=now))).status == "allowed"
+        assert (await store.extend(held.hold_id, 1000, now + 80_000_000)).state == "held"
+        assert client.pexpiretime(counter) == ends + GC_SLACK_MS
+    assert (await store.release(held.hold_id, now + 80_000_000)).state == "released"
+    assert (await store.inspect(root, (), ("b", "forever"), now + 80_000_000)).balances == [(1, 0)] * 2
 
 
 @pytest.mark.parametrize("backend", ["redis"])

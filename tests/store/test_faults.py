@@ -17,7 +17,7 @@ import redis
 
 from app.errors import StoreUnavailable
 from app.store.base import Outcome, Store
-from app.store.redis import RedisStore
+from app.store.redis import RedisStore, base_key
 from tests.processes import RedisServer, free_port
 from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
 
@@ -312,6 +312,7 @@ async def test_redis_errors_are_unavailable_never_allowed(proxy: Proxy, proxied:
         lambda: proxied.lookup(root, "r", "f"),
         lambda: proxied.settle(held.hold_id, 1, T0),  # type: ignore[arg-type]
         lambda: proxied.release(held.hold_id, T0),  # type: ignore[arg-type]
+        lambda: proxied.extend(held.hold_id, 60_000, T0),  # type: ignore[arg-type]
         lambda: proxied.revoke(root, "p0", 0),
         lambda: proxied.inspect(root, ("p0",), ("b",), T0),
     ):
@@ -321,6 +322,38 @@ async def test_redis_errors_are_unavailable_never_allowed(proxy: Proxy, proxied:
     proxy.mode = "forward"
     assert (await charge(proxied, root)).balances == [(1, 2)]  # nothing above was written; and it recovered
     assert await proxied.ready() is None
+
+
+@pytest.mark.parametrize("mode", ["drop", "lose", "truncate"])
+async def test_a_connection_cut_mid_settle_or_extend_is_unavailable_and_leaves_the_hold_whole(
+    proxy: Proxy, proxied: RedisStore, mode: str
+) -> None:
+    """The hold script either ran whole (lose, truncate) or not at all (drop): the hold's end and the root's index
+    of ends agree, the budget is exact, and the retry of the same call answers as a first call would have."""
+    root, levels = tid(), (budget("b", 10),)
+    ids = []
+    for _ in range(2):
+        held = await proxied.decide(decision(root, 4, budgets=levels, mode="hold", hold_ttl_ms=1000))
+        assert held.hold_id is not None
+        ids.append(held.hold_id)
+    extended, settled = ids
+    ran = mode != "drop"
+    for call in (lambda: proxied.extend(extended, 5000, T0 + 500), lambda: proxied.settle(settled, 3, T0 + 500)):
+        await proxied.inspect(root, (), ("b",), T0)  # a pooled connection, then it breaks under the call
+        proxy.mode = mode
+        with pytest.raises(StoreUnavailable):
+            await call()
+        proxy.mode = "forward"
+    with redis.Redis.from_url(REDIS_URL, decode_responses=True) as direct:
+        base = base_key(root)
+        assert direct.hget(f"{base}:h:{extended}", "exp") == str(T0 + (5500 if ran else 1000))
+        assert direct.zscore(f"{base}:holds", extended) == T0 + (5500 if ran else 1000)
+        assert direct.zscore(f"{base}:holds", settled) == (None if ran else T0 + 1000)
+    assert await spent(root) == (3 if ran else 0)
+    assert (await proxied.extend(extended, 5000, T0 + 500)).expires_ms == T0 + 5500  # the retry: as asked
+    assert (await proxied.settle(settled, 3, T0 + 500)).amount == 3  # charged once, whether it ran before or not
+    assert (await proxied.inspect(root, (), ("b",), T0 + 5499)).balances == [(3, 4)]
+    assert (await proxied.inspect(root, (), ("b",), T0 + 5500)).balances == [(3, 0)]
 
 
 @pytest.mark.parametrize("line", [b"+OK\r\n", b":1\r\n"], ids=["simple-string", "integer"])

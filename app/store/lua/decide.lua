@@ -90,7 +90,7 @@ for j, b in ipairs(budgets) do
     redis.call('HINCRBY', k, field, cost)
     local slot = field == 's' and 1 or 2
     balances[j][slot] = decimal(add(big(balances[j][slot]), c))  -- exact: a Lua number prints 1e+14
-    if b[4] > 0 then redis.call('PEXPIREAT', k, b[4] + GC_SLACK_MS) end  -- deleted early: whole again, overspent
+    if b[4] > 0 then keep_counter(b[1], b[4] + GC_SLACK_MS, true) end  -- deleted early: whole again, overspent
   end
 end
 if mode == 'hold' then

@@ -20,6 +20,9 @@ if action == 'extend' then
   local expires = string.format('%d', now + tonumber(ARGV[6]))
   redis.call('HSET', rec, 'exp', expires)
   redis.call('ZADD', HOLDS, expires, hold_id)
+  for prefix in string.gmatch(prefixes or '', '[^,]+') do
+    keep_counter(prefix, tonumber(expires) + GC_SLACK_MS, false)
+  end
   return {'held', held, currency, expires}
 end
 if amount == '' then amount = held end

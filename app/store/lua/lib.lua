@@ -26,6 +26,18 @@ end
 -- The negative of an amount string; Redis's integer parser refuses '-0'.
 local function neg(s) if s == '0' then return '0' end return '-' .. s end
 
+-- Redis collects the budget counter of `prefix` GC_SLACK_MS after `at`: after the later of its budget's end and the
+-- end of any hold on it, as extend may keep a hold past the budget's end (collected under the hold, the hold's
+-- release would write a new counter holding minus the hold, that never ends). An end only ever moves later.
+-- `budget_ends` false: the caller cannot tell, and a counter without an end (PEXPIRETIME -1) is one of a budget
+-- that never ends; true (a charge of a budget that ends): such a counter was just created, and gets its end.
+local function keep_counter(prefix, at, budget_ends)
+  local k = key('b', prefix)
+  local current = redis.call('PEXPIRETIME', k)
+  if current == -2 or (current == -1 and not budget_ends) then return end
+  if current < at then redis.call('PEXPIREAT', k, at) end
+end
+
 local function balance(prefix)
   local v = redis.call('HMGET', key('b', prefix), 's', 'h')
   return v[1] or '0', v[2] or '0'
