@@ -110,7 +110,7 @@ class Sessions:
 
 
 def _error(message: str, status: int) -> JSONResponse:
-    """A JSON-RPC error (no request id) with an HTTP status, which MCP clients show as the error's message."""
+    """A refusal as MCP servers answer one over HTTP: a JSON-RPC error (no request id) with an HTTP status."""
     body = JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=INTERNAL_ERROR, message=message))
     headers = {"Retry-After": "5"} if status == 503 else None
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status, headers)
