@@ -2,8 +2,8 @@
 you write; `Gateway`/`relay` put the same checks in front of servers you do not own (`agentcaps gateway`)."""
 
 from app.mcp.costs import CostError, CostTable
-from app.mcp.gateway import Gateway, relay
 from app.mcp.guard import COST_KEY, DENIAL_KEY, TOKEN_KEY, Admitted, Guard, LocalVerifier, Verifier, denial
+from app.mcp.relay import Gateway, relay
 
 __all__ = [
     "COST_KEY",

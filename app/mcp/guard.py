@@ -1,21 +1,26 @@
 """The guard: agentcaps in front of every MCP tool (SPEC §7), for tool servers you write and for the gateway.
 
-- `tools/list` answers only the tools the presented token allows, read offline (no token: nothing).
-- `tools/call` is admitted by verifying a hold of the tool's cost; the tool runs with the token taken out of
-  `_meta`; the call is then concluded: the actual cost is settled (the result's `_meta["agentcaps/cost"]`, at
-  most the hold) or the hold released if the tool failed, asked for input first, or was cancelled. A denial is
-  a normal tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can
-  still do; the tool never runs then.
+- `tools/list` answers only the tools the presented token allows, read offline (no token: nothing); the
+  resource and prompt listings are empty unless the token allows their read method.
+- `tools/call` is admitted by verifying a hold of the tool's cost; any other request but the handshake,
+  discovery and ping is admitted the same way as a tool named by its method (`resources/read`), with its params
+  as args; `tasks/*` need a token that verifies. The tool runs with the token taken out of `_meta`, its hold
+  extended while it runs; the call is then concluded: the actual cost is settled (the result's
+  `_meta["agentcaps/cost"]`, at most the hold), the hold released if the tool failed or asked for input first,
+  or the held cost charged if the call was cancelled while the tool ran (it may have acted). A denial is a normal
+  tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can still do
+  (a JSON-RPC error with the same text for other methods); the tool never runs then.
 
-`Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`,
-`conclude`, `abandon` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages. It asks
-the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
+`Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`, `keep`,
+`conclude`, `abandon`, `verifies` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages.
+It asks the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol, cast
@@ -25,12 +30,12 @@ import httpx
 import msgspec
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
+from mcp.types import INVALID_PARAMS, INVALID_REQUEST, CallToolResult, TextContent
 from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app.api.schemas import Allowed, Denied, HoldResponse, Money, VerifyRequest
+from app.api.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
 from app.authority import Authority, RequestError
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.mcp.costs import CostError, CostTable
@@ -43,6 +48,14 @@ from caveats.tools import tool_matches
 TOKEN_KEY = "agentcaps/token"
 COST_KEY = "agentcaps/cost"
 DENIAL_KEY = "agentcaps/denial"
+# Requests that carry no authority of their own: the handshake, discovery and liveness.
+UNCHECKED = frozenset({"initialize", "server/discover", "ping"})
+# Listings, and the method whose permission shows what is listed (tools/list: each tool by its own name).
+LISTINGS = {"tools/list": None, "resources/list": "resources/read", "resources/templates/list": "resources/read"}
+LISTINGS |= {"prompts/list": "prompts/get"}
+_LISTED = {"tools/list": "tools", "resources/list": "resources", "resources/templates/list": "resourceTemplates"}
+_LISTED |= {"prompts/list": "prompts"}
+_NO_TOKEN = f"no agentcaps token: send _meta['{TOKEN_KEY}'] or Authorization: Bearer"
 log = logging.getLogger("agentcaps.mcp")
 _as_over_http = msgspec.json.Decoder(VerifyRequest, float_hook=Decimal)
 # What the service may fail with when it cannot be asked: the call is denied, never run on doubt.
@@ -57,6 +70,10 @@ class Verifier(Protocol):
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse: ...
 
     async def release(self, hold_id: str) -> HoldResponse: ...
+
+    async def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse: ...
+
+    async def inspect(self, token: str) -> InspectResponse: ...
 
 
 class LocalVerifier:
@@ -79,6 +96,12 @@ class LocalVerifier:
 
     async def release(self, hold_id: str) -> HoldResponse:
         return await self._hold(self.authority.release(hold_id))
+
+    async def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse:
+        return await self._hold(self.authority.extend(hold_id, hold_ttl))
+
+    async def inspect(self, token: str) -> InspectResponse:
+        return await self.authority.inspect(token)
 
     @staticmethod
     async def _hold(change: Any) -> HoldResponse:
@@ -130,14 +153,20 @@ class Guard:
             return lambda name: True
         return lambda name: any(tool_matches(pattern, name) for pattern in allowed)
 
-    def filter_listing(self, result: Mapping[str, Any], token: str | None) -> dict[str, Any]:
-        """A tools/list result with only what `token` allows. The listing now depends on the caller's token,
-        so a 2026-era cache hint may no longer share it across callers (`cacheScope: private`)."""
-        keep = self.visible(token)
-        tools = result.get("tools")
+    def filter_listing(self, method: str, result: Mapping[str, Any], token: str | None) -> dict[str, Any]:
+        """A listing (LISTINGS) with only what `token` allows: tools by name; resources, templates and prompts
+        all or nothing, as their read method is allowed. The listing now depends on the caller's token, so a
+        2026-era cache hint may no longer share it across callers (`cacheScope: private`)."""
+        allowed = self.visible(token)
+        read = LISTINGS.get(method)
+        key = _LISTED.get(method, "tools")
+        items = result.get(key)
         filtered = dict(result)
-        if isinstance(tools, list):
-            filtered["tools"] = [t for t in tools if isinstance(t, Mapping) and keep(str(t.get("name", "")))]
+        if isinstance(items, list):
+            if read is not None:
+                filtered[key] = items if allowed(read) else []
+            else:
+                filtered[key] = [t for t in items if isinstance(t, Mapping) and allowed(str(t.get("name", "")))]
         if filtered.get("cacheScope") == "public":
             filtered["cacheScope"] = "private"
         return filtered
@@ -147,9 +176,11 @@ class Guard:
         if not isinstance(tool, str) or not tool:
             raise MCPError(INVALID_PARAMS, "tools/call needs a tool name")
         if not token:
-            return denial("invalid_token", f"no agentcaps token: send _meta['{TOKEN_KEY}'] or Authorization: Bearer")
+            return denial("invalid_token", _NO_TOKEN)
         if not isinstance(args, Mapping):
             return denial("arg_mismatch", "the call's arguments must be a JSON object", token=token)
+        if (where := _non_finite(args, "")) is not None:  # no caveat can compare it, nor JSON carry it on
+            return denial("arg_mismatch", f"argument '{where}' is not a finite number", token=token)
         try:
             cost = self.costs.cost_of(tool, args)
         except CostError as e:
@@ -159,10 +190,45 @@ class Guard:
             return denial(decision.code, decision.reason, decision, token)
         return Admitted(token, tool, args, cost, decision.hold_id)
 
+    async def verifies(self, token: str | None) -> Denied | None:
+        """Whether the token verifies now (signature, key, revocation, expiry), without naming a tool or
+        counting a call: what a request about work already admitted (`tasks/*`) needs. None: it does."""
+        if not token:
+            return Denied(False, "invalid_token", _NO_TOKEN)
+        try:
+            found = await self.verifier.inspect(token)
+        except ApiError as e:
+            return Denied(False, "store_unavailable" if e.status >= 500 else e.code, e.reason)
+        except _UNREACHABLE as e:
+            return Denied(False, "store_unavailable", f"agentcaps is unreachable ({type(e).__name__})")
+        if not found.valid:
+            return Denied(False, "invalid_token", found.reason or "the token does not verify")
+        for refused in found.denials or []:
+            if refused.code in ("revoked", "expired"):
+                return refused
+        return None
+
+    async def keep(self, call: Admitted) -> None:
+        """Extend the call's hold before it ends, for as long as this runs (cancel it when the tool is done): a
+        tool that runs long keeps its reservation, and a hold runs out only when the guard itself is gone."""
+        if call.hold_id is None:
+            return
+        while True:
+            await anyio.sleep(self.hold_ttl / 3)
+            try:
+                await self.verifier.extend(call.hold_id, self.hold_ttl)
+            except ApiError as e:
+                log.warning("could not extend the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
+                if e.status in (404, 409):
+                    return  # gone or concluded: nothing left to keep
+            except Exception as e:  # unreachable for now: try again before the hold ends
+                log.warning("could not extend the hold %s (%s)", _short(call.hold_id), type(e).__name__)
+
     async def conclude(self, call: Admitted, result: Mapping[str, Any] | BaseModel | None) -> None:
         """The tool answered: settle what it cost, or release the hold if it failed or only asked for input
-        (its retry is a new call, verified and charged on its own). Runs to the end even if the caller is
-        cancelled meanwhile: a tool that ran is charged."""
+        (its retry is a new call, verified and charged on its own). `None` is no answer at all (the call was
+        cancelled, or its answer will never be seen): the held cost, since the tool may have acted. Runs to the
+        end even if the caller is cancelled meanwhile: a tool that ran is charged."""
         wire = _wire(result)
         if wire.get("isError") or wire.get("resultType") == "input_required":
             await self.abandon(call)
@@ -218,20 +284,36 @@ class Guard:
 
     # -- the mcp SDK server middleware -----------------------------------------------------------------
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method not in ("tools/list", "tools/call"):
+        if ctx.method in UNCHECKED:  # (middleware sees requests only: notifications do not come here)
             return await call_next(ctx)
         token, ctx = self._strip(ctx)
-        if ctx.method == "tools/list":
-            return self.filter_listing(_wire(await call_next(ctx)), token)
-        params = ctx.params or {}
-        admitted = await self.admit(token, params.get("name"), params.get("arguments") or {})
+        if ctx.method in LISTINGS:
+            return self.filter_listing(ctx.method, _wire(await call_next(ctx)), token)
+        if ctx.method.startswith("tasks/"):
+            if (refused := await self.verifies(token)) is not None:
+                raise refusal(denial(refused.code, refused.reason, refused, token))
+            return await call_next(ctx)
+        tool, args = checked_as(ctx.method, ctx.params)
+        admitted = await self.admit(token, tool, args)
         if not isinstance(admitted, Admitted):
-            return admitted
+            if ctx.method == "tools/call":
+                return admitted
+            raise refusal(admitted)
+        failed: Exception | None = None
         try:
-            result = await call_next(ctx)
-        except BaseException:
-            await self.abandon(admitted)  # an error or a cancellation: nothing is charged
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.keep, admitted)
+                try:
+                    result = await call_next(ctx)
+                except Exception as e:  # raised outside the task group, so it is not wrapped in a group
+                    failed = e
+                tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            await self.conclude(admitted, None)  # cancelled while the tool ran: it may have acted, so it is charged
             raise
+        if failed is not None:
+            await self.abandon(admitted)  # the tool failed: nothing is charged
+            raise failed
         await self.conclude(admitted, result)
         return result
 
@@ -268,9 +350,44 @@ def _bearer(authorization: str | None) -> str | None:
     return credential.strip() or None if scheme.lower() == "bearer" else None
 
 
+def checked_as(method: str, params: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """The tool a request is checked as, and its args: a tools/call names its tool; any other method is a tool
+    named by the method (`resources/read`), whose args are the request's params less `_meta`."""
+    params = params or {}
+    if method == "tools/call":
+        arguments = params.get("arguments")
+        return params.get("name"), {} if arguments is None else arguments
+    return method, {k: v for k, v in params.items() if k != "_meta"}
+
+
+def refusal(result: CallToolResult) -> MCPError:
+    """A denial as a JSON-RPC error, for requests whose answer cannot be a tool result: the same text, and the
+    denial body as the error's data."""
+    meta = result.meta or {}
+    first = result.content[0]
+    text = first.text if isinstance(first, TextContent) else "agentcaps denied"
+    return MCPError(INVALID_REQUEST, text, meta.get(DENIAL_KEY))
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The dot-path of the first NaN or infinite number in `value` (JSON has neither; 1e400 parses as one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "."
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if (found := _non_finite(v, f"{path}.{k}" if path else str(k))) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _non_finite(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
 def _short(hold_id: str) -> str:
-    """Enough of a hold id to find it in the service's logs; the whole id would let a reader settle or release it."""
-    return hold_id[:12] + "..."
+    """The part of a hold id that tells it from the root's other holds (what follows the root token id), cut
+    short: enough to find it in the service's logs; the whole id would let a reader settle or release it."""
+    return "..." + hold_id.rpartition(".")[2][:12]
 
 
 def _wire(result: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:

@@ -7,22 +7,29 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import httpx
 import pytest
 from mcp import Client
+from mcp.client import Transport
 from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 from mcp.types import CallToolResult, Completion, ElicitRequestParams, ElicitResult, PromptReference
+from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse
 from pydantic import BaseModel
 
-from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp import COST_KEY, CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS
-from app.mcp.gateway import Gateway
+from app.mcp.relay import Gateway
+from app.sdk import Token
 from app.sdk.client import AsyncClient
 from tests.keys import TOOLS_SRV_KEY
 from tests.mcp.conftest import Agents, Live, delegate, meta, text
@@ -130,7 +137,8 @@ async def test_the_gateway_checks_every_call_and_the_upstream_never_sees_a_token
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(guard: Guard, mode: str) -> None:
+async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(agents: Agents, mode: str) -> None:
+    guard = Guard(LocalVerifier(agents.authority), CostTable(COSTS), default_token=agents.root)  # no tools caveat
     async with gateway(guard, Upstream(), mode) as agent:
         assert agent.server_info is not None and agent.server_info.name == "upstream-tools"
         assert agent.instructions == "Search before you pay."
@@ -177,7 +185,8 @@ async def test_an_upstream_error_releases_the_hold(agents: Agents) -> None:
     assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
 
 
-async def test_the_agent_cancelling_a_call_releases_its_hold(agents: Agents) -> None:
+async def test_a_call_the_agent_cancels_while_it_runs_is_charged_its_held_cost(agents: Agents) -> None:
+    """The tool may already have acted: cancelling must not make a paid call free (it did: spent 0.00)."""
     upstream = Upstream()
     guard = Guard(LocalVerifier(agents.authority), CostTable({"wait": {"amount": "4", "currency": "USD"}}))
     async with gateway(guard, upstream, "auto") as agent:
@@ -194,7 +203,7 @@ async def test_the_agent_cancelling_a_call_releases_its_hold(agents: Agents) -> 
                 await anyio.sleep(0.01)
         still = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root))  # the gateway carries on
     assert not still.is_error
-    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]  # search is free in this cost file
+    assert await agents.budgets(agents.root) == [("10.00", "4.00", "0.00")]  # search is free in this cost file
 
 
 async def test_an_unreachable_verifier_denies_and_nothing_reaches_the_upstream(agents: Agents) -> None:
@@ -363,3 +372,132 @@ def test_the_public_names_of_app_mcp() -> None:
         "agentcaps/cost",
         "agentcaps/denial",
     )
+
+
+async def test_every_method_beyond_tools_is_checked_as_a_tool_named_by_the_method(agents: Agents) -> None:
+    """Before: resources, prompts and completions passed through the gateway with no token at all."""
+    upstream = Upstream()
+    reader = str(Token.parse(agents.root).attenuate(to="reader", tools=["search", "resources/read"]))
+    costs = CostTable({"resources/read": {"amount": "0.25", "currency": "USD"}})
+    prompt = PromptReference(type="ref/prompt", name="review")
+
+    def through(token: str | None) -> Client:
+        return gateway(Guard(LocalVerifier(agents.authority), costs, default_token=token), upstream, "auto")
+
+    async def refused(code: str, attempt: Callable[[], Awaitable[object]]) -> None:
+        with pytest.raises(MCPError, match=f"^agentcaps denied {code}:"):
+            await attempt()
+
+    async with through(None) as anonymous:
+        await refused("invalid_token", lambda: anonymous.read_resource("docs://readme"))
+        await refused("invalid_token", lambda: anonymous.get_prompt("review", {"code": "x"}))
+        await refused("invalid_token", lambda: anonymous.complete(prompt, {"name": "code", "value": "x"}))
+        assert (await anonymous.list_resources()).resources == []
+    async with through(agents.researcher) as researcher:  # tools in search
+        assert (await researcher.list_resources()).resources == []
+        assert (await researcher.list_resource_templates()).resource_templates == []
+        assert (await researcher.list_prompts()).prompts == []
+        await refused("tool_not_allowed", lambda: researcher.read_resource("docs://readme"))
+        await refused("tool_not_allowed", lambda: researcher.get_prompt("review", {"code": "x"}))
+    async with through(reader) as allowed:  # tools in search,resources/read
+        listed = await allowed.list_resources()
+        readme = await allowed.read_resource("docs://readme")
+        assert (await allowed.list_prompts()).prompts == []
+        await refused("tool_not_allowed", lambda: allowed.get_prompt("review", {"code": "x"}))
+    assert [str(r.uri) for r in listed.resources] == ["docs://readme"]
+    assert getattr(readme.contents[0], "text", None) == "the upstream's readme"
+    assert await agents.budgets(reader) == [("10.00", "0.25", "0.00")]  # the one read, at its price
+
+
+@asynccontextmanager
+async def task_upstream(finish: anyio.Event, cost: str) -> AsyncIterator[Any]:
+    """A raw upstream that runs each tools/call as an MCP task (2025-11-25): created at once, and its result,
+    which reports what the work cost, answered to tasks/result once `finish` is set."""
+    to_upstream, upstream_reads = anyio.create_memory_object_stream[SessionMessage](16)
+    upstream_says, from_upstream = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+
+    async def answer(id: Any, result: dict[str, Any], wait: anyio.Event | None = None) -> None:
+        if wait is not None:
+            await wait.wait()
+        await upstream_says.send(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=id, result=result)))
+
+    async def serve() -> None:
+        async for item in upstream_reads:
+            message = item.message
+            if isinstance(message, JSONRPCRequest) and message.method == "tools/call":
+                now = "2026-01-01T00:00:00Z"
+                task = {"taskId": "t1", "status": "working", "createdAt": now, "lastUpdatedAt": now, "ttl": 60000}
+                tg.start_soon(answer, message.id, {"task": task})
+            elif isinstance(message, JSONRPCRequest) and message.method == "tasks/result":
+                done = {"content": [{"type": "text", "text": "done"}]}
+                tg.start_soon(
+                    answer, message.id, done | {"_meta": {COST_KEY: {"amount": cost, "currency": "USD"}}}, finish
+                )
+
+    async with to_upstream, upstream_reads, upstream_says, from_upstream, anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        yield from_upstream, to_upstream
+        tg.cancel_scope.cancel()
+
+
+async def test_a_task_is_settled_on_its_final_result_not_when_it_is_created(agents: Agents) -> None:
+    """Before: the call was settled at its full cost when the task was created, before any work, and the cost
+    its final result reported was never read."""
+    finish = anyio.Event()
+    guard = Guard(LocalVerifier(agents.authority), CostTable({"crunch": {"amount": "4", "currency": "USD"}}))
+
+    def request(id: int, method: str, params: dict[str, Any]) -> SessionMessage:
+        return SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=id, method=method, params=params))
+
+    with anyio.fail_after(10):
+        async with Gateway(guard, cast(Transport, task_upstream(finish, "1.50"))) as (read, write):
+            task = {"name": "crunch", "arguments": {}, "task": {"ttl": 60000}, "_meta": meta(agents.root)}
+            await write.send(request(1, "tools/call", task))
+            created = (await read.receive()).message
+            held = await agents.budgets(agents.root)
+            await write.send(request(2, "tasks/get", {"taskId": "t1"}))  # no token: refused
+            anonymous = (await read.receive()).message
+            await write.send(request(3, "tasks/result", {"taskId": "t1", "_meta": meta(agents.root)}))
+            finish.set()
+            final = (await read.receive()).message
+    assert isinstance(created, JSONRPCResponse) and created.result["task"]["taskId"] == "t1"
+    assert held == [("10.00", "0.00", "4.00")]
+    assert isinstance(anonymous, JSONRPCError) and anonymous.error.message.startswith("agentcaps denied invalid_token")
+    assert isinstance(final, JSONRPCResponse) and final.result["content"][0]["text"] == "done"
+    assert await agents.budgets(agents.root) == [("10.00", "1.50", "0.00")]
+
+
+@asynccontextmanager
+async def answering_twice() -> AsyncIterator[Any]:
+    """A raw upstream that answers each tools/call twice."""
+    to_upstream, upstream_reads = anyio.create_memory_object_stream[SessionMessage](16)
+    upstream_says, from_upstream = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+
+    async def serve() -> None:
+        async for item in upstream_reads:
+            if isinstance(item.message, JSONRPCRequest):
+                for n in range(2):
+                    result = {"content": [{"type": "text", "text": f"answer {n}"}]}
+                    await upstream_says.send(
+                        SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=item.message.id, result=result))
+                    )
+
+    async with to_upstream, upstream_reads, upstream_says, from_upstream, anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        yield from_upstream, to_upstream
+        tg.cancel_scope.cancel()
+
+
+async def test_a_second_answer_to_one_call_is_dropped(agents: Agents) -> None:
+    """One call, one result: a second answer with the same id would be a result nobody paid for."""
+    guard = Guard(LocalVerifier(agents.authority), CostTable({"work": {"amount": "2", "currency": "USD"}}))
+    with anyio.fail_after(10):
+        async with Gateway(guard, cast(Transport, answering_twice())) as (read, write):
+            params = {"name": "work", "arguments": {}, "_meta": meta(agents.root)}
+            await write.send(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=1, method="tools/call", params=params)))
+            first = (await read.receive()).message
+            await write.send(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id="after", method="ping")))
+            second = (await read.receive()).message
+    assert isinstance(first, JSONRPCResponse) and first.result["content"][0]["text"] == "answer 0"
+    assert isinstance(second, JSONRPCResponse) and second.id == "after"  # the ping's answer; no "answer 1" before it
+    assert await agents.budgets(agents.root) == [("10.00", "2.00", "0.00")]

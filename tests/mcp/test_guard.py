@@ -13,13 +13,14 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import StoreUnavailable
-from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp import Admitted, CostTable, Guard, LocalVerifier
 from app.mcp.example_server import COSTS, build
 from app.sdk import Token
 from app.sdk.client import AsyncClient
@@ -258,7 +259,7 @@ async def test_a_tool_that_raises_releases_its_hold(agents: Agents) -> None:
     assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
 
 
-async def test_a_cancelled_call_releases_its_hold(agents: Agents) -> None:
+async def test_a_call_cancelled_while_the_tool_runs_is_charged_its_held_cost(agents: Agents) -> None:
     costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
     server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs)])
     started = anyio.Event()
@@ -279,7 +280,7 @@ async def test_a_cancelled_call_releases_its_hold(agents: Agents) -> None:
         with anyio.fail_after(5):
             while (await agents.budgets(agents.root))[0][2] != "0.00":
                 await anyio.sleep(0.01)
-    assert await agents.budgets(agents.root) == [("10.00", "0.00", "0.00")]
+    assert await agents.budgets(agents.root) == [("10.00", "4.00", "0.00")]  # the tool may have acted: charged
 
 
 async def test_the_tool_reports_its_actual_cost_and_never_sees_the_token(agents: Agents) -> None:
@@ -387,3 +388,62 @@ def test_a_guard_refuses_a_hold_ttl_the_service_would_refuse(agents: Agents) -> 
     for ttl in (0, 86401):
         with pytest.raises(ValueError, match="hold_ttl"):
             Guard(LocalVerifier(agents.authority), hold_ttl=ttl)
+
+
+async def test_a_tool_that_outlives_its_hold_keeps_it_and_is_charged(agents: Agents) -> None:
+    """Before: a hold of 1 s ran out under a tool that took longer; the guard now extends it while the tool runs."""
+    costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
+    server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs, hold_ttl=1)])
+    held: list[tuple[str, str, str]] = []
+
+    @server.tool()
+    async def slow() -> str:
+        await anyio.sleep(1.6)
+        held.extend(await agents.budgets(agents.root))  # past the hold's first second
+        return "done"
+
+    async with Client(server) as client:
+        result = await client.call_tool("slow", {}, meta=meta(agents.root))
+    assert text(result) == "done"
+    assert held == [("10.00", "0.00", "4.00")]
+    assert await agents.budgets(agents.root) == [("10.00", "4.00", "0.00")]
+
+
+async def test_logs_tell_the_holds_of_one_root_apart(
+    agents: Agents, guard: Guard, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a hold was logged by its first 12 characters, the root token's id, the same for all its holds."""
+    calls = [await guard.admit(agents.root, "search", {"query": str(n)}) for n in range(2)]
+    for call in calls:
+        assert isinstance(call, Admitted) and call.hold_id is not None
+        await agents.authority.release(call.hold_id)
+        await guard.conclude(call, {})  # settling a released hold is refused: logged
+    logged = [r.getMessage() for r in caplog.records if "could not settle" in r.getMessage()]
+    token_id = Token.parse(agents.root).token_id
+    assert len(logged) == 2 and logged[0] != logged[1]
+    assert all(token_id not in line for line in logged)
+
+
+async def test_a_guarded_server_checks_resources_and_prompts_as_tools(agents: Agents, guard: Guard) -> None:
+    """Before: the middleware checked tools/* only; resources and prompts answered anyone."""
+    server = MCPServer("docs", middleware=[guard])
+
+    @server.resource("docs://readme")
+    def readme() -> str:
+        return "the readme"
+
+    @server.prompt()
+    def review(code: str) -> str:
+        return f"Please review: {code}"
+
+    reader = str(Token.parse(agents.root).attenuate(to="reader", tools=["resources/read"]))
+    async with Client(server) as client:
+        with pytest.raises(MCPError, match=r"^agentcaps denied invalid_token:"):
+            await client.read_resource("docs://readme")
+        with pytest.raises(MCPError, match=r"^agentcaps denied tool_not_allowed:"):
+            await client.get_prompt("review", {"code": "x"}, meta=meta(reader))
+        hidden = await client.list_resources(meta=meta(agents.researcher))  # tools in search
+        shown = await client.list_resources(meta=meta(reader))
+        read = await client.read_resource("docs://readme", meta=meta(reader))
+    assert hidden.resources == [] and [str(r.uri) for r in shown.resources] == ["docs://readme"]
+    assert getattr(read.contents[0], "text", None) == "the readme"
