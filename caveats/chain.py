@@ -36,17 +36,17 @@ class Analysis(msgspec.Struct, frozen=True):
     steps: tuple[Step, ...]  # the per-call checks, in chain order
     static_denial: Denial | None  # malformed, unknown or depth: fails whatever the call
     static_index: int
-    counters: dict[str, tuple[Counter[Any], ...]]  # by the KEY of each COUNTER kind the chain holds, in chain order
+    counters: dict[type[Caveat], tuple[Counter[Any], ...]]  # by each COUNTER kind the chain holds, in chain order
     expires_at: int | None
     over_limit: str | None  # why the chain holds more counters of a kind than a token may, else None
 
     @property
     def budgets(self) -> tuple[Counter[Budget], ...]:
-        return self.counters.get(Budget.KEY, ())
+        return self.counters.get(Budget, ())
 
     @property
     def rates(self) -> tuple[Counter[Rate], ...]:
-        return self.counters.get(Rate.KEY, ())
+        return self.counters.get(Rate, ())
 
     @property
     def tools(self) -> tuple[str, ...] | None:
@@ -87,11 +87,13 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
     hops: list[int] = []
     delegation: list[str] = []
     steps: list[Step] = []
-    # By kind KEY, each a tuple grown by one: cheaper than lists and a copy at the end for the few a chain has.
-    counters: dict[str, tuple[Counter[Any], ...]] = {}
+    # By kind, each a tuple grown by one: cheaper than lists and a copy at the end for the few a chain has.
+    counters: dict[type[Caveat], tuple[Counter[Any], ...]] = {}
     ncounters = 0
     fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and STATIC
-    refused: list[str] = []  # the texts of malformed or unknown caveats: a counter's count includes its own
+    # The counter kinds of malformed caveats with a counter's key: each would be a counter if it parsed, so each
+    # counts against its kind's MAX_PER_CHAIN.
+    refused: list[type[Caveat]] = []
     expires_at: int | None = None
     hop = 0
     # One dict lookup by the exact type, then identity compares: no isinstance (a miss on a Struct class costs
@@ -111,15 +113,16 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
             if expires_at is None or caveat.at < expires_at:
                 expires_at = caveat.at
         elif role is _COUNTER:
-            key = caveat.KEY
-            counters[key] = (*counters.get(key, ()), Counter(index, hop, text, expires_at, caveat))
+            counters[kind] = (*counters.get(kind, ()), Counter(index, hop, text, expires_at, caveat))
             ncounters += 1
             if kind in checked_counters:  # a budget's currency is decided with the call
                 steps.append(Step(index, hop, text, caveat))
         else:  # STATIC, and Denial
             fixed.append(index)
-            if kind is Denial:
-                refused.append(text)
+            if kind is Denial and " " in text:
+                named = registry.kind_of(text[: text.index(" ")])
+                if named is not None and named.ROLE is _COUNTER:
+                    refused.append(named)
         hops.append(hop)
     texts, parsed = zip(*entries, strict=True) if entries else ((), ())
     static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
@@ -137,13 +140,13 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
     )
 
 
-def _over_limit(registry: Registry, counters: dict[str, tuple[Counter[Any], ...]], refused: list[str]) -> str | None:
-    """Why the chain holds more caveats of a COUNTER kind than its MAX_PER_CHAIN, else None. Malformed ones
-    with the kind's key count too: each would be a counter if it parsed."""
+def _over_limit(
+    registry: Registry, counters: dict[type[Caveat], tuple[Counter[Any], ...]], refused: list[type[Caveat]]
+) -> str | None:
+    """Why the chain holds more caveats of a COUNTER kind (malformed ones with its key included) than its
+    MAX_PER_CHAIN, else None."""
     for kind in registry.counter_kinds:  # in registry order: the first kind over its limit is named
-        n = len(counters.get(kind.KEY, ()))
-        if refused:
-            n += sum(1 for text in refused if " " in text and registry.kind_of(text[: text.find(" ")]) is kind)
+        n = len(counters.get(kind, ())) + refused.count(kind)
         if n > kind.MAX_PER_CHAIN:
             return f"a token carries at most {kind.MAX_PER_CHAIN} {kind.KEY} caveats, this one has {n}"
     return None

@@ -160,12 +160,12 @@ def test_a_key_that_two_kinds_claim_is_refused() -> None:
 
 
 def test_a_kind_that_misses_what_its_role_needs_is_refused() -> None:
-    class Tally(Colour, frozen=True):
-        KEY: ClassVar[str] = "tally"
+    class Uncapped(Colour, frozen=True):
+        KEY: ClassVar[str] = "uncapped"
         ROLE: ClassVar[Role] = Role.COUNTER  # but no MAX_PER_CHAIN
 
-    with pytest.raises(ValueError, match="Tally is a counter kind and does not set MAX_PER_CHAIN"):
-        Registry((*KINDS, Tally))
+    with pytest.raises(ValueError, match="Uncapped is a counter kind and does not set MAX_PER_CHAIN"):
+        Registry((*KINDS, Uncapped))
 
 
 def test_the_throwaway_kind_registers_parses_and_checks_in_a_chain() -> None:
@@ -277,3 +277,27 @@ def test_the_package_exports() -> None:
         "parse_micros",
         "parse_money",
     ]
+
+
+class Tally(Colour, frozen=True):
+    """A throwaway COUNTER kind: the chain hands it to the store as a Counter and caps how many a chain carries."""
+
+    KEY: ClassVar[str] = "tally"
+    ROLE: ClassVar[Role] = Role.COUNTER
+    MAX_PER_CHAIN: ClassVar[int] = 2
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile("tally = (red|green|blue)")
+    VALID: ClassVar[tuple[str, ...]] = ("tally = red",)
+    MALFORMED: ClassVar[tuple[str, ...]] = ("tally = mauve",)
+
+
+def test_a_throwaway_counter_kind_is_counted_and_capped_without_touching_the_chain() -> None:
+    registry = Registry((*KINDS, Tally))
+    a = analyse([b"delegate = o", b"expires < 2026-12-01T00:00:00Z", b"tally = red", b"delegate = r"], registry)
+    ((counter,),) = a.counters.values()
+    assert (counter.index, counter.hop, counter.caveat, counter.parsed) == (2, 0, "tally = red", Tally("red"))
+    assert counter.expires_at == 1_796_083_200 and a.budgets == () and a.over_limit is None
+    assert [step.caveat for step in a.steps] == ["expires < 2026-12-01T00:00:00Z", "tally = red"]  # its own check
+    over = analyse([b"delegate = o", b"tally = red", b"tally = blue", b"tally = mauve"], registry)
+    assert over.over_limit == "a token carries at most 2 tally caveats, this one has 3"  # the malformed one too
+    unknown = analyse([b"delegate = o", b"tally = red", b"tally = blue", b"tallies = mauve"], registry)
+    assert unknown.over_limit is None
