@@ -49,6 +49,8 @@ class Registry:
         for kind in self.kinds:
             _check_shape(kind)
             key = kind.KEY[:-1] if kind.KEY.endswith(".*") else kind.KEY
+            if key.endswith(".") and key.index(".") != len(key) - 1:  # found by the key up to its first `.`
+                raise ValueError(f"a prefix key holds one `.`, before the `*`: {kind.KEY!r}")
             if key in self.by_key:
                 raise ValueError(f"two caveat kinds claim the key {kind.KEY!r}")
             self.by_key[key] = kind

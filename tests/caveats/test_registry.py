@@ -1,4 +1,8 @@
-"""registry.parse: raw caveat bytes or text -> the kind its key names, or a Denial; it never raises."""
+"""registry.parse: raw caveat bytes or text -> the kind its whole key names, or a Denial; it never raises.
+
+The per-kind tests loop over every registered kind, reading its own samples (VALID, MALFORMED): a new kind is
+tested by being registered. Colour, a kind that exists only in this file, runs through every one of them.
+"""
 
 from __future__ import annotations
 
@@ -157,6 +161,14 @@ def test_a_key_that_two_kinds_claim_is_refused() -> None:
     tools = next(kind for kind in KINDS if kind.KEY == "tools")
     with pytest.raises(ValueError, match="two caveat kinds claim the key 'tools'"):
         Registry((*KINDS, tools))
+
+
+def test_a_prefix_key_with_a_dot_inside_is_refused() -> None:
+    class Deep(Colour, frozen=True):
+        KEY: ClassVar[str] = "meta.arg.*"
+
+    with pytest.raises(ValueError, match=re.escape("a prefix key holds one `.`, before the `*`: 'meta.arg.*'")):
+        Registry((*KINDS, Deep))
 
 
 def test_a_kind_that_misses_what_its_role_needs_is_refused() -> None:
