@@ -97,15 +97,6 @@ class ByteMemo(Generic[K, V]):
         self._values[key] = value
         self.nbytes += nbytes
 
-    def put_all(self, entries: dict[K, V], nbytes: int) -> None:
-        """Remember entries that `get` just missed, accounted at `nbytes` together: one call per chain."""
-        if self.nbytes + nbytes > self.max_bytes:
-            self.clear()
-            if nbytes > self.max_bytes:
-                return
-        self._values.update(entries)
-        self.nbytes += nbytes
-
     def clear(self) -> None:
         self._values.clear()  # the same dict: `get` stays bound to it
         self.nbytes = 0
