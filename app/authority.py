@@ -34,15 +34,15 @@ from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Out
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
-from caveats.base import Context
+from caveats.base import Context, Counter, Role
+from caveats.budget import Budget
 from caveats.build import restriction_caveats
 from caveats.cache import ByteLRU
-from caveats.chain import BudgetCounter, RateCounter
 from caveats.denial import Code, Denial
-from caveats.depth import Depth
-from caveats.expires import Expires, format_instant, parse_instant
+from caveats.expires import format_instant, parse_instant
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import Amount, format_micros, parse_micros
+from caveats.rate import Rate
 
 # Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
@@ -166,7 +166,7 @@ class Authority:
             budgets=tuple(
                 BudgetSpec(
                     chain.counter_prefix(b.index),
-                    b.limit.micros,
+                    b.parsed.limit.micros,
                     charged,  # every budget is in the cost's currency, or evaluate() denied the call
                     (b.expires_at + 3600) * 1000 if b.expires_at is not None else 0,
                 )
@@ -218,9 +218,9 @@ class Authority:
         spec = analysis.budgets[outcome.index]
         views = self._budget_views(chain, outcome.balances)
         left = views[outcome.index].remaining if views else "?"
-        denial = Denial(Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.limit.currency} remain").at(
-            spec.caveat, spec.hop
-        )
+        denial = Denial(
+            Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.parsed.limit.currency} remain"
+        ).at(spec.caveat, spec.hop)
         return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
 
     async def _denied(
@@ -254,11 +254,11 @@ class Authority:
             BudgetView(
                 b.hop,
                 b.caveat,
-                _amount(b.limit.micros),
+                _amount(b.parsed.limit.micros),
                 _amount(spent),
                 _amount(held),
-                _amount(b.limit.micros - spent - held),
-                b.limit.currency,
+                _amount(b.parsed.limit.micros - spent - held),
+                b.parsed.limit.currency,
             )
             for b, (spent, held) in zip(chain.analysis.budgets, balances, strict=True)
         ]
@@ -317,7 +317,7 @@ class Authority:
         counted += [
             _spent(b)
             for b, (spent, held) in zip(analysis.budgets, found.balances, strict=True)
-            if spent + held >= b.limit.micros
+            if spent + held >= b.parsed.limit.micros
         ]
         by_caveat = {(d.caveat, d.hop): d.code for d in counted if d.caveat is not None}
         hops: list[HopView] = []
@@ -362,7 +362,9 @@ async def _for_request(request_id: str, call: Awaitable[T]) -> T:
 
 def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:
     """The chain's rate caveats as the store counts them: by the prefix each ends, windows in ms."""
-    return tuple(RateSpec(chain.counter_prefix(r.index), r.count, r.window * 1000) for r in chain.analysis.rates)
+    return tuple(
+        RateSpec(chain.counter_prefix(r.index), r.parsed.count, r.parsed.window * 1000) for r in chain.analysis.rates
+    )
 
 
 def _revoked(chain: VerifiedChain, index: int) -> Denial:
@@ -378,10 +380,9 @@ def _revoked(chain: VerifiedChain, index: int) -> Denial:
     return Denial(Code.REVOKED, f"{whose} ({holder}) was revoked")
 
 
-def _rate_limited(rate: RateCounter) -> Denial:
-    return Denial(Code.RATE_LIMITED, f"the {rate.count} calls allowed per {rate.window}s are used up").at(
-        rate.caveat, rate.hop
-    )
+def _rate_limited(rate: Counter[Rate]) -> Denial:
+    count, window = rate.parsed.count, rate.parsed.window
+    return Denial(Code.RATE_LIMITED, f"the {count} calls allowed per {window}s are used up").at(rate.caveat, rate.hop)
 
 
 def _too_many_holds() -> Denial:
@@ -393,17 +394,17 @@ def _too_many_holds() -> Denial:
     return Denial(Code.RATE_LIMITED, reason)
 
 
-def _spent(budget: BudgetCounter) -> Denial:
-    limit = budget.limit
+def _spent(budget: Counter[Budget]) -> Denial:
+    limit = budget.parsed.limit
     reason = f"nothing of its {format_micros(limit.micros)} {limit.currency} remains: a call with a cost is denied"
     return Denial(Code.BUDGET_EXCEEDED, reason).at(budget.caveat, budget.hop)
 
 
 def _denies_now(parsed: Any, ctx: Context, hop: int) -> Denial | None:
-    """Caveats that deny whatever the call: unparseable, unknown, expired, or depth already exceeded."""
+    """Caveats that deny whatever the call: unparseable, unknown, expired, or a STATIC one (depth) that fails."""
     if isinstance(parsed, Denial):
         return parsed
-    if isinstance(parsed, Expires | Depth):
+    if parsed.ROLE is Role.EXPIRY or parsed.ROLE is Role.STATIC:
         result: Denial | None = parsed.check(ctx, hop)
         return result
     return None

@@ -77,13 +77,30 @@ class Arg(Caveat, frozen=True):
     OPS: ClassVar[frozenset[str]] = frozenset({"=", "!=", "in", "<", "<=", ">", ">="})
     # groups: path; an ordering and its number; = or != and its value; the list of `in`
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(rf"{_KEY} (?:(<=?|>=?) ({_NUMBER})|(!?=) ({_ITEM})|in ({_LIST}))")
+    VALID: ClassVar[tuple[str, ...]] = (
+        "arg.amount <= 500",
+        "arg.a.b in x,y",
+        "arg.n >= -999999999999.999999",
+        "arg.s != -",
+        "arg.repo = acme/web",
+        "arg." + "p" * 64 + "." + "q" * 59 + " = 1",  # the longest path a 128-character key holds
+    )
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "arg." + "p" * 64 + "." + "q" * 60 + " = 1",  # one character past the key's 128
+        "arg.amount <= five",
+        "arg.amount < 1e3",
+        "arg.a..b = 1",
+        "arg.a = x y",
+        "arg.a in x,,y",
+        "arg.a = é",
+    )
     path: tuple[str, ...]
     op: str
     values: tuple[str, ...]
     bound: Decimal | None = None  # the number of an ordering comparison, parsed once
 
     @classmethod
-    def parse_arg(cls, key: str, op: str, value: str) -> Arg:
+    def from_parts(cls, key: str, op: str, value: str) -> Arg:
         path = key[len(PREFIX) :]
         if not _PATH_RE.fullmatch(path):
             raise CaveatSyntaxError(f"argument path must be dot-separated names, got {path!r}")

@@ -14,6 +14,8 @@ class Audience(Caveat, frozen=True):
     KEY: ClassVar[str] = "audience"
     OPS: ClassVar[frozenset[str]] = frozenset({"in"})
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"audience in ({NAME_LIST})")
+    VALID: ClassVar[tuple[str, ...]] = ("audience in payments-srv", "audience in a,b")
+    MALFORMED: ClassVar[tuple[str, ...]] = ("audience in a*", "audience in a,,b", "audience in ,a", "audience in é")
     names: tuple[str, ...]
 
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from caveats.base import Caveat, Context
+from caveats.base import Caveat, Context, Role
 from caveats.denial import Code, Denial
 from caveats.money import MONEY, Amount, money_of, parse_money
 
@@ -19,8 +19,23 @@ from caveats.money import MONEY, Amount, money_of, parse_money
 class Budget(Caveat, frozen=True):
     KEY: ClassVar[str] = "budget"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
-    STATEFUL: ClassVar[bool] = True
+    ROLE: ClassVar[Role] = Role.COUNTER
+    MAX_PER_CHAIN: ClassVar[int] = 16  # SPEC §1: a holder could otherwise append hundreds of counters
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"budget <= {MONEY}")
+    VALID: ClassVar[tuple[str, ...]] = (
+        "budget <= 5.00 USD",
+        "budget <= 999999999999.999999 ABCDEFGHIJKLMNOP",
+        "budget <= 0 XY",
+        "budget <= 10 CREDITS",
+    )
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "budget <= 5 usd",
+        "budget <= 1234567890123 USD",
+        "budget <= 1.1234567 USD",
+        "budget <= -1 USD",
+        "budget <= 5",
+        "budget <= 5 ABCDEFGHIJKLMNOPQ",
+    )
     limit: Amount
 
     @classmethod

@@ -1,52 +1,24 @@
 """A whole caveat chain read as the language sees it: hops, delegation path, the tightest limit of each kind.
 
 Pure and key-free: the verifier builds one after the signature holds; the offline SDK builds one to show a
-token. `evaluate` decides the stateless caveats of one call; budgets and rates go to the counter store.
+token. `evaluate` decides the stateless caveats of one call; counters (budgets, rates) go to the counter store.
+`analyse` files each caveat by its kind's Role (caveats.base), never by its concrete kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
-from caveats.base import Caveat, Context
+from caveats.base import Caveat, Context, Counter, Role
 from caveats.budget import Budget
 from caveats.cache import ITEM_BYTES, ByteLRU
-from caveats.delegate import Delegate
 from caveats.denial import Denial
-from caveats.depth import Depth
-from caveats.expires import Expires
-from caveats.money import Amount
 from caveats.rate import Rate
-from caveats.registry import EVERY_KIND, read_all
+from caveats.registry import REGISTRY, Registry
 from caveats.tools import Tools
-
-# Each budget and rate caveat is a counter the store keeps for its prefix, and a holder can append any number:
-# a chain with more than these is refused whole (invalid_token), before any store call.
-MAX_BUDGETS = 16
-MAX_RATES = 8
-
-
-class Counter(msgspec.Struct, frozen=True):
-    """A budget or rate caveat: `index` in the chain (its prefix ends there), its hop and text.
-
-    `expires_at` is the earliest expiry at or before it: no token derived from its prefix outlives that.
-    """
-
-    index: int
-    hop: int
-    caveat: str
-    expires_at: int | None
-
-
-class BudgetCounter(Counter, frozen=True):
-    limit: Amount
-
-
-class RateCounter(Counter, frozen=True):
-    count: int
-    window: int
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -64,10 +36,17 @@ class Analysis(msgspec.Struct, frozen=True):
     steps: tuple[Step, ...]  # the per-call checks, in chain order
     static_denial: Denial | None  # malformed, unknown or depth: fails whatever the call
     static_index: int
-    budgets: tuple[BudgetCounter, ...]
-    rates: tuple[RateCounter, ...]
+    counters: dict[type[Caveat], tuple[Counter[Any], ...]]  # by each COUNTER kind the chain holds, in chain order
     expires_at: int | None
-    over_limit: str | None  # why the chain holds more budget or rate caveats than a token may, else None
+    over_limit: str | None  # why the chain holds more counters of a kind than a token may, else None
+
+    @property
+    def budgets(self) -> tuple[Counter[Budget], ...]:
+        return self.counters.get(Budget, ())
+
+    @property
+    def rates(self) -> tuple[Counter[Rate], ...]:
+        return self.counters.get(Rate, ())
 
     @property
     def tools(self) -> tuple[str, ...] | None:
@@ -95,37 +74,55 @@ class Analysis(msgspec.Struct, frozen=True):
         return static
 
 
-def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
-    entries = read_all(raw_caveats)
+# The roles as module globals, compared by identity in the loop below.
+_CHECK, _EXPIRY, _COUNTER, _HOP = Role.CHECK, Role.EXPIRY, Role.COUNTER, Role.HOP
+
+
+def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -> Analysis:
+    """Read a chain, filing each caveat by its kind's Role (`registry.roles`, one table by exact type): a
+    branch per role says what it means to a chain. A new kind in an existing role needs nothing here."""
+    entries = registry.read_all(raw_caveats)
+    roles = registry.roles
+    checked_counters = registry.checked_counters
     hops: list[int] = []
     delegation: list[str] = []
     steps: list[Step] = []
-    budgets: list[BudgetCounter] = []
-    rates: list[RateCounter] = []
-    fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and depth
-    malformed_budgets = malformed_rates = 0  # they count against the limits too: each would be a counter if it parsed
+    # By kind, each a tuple grown by one: cheaper than lists and a copy at the end for the few a chain has.
+    counters: dict[type[Caveat], tuple[Counter[Any], ...]] = {}
+    ncounters = 0
+    fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and STATIC
+    # The counter kinds of malformed caveats with a counter's key: each would be a counter if it parsed, so each
+    # counts against its kind's MAX_PER_CHAIN.
+    refused: list[type[Caveat]] = []
     expires_at: int | None = None
     hop = 0
-    # `type(c) is K` rather than isinstance: a miss on a Struct class costs several times more, and this loop
-    # runs for every caveat of every token a verifier has not seen yet. Caveat kinds are never subclassed.
+    # One dict lookup by the exact type, then identity compares: no isinstance (a miss on a Struct class costs
+    # several times more), and this loop runs for every caveat of every token a verifier has not seen yet. Each
+    # role's fields (`agent`, `at`) are checked when the kind is registered, hence `Any` here.
+    caveat: Any
     for index, (text, caveat) in enumerate(entries):
-        if type(caveat) is Delegate:
+        kind = type(caveat)
+        role = roles[kind]
+        if role is _CHECK:
+            steps.append(Step(index, hop, text, caveat))
+        elif role is _HOP:
             delegation.append(caveat.agent)
             hop = len(delegation) - 1
-        elif type(caveat) is Budget:  # a counter for the store, and its currency checked with the call
-            budgets.append(BudgetCounter(index, hop, text, expires_at, caveat.limit))
+        elif role is _EXPIRY:
             steps.append(Step(index, hop, text, caveat))
-        elif type(caveat) in _CHECKED:
-            steps.append(Step(index, hop, text, caveat))  # type: ignore[arg-type]  # a Caveat: Denial is not checked
-            if type(caveat) is Expires and (expires_at is None or caveat.at < expires_at):
+            if expires_at is None or caveat.at < expires_at:
                 expires_at = caveat.at
-        elif type(caveat) is Rate:
-            rates.append(RateCounter(index, hop, text, expires_at, caveat.count, caveat.window))
-        elif type(caveat) is Depth or type(caveat) is Denial:
+        elif role is _COUNTER:
+            counters[kind] = (*counters.get(kind, ()), Counter(index, hop, text, expires_at, caveat))
+            ncounters += 1
+            if kind in checked_counters:  # a budget's currency is decided with the call
+                steps.append(Step(index, hop, text, caveat))
+        else:  # STATIC, and Denial
             fixed.append(index)
-            if type(caveat) is Denial:
-                malformed_budgets += text.startswith("budget ")
-                malformed_rates += text.startswith("rate ")
+            if kind is Denial and " " in text:
+                named = registry.kind_of(text[: text.index(" ")])
+                if named is not None and named.ROLE is _COUNTER:
+                    refused.append(named)
         hops.append(hop)
     texts, parsed = zip(*entries, strict=True) if entries else ((), ())
     static_denial, static_index = _static_denial(fixed, parsed, texts, hops, len(delegation)) if fixed else (None, -1)
@@ -137,26 +134,22 @@ def analyse(raw_caveats: Sequence[bytes | str]) -> Analysis:
         tuple(steps),
         static_denial,
         static_index,
-        tuple(budgets),
-        tuple(rates),
+        counters,
         expires_at,
-        _over_limit(len(budgets) + malformed_budgets, len(rates) + malformed_rates),
+        _over_limit(registry, counters, refused) if refused or ncounters > registry.fewest else None,
     )
 
 
-def _over_limit(budgets: int, rates: int) -> str | None:
-    if budgets > MAX_BUDGETS:
-        return f"a token carries at most {MAX_BUDGETS} budget caveats, this one has {budgets}"
-    if rates > MAX_RATES:
-        return f"a token carries at most {MAX_RATES} rate caveats, this one has {rates}"
+def _over_limit(
+    registry: Registry, counters: dict[type[Caveat], tuple[Counter[Any], ...]], refused: list[type[Caveat]]
+) -> str | None:
+    """Why the chain holds more caveats of a COUNTER kind (malformed ones with its key included) than its
+    MAX_PER_CHAIN, else None."""
+    for kind in registry.counter_kinds:  # in registry order: the first kind over its limit is named
+        n = len(counters.get(kind, ())) + refused.count(kind)
+        if n > kind.MAX_PER_CHAIN:
+            return f"a token carries at most {kind.MAX_PER_CHAIN} {kind.KEY} caveats, this one has {n}"
     return None
-
-
-# The kinds whose check depends on the call, so every call runs it: the Steps of `evaluate` (Budget is one,
-# taken first for its counter). Depth depends on the chain alone and is decided once, in `_static_denial`.
-_CHECKED: frozenset[type[Caveat]] = frozenset(
-    kind for kind in EVERY_KIND if kind.check is not Caveat.check and kind is not Depth
-)
 
 
 def _static_denial(

@@ -14,6 +14,8 @@ class Cost(Caveat, frozen=True):
     KEY: ClassVar[str] = "cost"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"cost <= {MONEY}")
+    VALID: ClassVar[tuple[str, ...]] = ("cost <= 0.50 USD", "cost <= 0 XY", "cost <= 999999999999.999999 EUR")
+    MALFORMED: ClassVar[tuple[str, ...]] = ("cost <= 0,50 USD", "cost <= .5 USD", "cost <= 5 Usd", "cost <= 5USD")
     cap: Amount
 
     @classmethod

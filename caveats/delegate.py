@@ -5,14 +5,23 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from caveats.base import Caveat
+from caveats.base import Caveat, Role
 from caveats.grammar import NAME, NAME_RE, CaveatSyntaxError
 
 
 class Delegate(Caveat, frozen=True):
     KEY: ClassVar[str] = "delegate"
     OPS: ClassVar[frozenset[str]] = frozenset({"="})
+    ROLE: ClassVar[Role] = Role.HOP
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"delegate = ({NAME})")
+    VALID: ClassVar[tuple[str, ...]] = ("delegate = researcher", "delegate = a", "delegate = agent@acme.com/x:1-2_3")
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "delegate = a,b",
+        "delegate = -a",
+        "delegate = a b",
+        "delegate = " + "a" * 129,
+        "delegate = é",
+    )
     agent: str
 
     @classmethod

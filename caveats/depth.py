@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from caveats.base import Caveat, Context
+from caveats.base import Caveat, Context, Role
 from caveats.denial import Code, Denial
 from caveats.grammar import UINT, parse_uint
 
@@ -15,7 +15,16 @@ MAX_DEPTH = 1000
 class Depth(Caveat, frozen=True):
     KEY: ClassVar[str] = "depth"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
+    ROLE: ClassVar[Role] = Role.STATIC
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"depth <= ({UINT})")
+    VALID: ClassVar[tuple[str, ...]] = ("depth <= 2", "depth <= 1000", "depth <= 0")
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "depth <= 1001",
+        "depth <= 01",
+        "depth <= -1",
+        "depth <= 1.0",
+        "depth <= \uff12",  # a fullwidth digit
+    )
     limit: int
 
     @classmethod

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import ClassVar
 
-from caveats.base import Caveat, Context
+from caveats.base import Caveat, Context, Role
 from caveats.denial import Code, Denial
 from caveats.grammar import CaveatSyntaxError
 
@@ -45,7 +45,23 @@ def format_instant(seconds: int) -> str:
 class Expires(Caveat, frozen=True):
     KEY: ClassVar[str] = "expires"
     OPS: ClassVar[frozenset[str]] = frozenset({"<"})
+    ROLE: ClassVar[Role] = Role.EXPIRY
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"expires < ({_INSTANT})")
+    VALID: ClassVar[tuple[str, ...]] = (
+        "expires < 2026-12-01T00:00:00Z",
+        "expires < 1970-01-01T00:00:00Z",
+        "expires < 2024-02-29T23:59:59Z",
+        "expires < 9999-12-31T23:59:59Z",
+    )
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "expires < 2025-02-29T00:00:00Z",
+        "expires < 2026-12-01T24:00:00Z",
+        "expires < 2026-12-31T23:59:60Z",
+        "expires < 1969-12-31T23:59:59Z",
+        "expires < 2026-12-01T00:00:00+00:00",
+        "expires < 2026-12-01 00:00:00Z",
+        "expires < 2026-12-01T00:00:00.5Z",
+    )
     at: int
 
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from caveats.base import Caveat
+from caveats.base import Caveat, Role
 from caveats.grammar import UINT, CaveatSyntaxError, parse_uint
 
 # Each allowed call is one timestamp in the store until it leaves the window: the count bounds what one window
@@ -24,8 +24,26 @@ _RATE_RE = re.compile(rf"([0-9]+)/{_WINDOW}")
 class Rate(Caveat, frozen=True):
     KEY: ClassVar[str] = "rate"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
-    STATEFUL: ClassVar[bool] = True
+    ROLE: ClassVar[Role] = Role.COUNTER
+    MAX_PER_CHAIN: ClassVar[int] = 8  # SPEC §1
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(rf"rate <= ({UINT})/{_WINDOW}")
+    VALID: ClassVar[tuple[str, ...]] = (
+        "rate <= 100/1h",
+        "rate <= 100000/31d",
+        "rate <= 0/2678400s",
+        "rate <= 1/744h",
+        "rate <= 5/15m",
+    )
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "rate <= 100001/1s",
+        "rate <= 01/1h",
+        "rate <= 1/32d",
+        "rate <= 1/2678401s",
+        "rate <= 1/0s",
+        "rate <= 1/1w",
+        "rate <= 1/1H",
+        "rate <= 1",
+    )
     count: int
     window: int  # seconds
 

@@ -1,16 +1,18 @@
 """The caveat language's one entry point: raw caveat bytes -> a typed Caveat, or a Denial (fail closed).
 
-Adding a kind is one module plus one line in KINDS.
+A kind describes itself (caveats.base.Caveat: key, operators, role, pattern, samples), so adding one is its
+module plus one line in KINDS; a counter kind also needs its part in the store. A kind is found by its whole key
+(`arg.*` by the prefix `arg.`), never by a part of it, so keys may share any beginning (`budget`,
+`budget_daily`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from caveats.arg import PREFIX as ARG_PREFIX
 from caveats.arg import Arg
 from caveats.audience import Audience
-from caveats.base import Caveat
+from caveats.base import Caveat, Role
 from caveats.budget import Budget
 from caveats.cache import CAVEAT_OVERHEAD, ITEM_BYTES, ByteMemo, caveat_bytes
 from caveats.cost import Cost
@@ -22,103 +24,145 @@ from caveats.grammar import CaveatSyntaxError, split
 from caveats.rate import Rate
 from caveats.tools import Tools
 
-KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate)
+KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate, Arg)
+
+# What each role needs of its kind, checked when a registry is built: a kind that misses it fails at import.
+_ROLE_NEEDS: dict[Role, tuple[str, ...]] = {
+    Role.CHECK: ("check",),
+    Role.EXPIRY: ("check", "at"),
+    Role.COUNTER: ("MAX_PER_CHAIN",),
+    Role.HOP: ("agent",),
+    Role.STATIC: ("check",),
+}
 
 
-def _by_key(kinds: tuple[type[Caveat], ...]) -> dict[str, type[Caveat]]:
-    table: dict[str, type[Caveat]] = {}
-    for kind in kinds:
-        if kind.KEY in table:
-            raise ValueError(f"two caveat kinds claim the key {kind.KEY!r}")
-        table[kind.KEY] = kind
-    return table
+class Registry:
+    """A set of kinds and the readers over them: `read_all` (memoised; the verifier's), `parse`, `by_pattern`,
+    `parse_fully`, and `roles`, the table `chain.analyse` dispatches on.
+
+    The service has one, REGISTRY, over KINDS; a test builds another to try a kind of its own.
+    """
+
+    def __init__(self, kinds: Iterable[type[Caveat]]) -> None:
+        self.kinds = tuple(kinds)
+        self.by_key: dict[str, type[Caveat]] = {}  # exact keys; and prefixes (`arg.`) of keys ending in `.*`
+        for kind in self.kinds:
+            _check_shape(kind)
+            key = kind.KEY[:-1] if kind.KEY.endswith(".*") else kind.KEY
+            if key.endswith(".") and key.index(".") != len(key) - 1:  # found by the key up to its first `.`
+                raise ValueError(f"a prefix key holds one `.`, before the `*`: {kind.KEY!r}")
+            if key in self.by_key:
+                raise ValueError(f"two caveat kinds claim the key {kind.KEY!r}")
+            self.by_key[key] = kind
+        # Denial: malformed or unknown, it fails every call alike, so it is filed as chain-static.
+        self.roles: dict[type[Caveat | Denial], Role] = {kind: kind.ROLE for kind in self.kinds}
+        self.roles[Denial] = Role.STATIC
+        self.counter_kinds = tuple(kind for kind in self.kinds if kind.ROLE is Role.COUNTER)
+        # A chain with no more counters than this is within every counter kind's MAX_PER_CHAIN.
+        self.fewest = min((kind.MAX_PER_CHAIN for kind in self.counter_kinds), default=0)
+        # Counters with a check of their own (budget: its currency), decided on every call too.
+        self.checked_counters = frozenset(kind for kind in self.counter_kinds if kind.check is not Caveat.check)
+        self.memo: ByteMemo[bytes | str, tuple[str, Caveat | Denial]] = ByteMemo("caveats")
+
+    def parse(self, raw: bytes | str) -> Caveat | Denial:
+        """Parse one caveat. Never raises for any input: what does not parse is a Denial."""
+        return self._read(raw)[1]
+
+    def read_all(self, raws: Iterable[bytes | str]) -> list[tuple[str, Caveat | Denial]]:
+        """(text_of(raw), parse(raw)) of each caveat of a chain, in one call: the loop a verifier runs for every
+        new token.
+
+        The same texts recur across tokens (`delegate = researcher`, a policy's `tools in ...`), and what they
+        parse to is immutable and depends on nothing but the text, so a verifier parses each one once, within
+        the memo's share of the cache bytes (caveats.cache).
+        """
+        get, put = self.memo.get, self.memo.put
+        entries = []
+        for raw in raws:
+            entry = get(raw)
+            if entry is None:
+                entry = self._read(raw)
+                # caveat_bytes(raw), inlined for the bytes a verifier reads: this runs for every new caveat. One
+                # put per text (a text twice in a chain is then a hit) beats one put per chain for a minted token,
+                # which brings one or two new texts (its expiry), the common case.
+                if type(raw) is bytes:
+                    put(raw, entry, CAVEAT_OVERHEAD + 12 * len(raw) + ITEM_BYTES * (raw.count(b",") + raw.count(b".")))
+                else:
+                    put(raw, entry, caveat_bytes(raw))
+            entries.append(entry)
+        return entries
+
+    def _read(self, raw: bytes | str) -> tuple[str, Caveat | Denial]:
+        """(text, caveat): the kind's PATTERN first, the full parser for what it does not take."""
+        if isinstance(raw, str):
+            text = raw
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
+        caveat = self.by_pattern(text)
+        return text, caveat if caveat is not None else self.parse_fully(text)
+
+    def by_pattern(self, text: str) -> Caveat | None:
+        """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
+        # The key is what comes before the first space; the PATTERN, which holds the whole key, decides.
+        kind = self.by_key.get(text[: text.find(" ")])
+        if kind is None:
+            kind = self.by_key.get(text[: text.find(".") + 1])  # a prefix kind's (`arg.`); "" is no key
+            if kind is None:
+                return None
+        m = kind.PATTERN.fullmatch(text)
+        return None if m is None else kind.from_match(m)
+
+    def parse_fully(self, text: str) -> Caveat | Denial:
+        """Parse by the grammar's parts (shape, key, operator, value), each refusal saying what is wrong."""
+        try:
+            key, op, value = split(text)
+            kind = self.kind_of(key)
+            if kind is None:
+                return Denial(Code.UNKNOWN_CAVEAT, f"unknown caveat key '{key}'")
+            if op not in kind.OPS:
+                raise CaveatSyntaxError(f"'{key}' takes {' or '.join(sorted(kind.OPS))}, not '{op}'")
+            return kind.from_parts(key, op, value)
+        except CaveatSyntaxError as e:
+            return Denial(Code.MALFORMED_CAVEAT, str(e))
+
+    def kind_of(self, key: str) -> type[Caveat] | None:
+        """The kind a key names: by the whole key, or by its prefix up to the first `.` for a prefix kind."""
+        kind = self.by_key.get(key)
+        if kind is None and "." in key:
+            kind = self.by_key.get(key[: key.index(".") + 1])
+        return kind
+
+    def forget(self) -> None:
+        """Empty the memo (benchmarks measure first sight of a text with it)."""
+        self.memo.clear()
 
 
-BY_KEY = _by_key(KINDS)
-# Which PATTERN to try for a text: the keys' first three characters tell the kinds apart, `arg.*` included.
-EVERY_KIND: tuple[type[Caveat], ...] = (*KINDS, Arg)  # Arg by its key's prefix, `arg.`
-_BY_START = {kind.KEY[:3]: kind for kind in EVERY_KIND}
-if len(_BY_START) != len(BY_KEY) + 1:
-    raise ValueError("two caveat keys start with the same three characters")
+def _check_shape(kind: type[Caveat]) -> None:
+    """A kind states everything the registry, the chain and the tests read of it."""
+    for name in ("KEY", "OPS", "ROLE", "PATTERN", "VALID", "MALFORMED"):
+        if not hasattr(kind, name):
+            raise ValueError(f"caveat kind {kind.__name__} does not set {name}")
+    for need in _ROLE_NEEDS[kind.ROLE]:
+        own = [vars(c) for c in kind.__mro__ if c is not Caveat and issubclass(c, Caveat)]
+        if need not in kind.__struct_fields__ and not any(need in names for names in own):
+            raise ValueError(f"caveat kind {kind.__name__} is a {kind.ROLE.value} kind and does not set {need}")
 
 
-def parse(raw: bytes | str) -> Caveat | Denial:
-    """Parse one caveat. Never raises for any input: what does not parse is a Denial."""
-    return _read(raw)[1]
+REGISTRY = Registry(KINDS)
+parse = REGISTRY.parse
+read_all = REGISTRY.read_all
+by_pattern = REGISTRY.by_pattern
+parse_fully = REGISTRY.parse_fully
+forget = REGISTRY.forget
+_memo = REGISTRY.memo
 
 
 def read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
-    """(text_of(raw), parse(raw)), remembered by the exact caveat: see read_all."""
+    """(text_of(raw), parse(raw)), remembered by the exact caveat: see Registry.read_all."""
     return read_all((raw,))[0]
-
-
-_memo: ByteMemo[bytes | str, tuple[str, Caveat | Denial]] = ByteMemo("caveats")
-
-
-def read_all(raws: Iterable[bytes | str]) -> list[tuple[str, Caveat | Denial]]:
-    """read() of each caveat of a chain, in one call: the loop a verifier runs for every new token.
-
-    The same texts recur across tokens (`delegate = researcher`, a policy's `tools in ...`), and what they
-    parse to is immutable and depends on nothing but the text, so a verifier parses each one once, within the
-    memo's share of the cache bytes (caveats.cache).
-    """
-    get, put = _memo.get, _memo.put
-    entries = []
-    for raw in raws:
-        entry = get(raw)
-        if entry is None:
-            entry = _read(raw)
-            # caveat_bytes(raw), inlined for the bytes a verifier reads: this runs for every new caveat
-            if type(raw) is bytes:
-                put(raw, entry, CAVEAT_OVERHEAD + 12 * len(raw) + ITEM_BYTES * (raw.count(b",") + raw.count(b".")))
-            else:
-                put(raw, entry, caveat_bytes(raw))
-        entries.append(entry)
-    return entries
-
-
-def forget() -> None:
-    """Empty the memo (benchmarks measure first sight of a text with it)."""
-    _memo.clear()
-
-
-def _read(raw: bytes | str) -> tuple[str, Caveat | Denial]:
-    """(text, caveat): the kind's PATTERN first, the full parser for what it does not take."""
-    if isinstance(raw, str):
-        text = raw
-    else:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
-    caveat = by_pattern(text)
-    return text, caveat if caveat is not None else parse_fully(text)
-
-
-def by_pattern(text: str) -> Caveat | None:
-    """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
-    kind = _BY_START.get(text[:3])  # a hint only: the PATTERN holds the whole key
-    if kind is None:
-        return None
-    m = kind.PATTERN.fullmatch(text)
-    return None if m is None else kind.from_match(m)
-
-
-def parse_fully(text: str) -> Caveat | Denial:
-    """Parse by the grammar's parts (shape, key, operator, value), each refusal saying what is wrong."""
-    try:
-        key, op, value = split(text)
-        if key.startswith(ARG_PREFIX):
-            kind: type[Caveat] = Arg
-        elif key in BY_KEY:
-            kind = BY_KEY[key]
-        else:
-            return Denial(Code.UNKNOWN_CAVEAT, f"unknown caveat key '{key}'")
-        if op not in kind.OPS:
-            raise CaveatSyntaxError(f"'{key}' takes {' or '.join(sorted(kind.OPS))}, not '{op}'")
-        return Arg.parse_arg(key, op, value) if kind is Arg else kind.parse(op, value)
-    except CaveatSyntaxError as e:
-        return Denial(Code.MALFORMED_CAVEAT, str(e))
 
 
 def text_of(raw: bytes) -> str:

@@ -18,6 +18,16 @@ class Tools(Caveat, frozen=True):
     KEY: ClassVar[str] = "tools"
     OPS: ClassVar[frozenset[str]] = frozenset({"in"})
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"tools in ({TOOL_LIST})")
+    VALID: ClassVar[tuple[str, ...]] = ("tools in search,gh.*", "tools in a*,b.c:d@e/f-g_h", "tools in resources/read")
+    MALFORMED: ClassVar[tuple[str, ...]] = (
+        "tools in *",
+        "tools in a,,b",
+        "tools in a,",
+        "tools in a b",
+        "tools in a**",
+        "tools in *a",
+        "tools in é",
+    )
     patterns: tuple[str, ...]
 
     @classmethod

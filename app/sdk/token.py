@@ -97,7 +97,7 @@ class Token:
         """(budgets, cost caps): the smallest of each currency, in micro-units."""
         budgets: dict[str, int] = {}
         caps: dict[str, int] = {}
-        limits = [(budgets, b.limit) for b in self.analysis.budgets]
+        limits = [(budgets, b.parsed.limit) for b in self.analysis.budgets]
         limits += [(caps, p.cap) for p in self.analysis.parsed if isinstance(p, Cost)]
         for table, amount in limits:
             table[amount.currency] = min(table.get(amount.currency, amount.micros), amount.micros)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from caveats.base import Role
 from caveats.budget import Budget
 from caveats.money import Amount
 from tests.caveats.support import BAD_MONEY, assert_malformed, assert_parses, code, ctx, ids, run
@@ -33,8 +34,8 @@ def test_malformed_amounts_deny(value: str) -> None:
     assert_malformed(f"budget <= {value}")
 
 
-def test_budget_is_stateful() -> None:
-    assert Budget.STATEFUL
+def test_budget_is_a_counter_with_a_limit_per_chain() -> None:
+    assert Budget.ROLE is Role.COUNTER and Budget.MAX_PER_CHAIN == 16
 
 
 @pytest.mark.parametrize("cost", [None, Amount("USD", 10**18)])

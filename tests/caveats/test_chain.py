@@ -138,3 +138,15 @@ def test_effective_tools_narrow_with_every_list(
 )
 def test_intersect(a: tuple[str, ...], b: tuple[str, ...], both: tuple[str, ...]) -> None:
     assert intersect(a, b) == both
+
+
+def test_malformed_counters_count_against_their_kinds_limit_and_unknown_keys_do_not() -> None:
+    rates = [f"rate <= {n}/1h" for n in range(8)]
+    assert chain("delegate = o", *rates).over_limit is None
+    assert chain("delegate = o", *rates, "rate <= 1/366d").over_limit == (
+        "a token carries at most 8 rate caveats, this one has 9"
+    )
+    assert chain("delegate = o", *rates, "rates <= 1/1h", "rate_daily <= 1/1d", "rate").over_limit is None
+    a = chain("delegate = o", "budget <= 1 USD", "rate <= 1/1s", "budget <= 2 USD")
+    assert [b.caveat for b in a.budgets] == ["budget <= 1 USD", "budget <= 2 USD"]
+    assert [(r.index, r.parsed.count) for r in a.rates] == [(2, 1)]

@@ -8,7 +8,7 @@ import pytest
 from caveats import Code, Denial, parse
 from caveats.grammar import CaveatSyntaxError, parse_names, parse_uint, split
 from caveats.registry import read
-from tests.caveats.support import BASE, CONTROLS, LOOKALIKE_NUMBERS, N128, N129, assert_malformed, ids
+from tests.caveats.support import LOOKALIKE_NUMBERS, N128, N129, assert_malformed, ids
 
 SPLITS = [
     ("budget <= 5.00 USD", ("budget", "<=", "5.00 USD")),  # only the value may hold a space
@@ -26,35 +26,6 @@ SPLITS = [
 @pytest.mark.parametrize(("text", "parts"), SPLITS, ids=ids(SPLITS))
 def test_split_is_unambiguous(text: str, parts: tuple[str, str, str]) -> None:
     assert split(text) == parts
-
-
-@pytest.mark.parametrize("kind", sorted(BASE))
-def test_spacing_mutations_deny(kind: str) -> None:
-    text = BASE[kind]
-    key, op, value = text.split(" ", 2)
-    for bad in (
-        f" {text}",
-        f"{text} ",
-        f"  {text}",
-        f"{key}  {op} {value}",
-        f"{key} {op}  {value}",
-        f"{key}\t{op} {value}",
-        f"{key} {op}\t{value}",
-        f"{key}\u00a0{op} {value}",
-        f"{key}\u3000{op} {value}",
-        f"{key} {op}\u00a0{value}",
-        f"{key}{op} {value}",
-        f"{key} {op}{value}",
-        f"{key}{op}{value}",
-        f"{key} {op}",
-        f"{key} {op} ",
-        f"{op} {value}",
-        key,
-        f"\ufeff{text}",
-        f"{text}\ufeff",
-        f"{text}\u200b",
-    ):
-        assert_malformed(bad)
 
 
 SHAPE = [
@@ -84,15 +55,6 @@ SHAPE = [
 @pytest.mark.parametrize("text", SHAPE, ids=ids(SHAPE))
 def test_not_of_the_shape_key_op_value(text: str) -> None:
     assert_malformed(text)
-
-
-@pytest.mark.parametrize("kind", sorted(BASE))
-def test_every_control_character_anywhere_denies(kind: str) -> None:
-    text = BASE[kind]
-    for c in CONTROLS:
-        for bad in (c + text, text + c, text[:3] + c + text[3:], text.replace(" ", c, 1), text[:-1] + c + text[-1]):
-            denial = assert_malformed(bad)
-            assert denial.reason == "caveat contains a control character", bad
 
 
 @pytest.mark.parametrize("c", ["\n", "\r\n", "\x00", "\x85", "\u2028", "\u2029"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from caveats.base import Role
 from caveats.rate import Rate
 from tests.caveats.support import LOOKALIKE_NUMBERS, assert_malformed, assert_parses, code, ctx, ids
 
@@ -84,6 +85,6 @@ def test_malformed_rates_deny(value: str) -> None:
     assert_malformed(f"rate <= {value}")
 
 
-def test_rate_is_stateful_and_its_stateless_check_holds() -> None:
-    assert Rate.STATEFUL
+def test_rate_is_a_counter_and_its_stateless_check_holds() -> None:
+    assert Rate.ROLE is Role.COUNTER and Rate.MAX_PER_CHAIN == 8
     assert code("rate <= 0/1s", ctx()) is None  # the store counts calls; nothing to decide here

@@ -172,9 +172,9 @@ def counters(chain: VerifiedChain) -> set[tuple[str, int, int, str, object]]:
     a = chain.analysis
     out: set[tuple[str, int, int, str, object]] = set()
     for b in a.budgets:
-        out.add((chain.counter_prefix(b.index), b.index, b.hop, b.caveat, b.limit))
+        out.add((chain.counter_prefix(b.index), b.index, b.hop, b.caveat, b.parsed.limit))
     for r in a.rates:
-        out.add((chain.counter_prefix(r.index), r.index, r.hop, r.caveat, (r.count, r.window)))
+        out.add((chain.counter_prefix(r.index), r.index, r.hop, r.caveat, (r.parsed.count, r.parsed.window)))
     return out
 
 
