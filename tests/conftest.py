@@ -1,16 +1,18 @@
-"""Fixtures shared by every test folder: real processes (see tests/processes.py)."""
+"""Fixtures shared by every test folder: real processes (see tests/processes.py) and the faulty proxy in front of
+Redis (tests/proxy.py)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from app.token.keys import KeyRing
 from tests.processes import RedisServer, Service, free_port, start_service
+from tests.proxy import Proxy
 
 
 @pytest.fixture
@@ -22,6 +24,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield server
     if server.process and server.process.poll() is None:
         server.kill()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    """A proxy to the shared Redis, started on the test's event loop (its faults are set on it by the test)."""
+    p = Proxy()
+    await p.start()
+    yield p
+    await p.stop()
 
 
 @pytest.fixture

@@ -17,17 +17,9 @@ import pytest
 from app.api.app import create_app
 from app.config import Settings
 from app.store.redis import RedisStore
-from tests.store.test_faults import Proxy
+from tests.proxy import Proxy
 
 USD = {"amount": "1", "currency": "USD"}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    p = Proxy()
-    await p.start()
-    yield p
-    await p.stop()
 
 
 @pytest.fixture

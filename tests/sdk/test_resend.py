@@ -23,17 +23,9 @@ from app.mcp.costs import CostTable
 from app.mcp.guard import Admitted, Guard
 from app.sdk import ApiError, AsyncClient, Client
 from app.store.redis import RedisStore
-from tests.store.test_faults import Proxy
+from tests.proxy import Proxy
 
 UNAVAILABLE = {"allowed": False, "code": "store_unavailable", "reason": "the counter store is unavailable"}
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    p = Proxy()
-    await p.start()
-    yield p
-    await p.stop()
 
 
 @pytest.fixture
