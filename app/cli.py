@@ -415,7 +415,7 @@ def _gateway_args(p: argparse.ArgumentParser) -> None:
         "gateway_args",
         nargs=argparse.REMAINDER,
         help="--upstream CMD | --upstream-url URL [--costs FILE] [--verifier URL] [--verifier-key KEY] "
-        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--listen HOST:PORT [--max-agents N]]",
+        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--listen HOST:PORT [--max-agents N]] [--list-tools]",
     )
 
 
