@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -227,7 +228,8 @@ def test_a_serve_that_cannot_listen_or_is_stopped_while_starting_leaves_no_metri
             text=True,
         )
         _, err = process.communicate(timeout=60)
-    assert process.returncode != 0 and metrics_dirs(tmp_path / "taken" / "tmp") == [], err
+    # The port check refuses it before the directory is made; the test below covers uvicorn failing to bind
+    assert process.returncode == 2 and metrics_dirs(tmp_path / "taken" / "tmp") == [], err
     # SIGTERM as soon as the banner is out: the directory exists, uvicorn's own handlers may not yet
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
@@ -241,3 +243,15 @@ def test_a_serve_that_cannot_listen_or_is_stopped_while_starting_leaves_no_metri
     _, err = process.communicate(timeout=60)
     assert metrics_dirs(tmp_path / "early" / "tmp") == [], err
     assert "Traceback" not in err
+
+
+def test_a_port_taken_after_the_check_still_leaves_no_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program may take the port between serve's check and uvicorn's bind: uvicorn then exits (3)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(MULTIPROC_DIR, raising=False)
+    with pytest.raises(SystemExit), server._shared_metrics(2):
+        assert len(metrics_dirs(tmp_path)) == 1
+        raise SystemExit(3)
+    assert metrics_dirs(tmp_path) == []
