@@ -2,8 +2,8 @@
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
 offline; the others speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the local admin key in
-the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input, 3 denied (`verify`, and
-`inspect` of a token that denies every call).
+the data dir by themselves. Exit codes: 0 done (or allowed), 1 failed, 2 bad input (and a `serve` that cannot
+start: a setting refused, a port in use), 3 denied (`verify`, and `inspect` of a token that denies every call).
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def _gateway_args(p: argparse.ArgumentParser) -> None:
         "gateway_args",
         nargs=argparse.REMAINDER,
         help="--upstream CMD | --upstream-url URL [--costs FILE] [--verifier URL] [--verifier-key KEY] "
-        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--listen HOST:PORT [--max-agents N]]",
+        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--listen HOST:PORT [--max-agents N]] [--list-tools]",
     )
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import re
 import signal
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +64,17 @@ def store_line(settings: Settings) -> str:
         )
     if settings.store == "memory://":
         return "memory://: every counter is forgotten on exit"
-    return settings.store
+    return without_password(settings.store)
+
+
+def without_password(url: str) -> str:
+    """A store URL fit to print: `redis://user:***@host:6379/0`, and `password=***` in its query."""
+    scheme, sep, rest = url.partition("://")
+    address, slash, path = rest.partition("/")
+    userinfo, at, hosts = address.rpartition("@")
+    if at and ":" in userinfo:
+        address = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", f"{scheme}{sep}{address}{slash}{path}")
 
 
 def banner(settings: Settings, workers: int) -> str:
@@ -82,17 +96,50 @@ Try, in another shell:
 API schema: {url}/schema   metrics: {url}/metrics   stop: Ctrl-C"""
 
 
-def check_store(settings: Settings) -> None:
-    """Refuse, before the banner, a store URL that create_app would refuse in every worker. Opening a Redis store
-    parses its URL without connecting; whether it answers is /readyz's question. Opening local:// takes the data
-    dir's lock and reads its files, so a data dir in use or damaged is refused here too."""
+def check_port(host: str, port: int) -> None:
+    """Refuse, before the banner, an address serve cannot listen on: a port in use would otherwise print the whole
+    banner and then fail inside uvicorn. A bind test, with the options uvicorn binds with (SO_REUSEADDR, so a port
+    left in TIME_WAIT by a serve just stopped is not mistaken for one in use)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {where}: the address is already in use (another agentcaps serve?). "
+                "Stop what holds it, or pick another port with --port or AGENTCAPS_PORT."
+            ) from None
+        why = e.strerror or str(e)
+        raise ConfigError(
+            f"cannot listen on {where}: {why}. Check --host or AGENTCAPS_HOST, and --port or AGENTCAPS_PORT."
+        ) from None
+
+
+def check_store(settings: Settings) -> str | None:
+    """Refuse, before the banner, a store URL that create_app would refuse in every worker. Opening local:// takes
+    the data dir's lock and reads its files, so a data dir in use or damaged is refused here too. A store that
+    does not answer (a Redis down or unreachable) is no reason to refuse, since it may come back: its reason is
+    returned for a warning, and /readyz says not ready until it answers."""
     try:
         store = open_store(
             settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
         )
     except ValueError as e:  # redis-py's URL parser; its messages carry no password
         raise ConfigError(f"AGENTCAPS_STORE: {e}") from None
-    asyncio.run(store.close())
+
+    async def ask() -> str | None:
+        try:
+            return await store.ready()
+        finally:
+            await store.close()
+
+    return asyncio.run(ask())
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
@@ -101,10 +148,18 @@ def serve(settings: Settings, workers: int = 1) -> None:
             f"--workers > 1 needs a shared counter store: {settings.store} serves one process, and more would "
             "split budgets and rate counters between them. Use AGENTCAPS_STORE=redis://... or run one worker."
         )
-    check_store(settings)
+    check_port(settings.host, settings.port)
+    not_ready = check_store(settings)
     os.environ.setdefault("AGENTCAPS_HOST", settings.host)
     os.environ.setdefault("AGENTCAPS_PORT", str(settings.port))
     print(banner(settings, workers), flush=True)
+    if not_ready is not None:
+        print(
+            f"agentcaps serve: warning: the store {without_password(settings.store)} is not ready ({not_ready}); "
+            "serving anyway: /readyz answers 503 until it is, and calls it cannot decide are 503 store_unavailable",
+            file=sys.stderr,
+            flush=True,
+        )
     with _stops_by_signal(), _shared_metrics(workers):
         uvicorn.run(
             "app.api.server:app_from_env",

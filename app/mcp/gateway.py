@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import shlex
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
 import anyio
+from mcp import Client
 from mcp.client import Transport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -85,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
         "--listen",
         metavar="HOST:PORT",
         help="serve many agents over streamable HTTP at http://HOST:PORT/mcp instead of one on stdio",
+    )
+    p.add_argument(
+        "--list-tools",
+        action="store_true",
+        help="list the upstream's tools and print a cost file with each at 0.00 USD to fill in "
+        "(--list-tools > costs.json), then exit",
     )
     p.add_argument(
         "--max-agents",
@@ -175,8 +183,49 @@ async def serve(args: argparse.Namespace, costs: CostTable) -> bool:
             return await relay(guard, agent_streams, upstream_streams, http=http)
 
 
+async def upstream_tools(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every tool the upstream lists, as (name, first line of its description), asked directly: through the
+    gateway, a listing without a token is empty."""
+    transport, _ = upstream_transport(args)
+    tools: list[tuple[str, str]] = []
+    async with Client(transport) as upstream:
+        cursor: str | None = None
+        while True:
+            page = await upstream.list_tools(cursor=cursor)
+            tools += [(tool.name, (tool.description or "").strip().partition("\n")[0]) for tool in page.tools]
+            cursor = page.next_cursor
+            if cursor is None:
+                return tools
+
+
+def cost_file_skeleton(names: Sequence[str]) -> str:
+    """A cost file with every tool free, one per line, for the operator to put prices in (or delete lines)."""
+    lines = [f'  {json.dumps(name)}: {{"amount": "0.00", "currency": "USD"}}' for name in names]
+    return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
+
+
+def list_tools(args: argparse.Namespace) -> int:
+    """`--list-tools`: the names and descriptions on stderr, for the operator to read; the cost file on stdout, so
+    that `> costs.json` writes just the file."""
+    try:
+        tools = anyio.run(upstream_tools, args)
+    except Exception as e:  # the upstream hung up or is not an MCP server: one line, not a task group's traceback
+        while isinstance(e, ExceptionGroup) and e.exceptions:
+            e = e.exceptions[0]
+        if isinstance(e, OSError):
+            raise e from None  # the command could not start: a usage error, as for the gateway itself
+        print(f"agentcaps gateway: could not list the upstream's tools: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    width = max((len(name) for name, _ in tools), default=0)
+    for name, description in tools:
+        print(f"{name:<{width}}  {description}".rstrip(), file=sys.stderr)
+    print(cost_file_skeleton([name for name, _ in tools]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`agentcaps gateway ...`: 0 when the agent hangs up, 1 when the upstream does, 2 for a usage error."""
+    """`agentcaps gateway ...`: 0 when the agent hangs up, 1 when the upstream does, 2 for a usage error.
+    With --list-tools: 0 once listed, 1 when the upstream would not list its tools."""
     _not_dumpable()
     args = parser().parse_args(argv)
     try:
@@ -194,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="agentcaps gateway: %(message)s", stream=sys.stderr)
     try:
+        if args.list_tools:
+            return list_tools(args)
         upstream_gone = anyio.run(serve, args, costs)
     except OSError as e:  # the upstream command could not be started
         print(f"agentcaps gateway: {e}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""`agentcaps serve` (app/api/server.py): a store URL the app would refuse stops it before the banner; a signal
-stops it with nothing left behind."""
+"""`agentcaps serve` (app/api/server.py): a store URL the app would refuse, or a port it cannot listen on, stops it
+before the banner; a store that does not answer is a warning; a signal stops it with nothing left behind."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,7 @@ def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """uvicorn.run is never reached with a bad store; if it were, record it instead of listening. serve() and
     the CLI write AGENTCAPS_HOST/PORT into os.environ for the workers: set here so that monkeypatch undoes it."""
     monkeypatch.setenv("AGENTCAPS_HOST", "127.0.0.1")
-    monkeypatch.setenv("AGENTCAPS_PORT", "18470")
+    monkeypatch.setenv("AGENTCAPS_PORT", str(free_port()))  # serve checks that it could listen there
     ran: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: ran.append(args))
     return ran
@@ -61,13 +62,85 @@ def test_serve_refuses_a_bad_store_url_before_the_banner(
 def test_serve_checks_the_store_and_then_listens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_uvicorn: list[object]
 ) -> None:
-    settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_STORE": "redis://127.0.0.1:1/0"})
-    server.serve(settings)  # a valid URL is not connected to here: readyz tells whether the store answers
-    assert "agentcaps listening on" in capsys.readouterr().out
+    env = {"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_PORT": str(free_port())}
+    server.serve(Settings.from_env(env | {"AGENTCAPS_STORE": "redis://127.0.0.1:1/0"}))  # a Redis that is down
+    out, err = capsys.readouterr()
+    assert "agentcaps listening on" in out and "is not ready" in err  # warned, and serves all the same
     assert len(no_uvicorn) == 1
     with pytest.raises(ConfigError, match="unsupported store"):
-        server.serve(Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_STORE": "foo://x"}))
+        server.serve(Settings.from_env(env | {"AGENTCAPS_STORE": "foo://x"}))
     assert capsys.readouterr().out == ""
+
+
+def test_the_store_url_never_prints_its_password(tmp_path: Path) -> None:
+    for url, shown in [
+        ("redis://:hunter2@db:6379/0", "redis://:***@db:6379/0"),
+        ("redis://agent:hunter2@db:6379/0?password=hunter2&db=1", "redis://agent:***@db:6379/0?password=***&db=1"),
+        ("redis+cluster://agent:hunter2@h1:7000,h2:7001", "redis+cluster://agent:***@h1:7000,h2:7001"),
+        ("redis://db:6379/0", "redis://db:6379/0"),
+    ]:
+        assert server.without_password(url) == shown
+        settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_STORE": url})
+        assert f"(store {shown}, 1 worker)" in server.banner(settings, 1)
+
+
+# -- start-up checks of a real `serve`: where it listens, whether its store answers ---------------------------
+
+
+def test_a_port_in_use_is_one_line_that_says_what_to_do_and_no_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve"],
+            env=serve_env(tmp_path, "memory://", port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr  # a configuration error, like every setting refused at start
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"agentcaps serve: cannot listen on 127.0.0.1:{port}: the address is already in use")
+    assert "--port or AGENTCAPS_PORT" in line
+
+
+def test_a_port_a_stopped_server_left_in_time_wait_is_free() -> None:
+    """A serve stopped a moment ago leaves its closed connections in TIME_WAIT; uvicorn binds over them
+    (SO_REUSEADDR), so the check must not call that port busy."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn listens
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first: it is the one left in TIME_WAIT
+            client.recv(1)
+    server.check_port("127.0.0.1", port)
+
+
+def test_a_redis_that_does_not_answer_is_one_warning_and_serve_starts_not_ready(tmp_path: Path) -> None:
+    store = f"redis://:not-a-real-secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    port = free_port()
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        argv = [sys.executable, "-m", "app.cli", "serve"]
+        process = subprocess.Popen(argv, env=serve_env(tmp_path, store, port), stdout=stdout, stderr=stderr)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200, what="serve")
+        ready = httpx.get(url + "/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert "agentcaps listening on" in out.read_text()
+    [warning] = err.read_text().splitlines()
+    assert warning.startswith(f"agentcaps serve: warning: the store redis://:***@127.0.0.1:{store.rsplit(':', 1)[1]}")
+    assert "is not ready" in warning and "/readyz" in warning
+    assert "not-a-real-secret" not in out.read_text() + warning
 
 
 # -- a real `serve` stopped by a signal ----------------------------------------------------------------------
@@ -155,7 +228,8 @@ def test_a_serve_that_cannot_listen_or_is_stopped_while_starting_leaves_no_metri
             text=True,
         )
         _, err = process.communicate(timeout=60)
-    assert process.returncode != 0 and metrics_dirs(tmp_path / "taken" / "tmp") == [], err
+    # The port check refuses it before the directory is made; the test below covers uvicorn failing to bind
+    assert process.returncode == 2 and metrics_dirs(tmp_path / "taken" / "tmp") == [], err
     # SIGTERM as soon as the banner is out: the directory exists, uvicorn's own handlers may not yet
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
@@ -169,3 +243,15 @@ def test_a_serve_that_cannot_listen_or_is_stopped_while_starting_leaves_no_metri
     _, err = process.communicate(timeout=60)
     assert metrics_dirs(tmp_path / "early" / "tmp") == [], err
     assert "Traceback" not in err
+
+
+def test_a_port_taken_after_the_check_still_leaves_no_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program may take the port between serve's check and uvicorn's bind: uvicorn then exits (3)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(MULTIPROC_DIR, raising=False)
+    with pytest.raises(SystemExit), server._shared_metrics(2):
+        assert len(metrics_dirs(tmp_path)) == 1
+        raise SystemExit(3)
+    assert metrics_dirs(tmp_path) == []
