@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import httpx
@@ -65,7 +65,18 @@ _UNREACHABLE = (httpx.HTTPError, OSError, StoreUnavailable)
 class Verifier(Protocol):
     """What the guard needs of agentcaps: AsyncClient has exactly these methods; LocalVerifier too."""
 
-    async def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied: ...
+    async def verify(
+        self,
+        token: str,
+        tool: str,
+        *,
+        cost: Money | None = None,
+        args: Mapping[str, Any] | None = None,
+        audience: str | None = None,
+        request_id: str | None = None,
+        mode: Literal["charge", "hold"] = "charge",
+        hold_ttl: int = 300,
+    ) -> Allowed | Denied: ...
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse: ...
 
