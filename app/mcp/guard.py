@@ -28,10 +28,6 @@ from typing import Any, Literal, Protocol, cast
 import anyio
 import httpx
 import msgspec
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, INVALID_REQUEST, CallToolResult, TextContent
-from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 from starlette.requests import Request
 
@@ -39,6 +35,17 @@ from app.api.schemas import Allowed, Denied, HoldResponse, InspectResponse, Mone
 from app.authority import Authority, RequestError
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.mcp.costs import CostError, CostTable
+from app.mcp.sdk import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallNext,
+    CallToolResult,
+    HandlerResult,
+    MCPError,
+    RequestParamsMeta,
+    ServerRequestContext,
+    TextContent,
+)
 from app.sdk.client import ApiError
 from app.sdk.token import Token, TokenError
 from caveats.grammar import CaveatSyntaxError
