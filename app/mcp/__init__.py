@@ -2,8 +2,13 @@
 you write; `Gateway`/`relay` put the same checks in front of servers you do not own (`agentcaps gateway`)."""
 
 from app.mcp.costs import CostError, CostTable
-from app.mcp.guard import COST_KEY, DENIAL_KEY, TOKEN_KEY, Admitted, Guard, LocalVerifier, Verifier, denial
+from app.mcp.guard import COST_KEY, DENIAL_KEY, TOKEN_KEY, Admitted, Decider, Guard, LocalDecider, denial
 from app.mcp.relay import Gateway, relay
+
+# The names before Decider and LocalDecider (three different things were called Verifier): kept so that code
+# written against them still imports, left out of __all__.
+Verifier = Decider
+LocalVerifier = LocalDecider
 
 __all__ = [
     "COST_KEY",
@@ -12,10 +17,10 @@ __all__ = [
     "Admitted",
     "CostError",
     "CostTable",
+    "Decider",
     "Gateway",
     "Guard",
-    "LocalVerifier",
-    "Verifier",
+    "LocalDecider",
     "denial",
     "relay",
 ]

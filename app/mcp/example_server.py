@@ -11,10 +11,9 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 
-from mcp.server.mcpserver import MCPServer
-
 from app.mcp.costs import CostTable
 from app.mcp.guard import Guard
+from app.mcp.sdk import MCPServer
 from app.sdk.client import AsyncClient
 
 COSTS = {"search": {"amount": "0.01", "currency": "USD"}, "pay": {"from_arg": "amount", "currency": "USD"}}

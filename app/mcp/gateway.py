@@ -16,22 +16,23 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import anyio
-from mcp import Client
-from mcp.client import Transport
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.server.stdio import stdio_server
-
-if TYPE_CHECKING:  # the SDK's own alias of a transport's streams, from a private module: for the types only,
-    from mcp.client._transport import TransportStreams  # so an SDK update that moves it cannot stop the gateway
 
 from app.mcp.costs import CostTable
 from app.mcp.guard import Guard
 from app.mcp.listen import MAX_CONNECTIONS, Sessions, address, listen
 from app.mcp.relay import relay
+from app.mcp.sdk import (
+    Client,
+    StdioServerParameters,
+    Transport,
+    TransportStreams,
+    stdio_client,
+    stdio_server,
+    streamable_http_client,
+)
 from app.sdk.client import AsyncClient
 
 log = logging.getLogger("agentcaps.mcp.gateway")

@@ -13,7 +13,7 @@
 
 `Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`, `keep`,
 `conclude`, `abandon`, `verifies` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages.
-It asks the service over HTTP (`AsyncClient`) or, configured with the keys, decides in-process (`LocalVerifier`).
+Its `Decider` is the service over HTTP (`AsyncClient`) or, configured with the keys, in-process (`LocalDecider`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,11 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 import httpx
 import msgspec
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, INVALID_REQUEST, CallToolResult, TextContent
-from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 from starlette.requests import Request
 
@@ -39,6 +35,17 @@ from app.api.schemas import Allowed, Denied, HoldResponse, InspectResponse, Mone
 from app.authority import Authority, RequestError
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.mcp.costs import CostError, CostTable
+from app.mcp.sdk import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallNext,
+    CallToolResult,
+    HandlerResult,
+    MCPError,
+    RequestParamsMeta,
+    ServerRequestContext,
+    TextContent,
+)
 from app.sdk.client import ApiError
 from app.sdk.token import Token, TokenError
 from caveats.grammar import CaveatSyntaxError
@@ -62,10 +69,23 @@ _as_over_http = msgspec.json.Decoder(VerifyRequest, float_hook=Decimal)
 _UNREACHABLE = (httpx.HTTPError, OSError, StoreUnavailable)
 
 
-class Verifier(Protocol):
-    """What the guard needs of agentcaps: AsyncClient has exactly these methods; LocalVerifier too."""
+class Decider(Protocol):
+    """What decides the guard's calls: verify (a hold), settle, release, extend, inspect. AsyncClient asks the
+    service over HTTP; LocalDecider decides in-process. (Not app.token.verifier.Verifier, which only checks a
+    token's chain.)"""
 
-    async def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied: ...
+    async def verify(
+        self,
+        token: str,
+        tool: str,
+        *,
+        cost: Money | None = None,
+        args: Mapping[str, Any] | None = None,
+        audience: str | None = None,
+        request_id: str | None = None,
+        mode: Literal["charge", "hold"] = "charge",
+        hold_ttl: int = 300,
+    ) -> Allowed | Denied: ...
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse: ...
 
@@ -76,7 +96,7 @@ class Verifier(Protocol):
     async def inspect(self, token: str) -> InspectResponse: ...
 
 
-class LocalVerifier:
+class LocalDecider:
     """Decide in-process with an Authority (the service's keys and store), answering like AsyncClient."""
 
     def __init__(self, authority: Authority) -> None:
@@ -127,7 +147,7 @@ class Admitted:
 
 @dataclasses.dataclass
 class Guard:
-    verifier: Verifier
+    decider: Decider
     costs: CostTable = dataclasses.field(default_factory=CostTable)
     audience: str | None = None
     default_token: str | None = None  # for requests that carry none (the gateway's --token)
@@ -196,7 +216,7 @@ class Guard:
         if not token:
             return Denied(False, "invalid_token", _NO_TOKEN)
         try:
-            found = await self.verifier.inspect(token)
+            found = await self.decider.inspect(token)
         except ApiError as e:
             return Denied(False, "store_unavailable" if e.status >= 500 else e.code, e.reason)
         except _UNREACHABLE as e:
@@ -216,7 +236,7 @@ class Guard:
         while True:
             await anyio.sleep(self.hold_ttl / 3)
             try:
-                await self.verifier.extend(call.hold_id, self.hold_ttl)
+                await self.decider.extend(call.hold_id, self.hold_ttl)
             except ApiError as e:
                 log.warning("could not extend the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
                 if e.status in (404, 409):
@@ -238,7 +258,7 @@ class Guard:
         actual = _reported_cost(wire, call.cost, call.tool)
         with anyio.CancelScope(shield=True):
             try:
-                await self.verifier.settle(call.hold_id, actual.amount if actual is not None else None)
+                await self.decider.settle(call.hold_id, actual.amount if actual is not None else None)
             except ApiError as e:
                 if e.status != 404 or actual is None:
                     log.warning("could not settle the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
@@ -262,7 +282,7 @@ class Guard:
             return
         with anyio.CancelScope(shield=True):
             try:
-                await self.verifier.release(call.hold_id)
+                await self.decider.release(call.hold_id)
             except ApiError as e:
                 log.warning("could not release the hold %s: %s %s", _short(call.hold_id), e.status, e.code)
             except _UNREACHABLE as e:
@@ -272,7 +292,7 @@ class Guard:
 
     async def _ask(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
         try:
-            return await self.verifier.verify(token, tool, audience=self.audience, **kw)
+            return await self.decider.verify(token, tool, audience=self.audience, **kw)
         except ApiError as e:
             if e.status >= 500:
                 return Denied(False, "store_unavailable", f"agentcaps could not decide: {e.reason}")

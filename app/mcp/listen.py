@@ -15,17 +15,22 @@ from uuid import uuid4
 import anyio
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
-from mcp.client import Transport
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
-from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from app.mcp.guard import Guard
 from app.mcp.relay import relay
+from app.mcp.sdk import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    INTERNAL_ERROR,
+    MCP_PROTOCOL_VERSION_HEADER,
+    MCP_SESSION_ID_HEADER,
+    ErrorData,
+    JSONRPCError,
+    StreamableHTTPServerTransport,
+    Transport,
+)
 
 log = logging.getLogger("agentcaps.mcp.gateway")
 IDLE_SECONDS = 3600  # a session no request has used for this long ends, and its upstream connection with it

@@ -21,43 +21,41 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-from mcp.client import Transport
-from mcp.shared.exceptions import MCPError
-from mcp.shared.inbound import (
+
+from app.mcp.guard import LISTINGS, UNCHECKED, Admitted, Guard, checked_as, denial, refusal
+from app.mcp.sdk import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
     MCP_PROTOCOL_VERSION_HEADER,
+    MODERN_PROTOCOL_VERSIONS,
     NAME_BEARING_METHODS,
-    encode_header_value,
-    find_invalid_x_mcp_header,
-    mcp_param_headers,
-    x_mcp_header_map,
-)
-from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
-from mcp.shared.memory import create_client_server_memory_streams
-from mcp.shared.message import ClientMessageMetadata, ServerMessageMetadata, SessionMessage
-from mcp.types import CallToolResult
-from mcp_types import (
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
     PROTOCOL_VERSION_META_KEY,
+    CallToolResult,
+    ClientMessageMetadata,
     ErrorData,
     JSONRPCError,
     JSONRPCMessage,
     JSONRPCNotification,
     JSONRPCRequest,
     JSONRPCResponse,
+    MCPError,
     RequestId,
+    ServerMessageMetadata,
+    SessionMessage,
+    Transport,
+    TransportStreams,
+    cancelled_request_id_from_params,
+    create_client_server_memory_streams,
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-if TYPE_CHECKING:  # the SDK's own alias of a transport's streams, from a private module: for the types only,
-    from mcp.client._transport import TransportStreams  # so an SDK update that moves it cannot stop the gateway
-
-from app.mcp.guard import LISTINGS, UNCHECKED, Admitted, Guard, checked_as, denial, refusal
 
 log = logging.getLogger("agentcaps.mcp.gateway")
 _SEVERED = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)

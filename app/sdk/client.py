@@ -15,9 +15,11 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from inspect import Parameter, signature
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -40,11 +42,18 @@ from app.api.schemas import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
 RETRY_FOR = 10.0  # seconds a 503 is resent for: a Redis Cluster failover, 3-9 s (docs/operations.md)
 FIRST_PAUSE, MAX_PAUSE = 0.1, 1.0  # seconds between resends: doubling, jittered, up to the service's Retry-After
+# Built once: a call only picks the decoder of its answer.
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _allowed = msgspec.json.Decoder(Allowed)
 _denied = msgspec.json.Decoder(Denied)
+_minted = msgspec.json.Decoder(MintResponse)
+_held = msgspec.json.Decoder(HoldResponse)
+_revoked = msgspec.json.Decoder(RevokeResponse)
+_inspected = msgspec.json.Decoder(InspectResponse)
 
 
 class ApiError(Exception):
@@ -174,7 +183,7 @@ class _Builder:
             rate,
             list(caveats) if caveats is not None else None,
         )
-        return _Call("/v1/tokens", _body(req), msgspec.json.Decoder(MintResponse), admin=True)
+        return _Call("/v1/tokens", _body(req), _minted, admin=True)
 
     @staticmethod
     def verify(
@@ -205,25 +214,57 @@ class _Builder:
     @staticmethod
     def settle(hold_id: str, amount: str | None = None) -> _Call[HoldResponse]:
         body = _body(SettleRequest(amount))
-        return _Call(_hold_path(hold_id, "settle"), body, msgspec.json.Decoder(HoldResponse), resend=True)
+        return _Call(_hold_path(hold_id, "settle"), body, _held, resend=True)
 
     @staticmethod
     def release(hold_id: str) -> _Call[HoldResponse]:
-        return _Call(_hold_path(hold_id, "release"), None, msgspec.json.Decoder(HoldResponse), resend=True)
+        return _Call(_hold_path(hold_id, "release"), None, _held, resend=True)
 
     @staticmethod
     def extend(hold_id: str, hold_ttl: int) -> _Call[HoldResponse]:
+        """Keep a hold `hold_ttl` seconds from now (a tool that runs long keeps its reservation)."""
         body = _body(ExtendRequest(hold_ttl))
-        return _Call(_hold_path(hold_id, "extend"), body, msgspec.json.Decoder(HoldResponse), resend=True)
+        return _Call(_hold_path(hold_id, "extend"), body, _held, resend=True)
 
     @staticmethod
     def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
         req = RevokeRequest(str(token) if token is not None else None, token_id)
-        return _Call("/v1/revoke", _body(req), msgspec.json.Decoder(RevokeResponse), admin=token_id is not None)
+        return _Call("/v1/revoke", _body(req), _revoked, admin=token_id is not None)
 
     @staticmethod
     def inspect(token: str) -> _Call[InspectResponse]:
-        return _Call("/v1/inspect", _body(InspectRequest(str(token))), msgspec.json.Decoder(InspectResponse))
+        return _Call("/v1/inspect", _body(InspectRequest(str(token))), _inspected)
+
+
+def _sends(build: Callable[P, _Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    """Client's method for a call of the builder: the builder's parameters, so the clients cannot drift apart."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._send(build(*args, **kwargs))
+
+    return _like(method, build, "Client")
+
+
+def _awaits(build: Callable[P, _Call[T]]) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    """AsyncClient's method for a call of the builder, as `_sends`."""
+
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._send(build(*args, **kwargs))
+
+    return _like(method, build, "AsyncClient")
+
+
+def _like(method: F, build: Callable[..., Any], owner: str) -> F:
+    """`method` named, documented and signed as `build` (self first, returning what the call answers), for
+    help(), IDEs and inspect; the ParamSpec gives type checkers the same parameters."""
+    answer = typing.get_args(typing.get_type_hints(build)["return"])[0]  # _Call[MintResponse] -> MintResponse
+    self = Parameter("self", Parameter.POSITIONAL_ONLY)
+    method.__name__, method.__qualname__ = build.__name__, f"{owner}.{build.__name__}"
+    method.__doc__ = build.__doc__
+    method.__signature__ = signature(build).replace(  # type: ignore[attr-defined]
+        parameters=[self, *signature(build).parameters.values()], return_annotation=answer
+    )
+    return method
 
 
 def _hold_path(hold_id: str, action: str) -> str:
@@ -276,27 +317,13 @@ class Client(_Base):
             time.sleep(pause)
             call, resends = again, resends + 1
 
-    def mint(self, subject: str, **kw: Any) -> MintResponse:
-        return self._send(_Builder.mint(subject, **kw))
-
-    def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
-        return self._send(_Builder.verify(token, tool, **kw))
-
-    def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
-        return self._send(_Builder.settle(hold_id, amount))
-
-    def release(self, hold_id: str) -> HoldResponse:
-        return self._send(_Builder.release(hold_id))
-
-    def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse:
-        """Keep a hold `hold_ttl` seconds from now (a tool that runs long keeps its reservation)."""
-        return self._send(_Builder.extend(hold_id, hold_ttl))
-
-    def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
-        return self._send(_Builder.revoke(token, token_id=token_id))
-
-    def inspect(self, token: str) -> InspectResponse:
-        return self._send(_Builder.inspect(token))
+    mint = _sends(_Builder.mint)
+    verify = _sends(_Builder.verify)
+    settle = _sends(_Builder.settle)
+    release = _sends(_Builder.release)
+    extend = _sends(_Builder.extend)
+    revoke = _sends(_Builder.revoke)
+    inspect = _sends(_Builder.inspect)
 
     def close(self) -> None:
         self.http.close()
@@ -336,26 +363,13 @@ class AsyncClient(_Base):
             await asyncio.sleep(pause)
             call, resends = again, resends + 1
 
-    async def mint(self, subject: str, **kw: Any) -> MintResponse:
-        return await self._send(_Builder.mint(subject, **kw))
-
-    async def verify(self, token: str, tool: str, **kw: Any) -> Allowed | Denied:
-        return await self._send(_Builder.verify(token, tool, **kw))
-
-    async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
-        return await self._send(_Builder.settle(hold_id, amount))
-
-    async def release(self, hold_id: str) -> HoldResponse:
-        return await self._send(_Builder.release(hold_id))
-
-    async def extend(self, hold_id: str, hold_ttl: int) -> HoldResponse:
-        return await self._send(_Builder.extend(hold_id, hold_ttl))
-
-    async def revoke(self, token: str | None = None, *, token_id: str | None = None) -> RevokeResponse:
-        return await self._send(_Builder.revoke(token, token_id=token_id))
-
-    async def inspect(self, token: str) -> InspectResponse:
-        return await self._send(_Builder.inspect(token))
+    mint = _awaits(_Builder.mint)
+    verify = _awaits(_Builder.verify)
+    settle = _awaits(_Builder.settle)
+    release = _awaits(_Builder.release)
+    extend = _awaits(_Builder.extend)
+    revoke = _awaits(_Builder.revoke)
+    inspect = _awaits(_Builder.inspect)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 
 from app.api.schemas import MintRequest, Money
 from app.authority import Authority
-from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp import CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS
 from app.sdk import Token
 from app.store.memory import MemoryStore
@@ -58,7 +58,7 @@ def agents() -> Agents:
 
 @pytest.fixture
 def guard(agents: Agents) -> Guard:
-    return Guard(LocalVerifier(agents.authority), CostTable(COSTS))
+    return Guard(LocalDecider(agents.authority), CostTable(COSTS))
 
 
 @dataclass

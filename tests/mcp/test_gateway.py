@@ -26,7 +26,7 @@ from mcp.types import CallToolResult, Completion, ElicitRequestParams, ElicitRes
 from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse
 from pydantic import BaseModel
 
-from app.mcp import COST_KEY, CostTable, Guard, LocalVerifier
+from app.mcp import COST_KEY, CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS
 from app.mcp.relay import Gateway
 from app.sdk import Token
@@ -138,7 +138,7 @@ async def test_the_gateway_checks_every_call_and_the_upstream_never_sees_a_token
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_gateway_forwards_everything_else_as_the_upstream_said_it(agents: Agents, mode: str) -> None:
-    guard = Guard(LocalVerifier(agents.authority), CostTable(COSTS), default_token=agents.root)  # no tools caveat
+    guard = Guard(LocalDecider(agents.authority), CostTable(COSTS), default_token=agents.root)  # no tools caveat
     async with gateway(guard, Upstream(), mode) as agent:
         assert agent.server_info is not None and agent.server_info.name == "upstream-tools"
         assert agent.instructions == "Search before you pay."
@@ -166,7 +166,7 @@ async def test_a_tool_that_asks_the_user_is_charged_once_through_the_gateway(age
     """Before 2026 the upstream's elicitation request crosses the gateway to the agent mid-call; from 2026 the
     upstream answers `input_required`, the gateway releases that hold, and the agent's retry is charged."""
     upstream = Upstream()
-    guard = Guard(LocalVerifier(agents.authority), CostTable({"buy": {"amount": "1", "currency": "USD"}}))
+    guard = Guard(LocalDecider(agents.authority), CostTable({"buy": {"amount": "1", "currency": "USD"}}))
     async with gateway(guard, upstream, mode) as agent:
         result = await agent.call_tool("buy", {"item": "book"}, meta=meta(agents.root))
     assert text(result) == "bought book"
@@ -175,7 +175,7 @@ async def test_a_tool_that_asks_the_user_is_charged_once_through_the_gateway(age
 
 async def test_an_upstream_error_releases_the_hold(agents: Agents) -> None:
     upstream = Upstream()
-    guard = Guard(LocalVerifier(agents.authority), CostTable(COSTS))
+    guard = Guard(LocalDecider(agents.authority), CostTable(COSTS))
     async with gateway(guard, upstream, "auto") as agent:
         declined = await agent.call_tool("pay", {"amount": 4, "to": "nobody"}, meta=meta(agents.root))
         unknown = await agent.call_tool("no_such_tool", {}, meta=meta(agents.root))
@@ -188,7 +188,7 @@ async def test_an_upstream_error_releases_the_hold(agents: Agents) -> None:
 async def test_a_call_the_agent_cancels_while_it_runs_is_charged_its_held_cost(agents: Agents) -> None:
     """The tool may already have acted: cancelling must not make a paid call free (it did: spent 0.00)."""
     upstream = Upstream()
-    guard = Guard(LocalVerifier(agents.authority), CostTable({"wait": {"amount": "4", "currency": "USD"}}))
+    guard = Guard(LocalDecider(agents.authority), CostTable({"wait": {"amount": "4", "currency": "USD"}}))
     async with gateway(guard, upstream, "auto") as agent:
         with anyio.move_on_after(5):
             async with anyio.create_task_group() as tg:
@@ -359,14 +359,16 @@ def test_the_public_names_of_app_mcp() -> None:
         "CostError",
         "CostTable",
         "DENIAL_KEY",
+        "Decider",
         "Gateway",
         "Guard",
-        "LocalVerifier",
+        "LocalDecider",
         "TOKEN_KEY",
-        "Verifier",
         "denial",
         "relay",
     ]
+    # The names before the rename still import.
+    assert (app.mcp.Verifier, app.mcp.LocalVerifier) == (app.mcp.Decider, app.mcp.LocalDecider)
     assert (app.mcp.TOKEN_KEY, app.mcp.COST_KEY, app.mcp.DENIAL_KEY) == (
         "agentcaps/token",
         "agentcaps/cost",
@@ -382,7 +384,7 @@ async def test_every_method_beyond_tools_is_checked_as_a_tool_named_by_the_metho
     prompt = PromptReference(type="ref/prompt", name="review")
 
     def through(token: str | None) -> Client:
-        return gateway(Guard(LocalVerifier(agents.authority), costs, default_token=token), upstream, "auto")
+        return gateway(Guard(LocalDecider(agents.authority), costs, default_token=token), upstream, "auto")
 
     async def refused(code: str, attempt: Callable[[], Awaitable[object]]) -> None:
         with pytest.raises(MCPError, match=f"^agentcaps denied {code}:"):
@@ -444,7 +446,7 @@ async def test_a_task_is_settled_on_its_final_result_not_when_it_is_created(agen
     """Before: the call was settled at its full cost when the task was created, before any work, and the cost
     its final result reported was never read."""
     finish = anyio.Event()
-    guard = Guard(LocalVerifier(agents.authority), CostTable({"crunch": {"amount": "4", "currency": "USD"}}))
+    guard = Guard(LocalDecider(agents.authority), CostTable({"crunch": {"amount": "4", "currency": "USD"}}))
 
     def request(id: int, method: str, params: dict[str, Any]) -> SessionMessage:
         return SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=id, method=method, params=params))
@@ -490,7 +492,7 @@ async def answering_twice() -> AsyncIterator[Any]:
 
 async def test_a_second_answer_to_one_call_is_dropped(agents: Agents) -> None:
     """One call, one result: a second answer with the same id would be a result nobody paid for."""
-    guard = Guard(LocalVerifier(agents.authority), CostTable({"work": {"amount": "2", "currency": "USD"}}))
+    guard = Guard(LocalDecider(agents.authority), CostTable({"work": {"amount": "2", "currency": "USD"}}))
     with anyio.fail_after(10):
         async with Gateway(guard, cast(Transport, answering_twice())) as (read, write):
             params = {"name": "work", "arguments": {}, "_meta": meta(agents.root)}

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import StoreUnavailable
-from app.mcp import Admitted, CostTable, Guard, LocalVerifier
+from app.mcp import Admitted, CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS, build
 from app.sdk import Token
 from app.sdk.client import AsyncClient
@@ -93,7 +93,7 @@ class FailingStore(MemoryStore):
 async def _setup(code: str) -> tuple[Guard, str, str, dict[str, Any]]:
     """A guard, a token, and a call that the guard must deny with `code`."""
     authority, now = _clocked()
-    local = LocalVerifier(authority)
+    local = LocalDecider(authority)
     costs = CostTable(COSTS)
     usd10 = Money("10.00", "USD")
     if code == "tool_not_allowed":
@@ -134,7 +134,7 @@ async def _setup(code: str) -> tuple[Guard, str, str, dict[str, Any]]:
         return Guard(local, costs), token[:-2] + ("AA" if token[-2:] != "AA" else "BA"), "search", {"query": "q"}
     if code == "store_unavailable":
         broken = Authority(authority.ring, FailingStore(), "http://agentcaps.test")
-        return Guard(LocalVerifier(broken), costs), _mint(authority, budget=usd10), "search", {"query": "q"}
+        return Guard(LocalDecider(broken), costs), _mint(authority, budget=usd10), "search", {"query": "q"}
     raise AssertionError(code)
 
 
@@ -203,7 +203,7 @@ async def test_a_cost_argument_that_is_missing_or_malformed_denies_without_askin
 ) -> None:
     asked: list[str] = []
 
-    class Counting(LocalVerifier):
+    class Counting(LocalDecider):
         async def verify(self, token: str, tool: str, **kw: Any) -> Any:
             asked.append(tool)
             return await super().verify(token, tool, **kw)
@@ -225,7 +225,7 @@ async def test_no_token_denies(agents: Agents, guard: Guard) -> None:
 
 
 async def test_a_default_token_serves_requests_that_carry_none(agents: Agents) -> None:
-    t = tools(Guard(LocalVerifier(agents.authority), CostTable(COSTS), default_token=agents.researcher))
+    t = tools(Guard(LocalDecider(agents.authority), CostTable(COSTS), default_token=agents.researcher))
     async with Client(t.server) as client:
         listed = await client.list_tools()
         result = await client.call_tool("search", {"query": "q"})
@@ -246,7 +246,7 @@ async def test_budget_exceeded_across_calls(agents: Agents, guard: Guard) -> Non
 
 async def test_a_tool_that_raises_releases_its_hold(agents: Agents) -> None:
     costs = CostTable({"flaky": {"amount": "4", "currency": "USD"}})
-    server = MCPServer("flaky", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+    server = MCPServer("flaky", middleware=[Guard(LocalDecider(agents.authority), costs)])
 
     @server.tool()
     def flaky() -> str:
@@ -261,7 +261,7 @@ async def test_a_tool_that_raises_releases_its_hold(agents: Agents) -> None:
 
 async def test_a_call_cancelled_while_the_tool_runs_is_charged_its_held_cost(agents: Agents) -> None:
     costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
-    server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+    server = MCPServer("slow", middleware=[Guard(LocalDecider(agents.authority), costs)])
     started = anyio.Event()
 
     @server.tool()
@@ -285,7 +285,7 @@ async def test_a_call_cancelled_while_the_tool_runs_is_charged_its_held_cost(age
 
 async def test_the_tool_reports_its_actual_cost_and_never_sees_the_token(agents: Agents) -> None:
     costs = CostTable({"fetch": {"amount": "0.01", "currency": "USD"}})
-    server = MCPServer("metered", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+    server = MCPServer("metered", middleware=[Guard(LocalDecider(agents.authority), costs)])
     seen: dict[str, Any] = {}
 
     @server.tool()
@@ -327,7 +327,7 @@ async def test_a_hold_that_expires_while_the_tool_runs_is_charged_directly_once(
     authority, now = _clocked()
     root = _mint(authority, budget=Money("10.00", "USD"))
     costs = CostTable({"slow": {"amount": "3", "currency": "USD"}})
-    server = MCPServer("slow", middleware=[Guard(LocalVerifier(authority), costs, hold_ttl=1)])
+    server = MCPServer("slow", middleware=[Guard(LocalDecider(authority), costs, hold_ttl=1)])
 
     @server.tool()
     def slow() -> str:
@@ -354,7 +354,7 @@ async def test_a_tool_that_asks_the_user_first_is_charged_once(agents: Agents, m
     """2026-07-28 answers `input_required` first and the client calls again: the first hold is released. Before
     2026 the server asks mid-call and the hold simply lasts longer."""
     costs = CostTable({"buy": {"amount": "1", "currency": "USD"}})
-    server = MCPServer("asking", middleware=[Guard(LocalVerifier(agents.authority), costs)])
+    server = MCPServer("asking", middleware=[Guard(LocalDecider(agents.authority), costs)])
 
     @server.tool()
     def buy(item: str, confirm: Annotated[Confirm, Resolve(ask)]) -> str:
@@ -387,13 +387,13 @@ async def test_a_guarded_server_over_stdio_asks_the_real_service(minted: Live) -
 def test_a_guard_refuses_a_hold_ttl_the_service_would_refuse(agents: Agents) -> None:
     for ttl in (0, 86401):
         with pytest.raises(ValueError, match="hold_ttl"):
-            Guard(LocalVerifier(agents.authority), hold_ttl=ttl)
+            Guard(LocalDecider(agents.authority), hold_ttl=ttl)
 
 
 async def test_a_tool_that_outlives_its_hold_keeps_it_and_is_charged(agents: Agents) -> None:
     """Before: a hold of 1 s ran out under a tool that took longer; the guard now extends it while the tool runs."""
     costs = CostTable({"slow": {"amount": "4", "currency": "USD"}})
-    server = MCPServer("slow", middleware=[Guard(LocalVerifier(agents.authority), costs, hold_ttl=1)])
+    server = MCPServer("slow", middleware=[Guard(LocalDecider(agents.authority), costs, hold_ttl=1)])
     held: list[tuple[str, str, str]] = []
 
     @server.tool()

@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
-from app.mcp import CostTable, Guard, LocalVerifier
+from app.mcp import CostTable, Guard, LocalDecider
 from app.mcp.relay import Gateway
 from tests.mcp.conftest import Agents, Live, meta, serve_http, text
 from tests.processes import free_port, wait_until
@@ -92,7 +92,7 @@ async def test_the_gateway_before_an_http_upstream(agents: Agents, plain: tuple[
     costs = CostTable(
         {"search": {"amount": "0.01", "currency": "USD"}, "weather": {"amount": "0.02", "currency": "USD"}}
     )
-    guard = Guard(LocalVerifier(agents.authority), costs)
+    guard = Guard(LocalDecider(agents.authority), costs)
     async with Client(Gateway(guard, streamable_http_client(url), http=True), mode=mode) as agent:  # type: ignore[arg-type]
         listed = await agent.list_tools(meta=meta(agents.root))
         found = await agent.call_tool("search", {"query": "q"}, meta=meta(agents.root, trace="t1"))

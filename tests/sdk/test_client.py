@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import httpx
@@ -12,9 +13,24 @@ from app.api.app import create_app
 from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
 from app.sdk import ApiError, AsyncClient, Client, Token
+from app.sdk.client import _Builder
 from app.store.memory import MemoryStore
 from tests.keys import ADMIN_KEY
 from tests.processes import Service
+
+
+@pytest.mark.parametrize("client", [Client, AsyncClient])
+def test_each_client_method_takes_exactly_the_parameters_of_its_request_builder(client: type) -> None:
+    """Before: mint and verify took `**kw`, hiding their parameters from users and type checkers."""
+    calls = [name for name in vars(_Builder) if not name.startswith("_")]
+    assert calls == ["mint", "verify", "settle", "release", "extend", "revoke", "inspect"]
+    for name in calls:
+        method, build = getattr(client, name), getattr(_Builder, name)
+        self, *params = inspect.signature(method).parameters.values()
+        assert self.name == "self"
+        assert params == list(inspect.signature(build).parameters.values()), name
+        assert inspect.iscoroutinefunction(method) == (client is AsyncClient), name
+        assert (method.__name__, method.__doc__) == (name, build.__doc__)
 
 
 def test_the_spec_walkthrough_with_the_sync_client(service_factory: object) -> None:
