@@ -92,7 +92,7 @@ Try, in another shell:
     -d '{{"subject":"orchestrator","budget":{{"amount":"10.00","currency":"USD"}},"tools":["search"],"max_depth":2}}'
   curl -s {url}/v1/verify \\
     -d '{{"token":"<token from above>","tool":"search","cost":{{"amount":"0.05","currency":"USD"}}}}'
-  .venv/bin/agentcaps --help      # mint, attenuate, inspect, verify, revoke, keys
+  .venv/bin/agentcaps --help      # the CLI does the same in words (README, "Try it"; docs/cli.md)
 API schema: {url}/schema   metrics: {url}/metrics   stop: Ctrl-C"""
 
 
