@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from app.api.schemas import (
+from app.errors import Conflict, InvalidToken, StoreUnavailable
+from app.schemas import (
     Allowed,
     BudgetView,
     CaveatView,
@@ -29,7 +30,6 @@ from app.api.schemas import (
     Money,
     VerifyRequest,
 )
-from app.errors import Conflict, InvalidToken, StoreUnavailable
 from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
@@ -79,11 +79,11 @@ class RequestError(ValueError):
         self.reason = reason
 
 
-def money(m: Money) -> Amount:
+def amount_from_wire(m: Money) -> Amount:
     return Amount(m.currency, parse_micros(m.amount))
 
 
-def _money(a: Amount) -> Money:
+def amount_to_wire(a: Amount) -> Money:
     """An amount as every answer writes it: at least two decimals."""
     return Money(_amount(a.micros), a.currency)
 
@@ -112,8 +112,8 @@ class Authority:
         try:
             texts = restriction_caveats(
                 to=req.subject,
-                budget=money(req.budget) if req.budget else None,
-                cost_cap=money(req.cost_cap) if req.cost_cap else None,
+                budget=amount_from_wire(req.budget) if req.budget else None,
+                cost_cap=amount_from_wire(req.cost_cap) if req.cost_cap else None,
                 tools=req.tools,
                 audience=req.audience,
                 expires_at=expires_at,
@@ -140,7 +140,7 @@ class Authority:
         except InvalidToken as e:
             return Verdict(403, Denied(False, Code.INVALID_TOKEN, str(e)))
         analysis = chain.analysis
-        cost = money(req.cost) if req.cost is not None else None
+        cost = amount_from_wire(req.cost) if req.cost is not None else None
         args = req.args or {}
         ctx = Context(int(now), req.tool, audience, cost, args, len(analysis.delegation))
         denial = analysis.evaluate(ctx)
@@ -200,7 +200,7 @@ class Authority:
                     analysis.holder,
                     list(analysis.delegation),
                     self._budget_views(chain, outcome.balances),
-                    charged=_money(cost) if cost is not None and req.mode == "charge" else None,
+                    charged=amount_to_wire(cost) if cost is not None and req.mode == "charge" else None,
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
                     replayed=outcome.replayed,

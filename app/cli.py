@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from app.api.schemas import Allowed, HoldResponse
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
 from app.errors import AgentcapsError, ConfigError
+from app.schemas import Allowed, HoldResponse
 from app.sdk.client import ApiError, Client
 from app.sdk.token import Token, TokenError
 from app.token.keys import KeyRing, new_key_entry

@@ -21,7 +21,10 @@ from litestar.params import FromPath
 from app.api import openapi
 from app.api.body import BadRequest, decode
 from app.api.metrics import Metrics
-from app.api.schemas import (
+from app.authority import Authority, RequestError
+from app.config import Settings
+from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
+from app.schemas import (
     Denied,
     ErrorBody,
     ExtendRequest,
@@ -33,9 +36,6 @@ from app.api.schemas import (
     SettleRequest,
     VerifyRequest,
 )
-from app.authority import Authority, RequestError
-from app.config import Settings
-from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import Store
 from caveats import cache

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from app.api.schemas import Money
+from app.schemas import Money
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import CURRENCY_RE, format_micros, parse_micros, parse_money
 

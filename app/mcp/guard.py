@@ -35,10 +35,10 @@ from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app.api.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
 from app.authority import Authority, RequestError
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.mcp.costs import CostError, CostTable
+from app.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
 from app.sdk.client import ApiError
 from app.sdk.token import Token, TokenError
 from caveats.grammar import CaveatSyntaxError

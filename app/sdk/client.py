@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from app.api.schemas import (
+from app.schemas import (
     Allowed,
     Denied,
     ExtendRequest,

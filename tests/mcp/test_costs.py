@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.api.schemas import Money
 from app.mcp import CostTable
 from app.mcp.costs import CostError
+from app.schemas import Money
 
 
 def test_fixed_and_argument_costs_from_a_file(tmp_path: Path) -> None:

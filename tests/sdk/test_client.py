@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from app.api.app import create_app
-from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
+from app.schemas import Allowed, Denied, HoldResponse
 from app.sdk import ApiError, AsyncClient, Client, Token
 from app.store.memory import MemoryStore
 from tests.keys import ADMIN_KEY

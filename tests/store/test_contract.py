@@ -12,9 +12,9 @@ import msgspec
 import pytest
 import redis
 
-from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
+from app.schemas import MintRequest, Money, VerifyRequest
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
     MADE_UP_ID_TTL_MS,
