@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from app.errors import Conflict, InvalidToken, StoreUnavailable
+from app.errors import BadRequest, Conflict, InvalidToken, StoreUnavailable
 from app.schemas import (
     Allowed,
     BudgetView,
@@ -70,15 +70,6 @@ class Verdict:
     charged: Amount | None = None  # what this call newly spent: not a hold, not a request_id replay
 
 
-class RequestError(ValueError):
-    """A request that cannot be acted on; `field` names the culprit."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
 def amount_from_wire(m: Money) -> Amount:
     return Amount(m.currency, parse_micros(m.amount))
 
@@ -100,15 +91,15 @@ class Authority:
     def mint(self, req: MintRequest) -> MintResponse:
         now = int(self.clock())
         if req.expires_in is not None and req.expires_at is not None:
-            raise RequestError("expires_at", "give expires_in or expires_at, not both")
+            raise BadRequest("give expires_in or expires_at, not both", "expires_at")
         expires_at = now + req.expires_in if req.expires_in is not None else None
         if req.expires_at is not None:
             try:
                 expires_at = parse_instant(req.expires_at)
             except CaveatSyntaxError as e:
-                raise RequestError("expires_at", str(e)) from None
+                raise BadRequest(str(e), "expires_at") from None
             if expires_at <= now:
-                raise RequestError("expires_at", "is not in the future")
+                raise BadRequest("is not in the future", "expires_at")
         try:
             texts = restriction_caveats(
                 to=req.subject,
@@ -123,11 +114,11 @@ class Authority:
             )
         except ValueError as e:
             field, _, reason = str(e).partition(": ")
-            raise RequestError(field, reason) from None
+            raise BadRequest(reason, field) from None
         try:
             token, token_id = mint(self.ring, self.location, texts)
         except ValueError as e:  # over SPEC §1's limits, which the verifier would refuse
-            raise RequestError("caveats", str(e)) from None
+            raise BadRequest(str(e), "caveats") from None
         exp = self.verifier.verify(token).analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 

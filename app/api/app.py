@@ -19,11 +19,11 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from app.api import openapi
-from app.api.body import BadRequest, decode
+from app.api.body import decode
 from app.api.metrics import Metrics
-from app.authority import Authority, RequestError
+from app.authority import Authority
 from app.config import Settings
-from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
+from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
 from app.schemas import (
     Denied,
     ErrorBody,
@@ -43,10 +43,16 @@ from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
-STORE_DOWN = "the counter store is unavailable; retry later"
 log = logging.getLogger("agentcaps")
 decisions_log = logging.getLogger("agentcaps.decisions")
 _encode = msgspec.json.Encoder().encode
+# What each error the service raises answers, by its type (a subclass answers as its base): status, ErrorBody code.
+ANSWERS: dict[type[Exception], tuple[int, str]] = {
+    BadRequest: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -74,16 +80,12 @@ def _match(presented: str | None, keys: Any) -> str | None:
 def _unavailable_verify(request_id: str | None) -> Denied:
     """A verify's 503: the store may have decided and charged all the same, so it names the request_id to resend."""
     if request_id is None:
-        return Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN)
+        return Denied(False, Code.STORE_UNAVAILABLE, StoreUnavailable.REASON)
     reason = (
-        f"{STORE_DOWN}. It may have charged this call all the same: resend the same request with request_id "
-        f"{request_id!r}, which replays the decision instead of charging again"
+        f"{StoreUnavailable.REASON}. It may have charged this call all the same: resend the same request with "
+        f"request_id {request_id!r}, which replays the decision instead of charging again"
     )
     return Denied(False, Code.STORE_UNAVAILABLE, reason, request_id=request_id)
-
-
-class Unauthorized(Exception):
-    pass
 
 
 def _refusal(presented: str | None, what: str) -> str:
@@ -233,24 +235,15 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         return _json(body, 503, {"retry-after": RETRY_AFTER})
 
     def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-        if isinstance(exc, BadRequest):
-            return _error(400, "bad_request", exc.reason, exc.field)
-        if isinstance(exc, RequestError):
-            return _error(400, "bad_request", exc.reason, exc.field)
-        if isinstance(exc, Unauthorized):
-            return _error(401, "unauthorized", str(exc))
-        if isinstance(exc, NotFound):
-            return _error(404, "not_found", str(exc))
-        if isinstance(exc, Conflict):
-            return _error(409, "conflict", str(exc))
+        answer = next((ANSWERS[kind] for kind in type(exc).__mro__ if kind in ANSWERS), None)
+        if answer is not None:
+            return _error(*answer, str(exc), exc.field if isinstance(exc, BadRequest) else None)
         if isinstance(exc, StoreUnavailable):
-            return store_unavailable(exc, ErrorBody(Code.STORE_UNAVAILABLE, STORE_DOWN))
+            return store_unavailable(exc, ErrorBody(Code.STORE_UNAVAILABLE, StoreUnavailable.REASON))
         if isinstance(exc, HTTPException):
             if exc.status_code == 413:
                 return _error(413, "too_large", f"the body is over {MAX_BODY // 1024} KiB")
             return _error(exc.status_code, "http_error", str(exc.detail))
-        if isinstance(exc, ValueError) and request.url.path.endswith("/settle"):
-            return _error(400, "bad_request", str(exc), "amount")
         request_id = secrets.token_hex(8)
         log.exception("internal error", extra={"fields": {"request_id": request_id, "path": request.url.path}})
         return _json(ErrorBody("internal_error", "internal error", request_id=request_id), 500)

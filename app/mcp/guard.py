@@ -35,12 +35,11 @@ from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app.authority import Authority, RequestError
-from app.errors import Conflict, NotFound, StoreUnavailable
-from app.mcp.costs import CostError, CostTable
+from app.authority import Authority
+from app.errors import ApiError, BadRequest, Conflict, CostError, NotFound, StoreUnavailable, TokenError
+from app.mcp.costs import CostTable
 from app.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
-from app.sdk.client import ApiError
-from app.sdk.token import Token, TokenError
+from app.sdk.token import Token
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import format_micros, parse_micros
 from caveats.tools import tool_matches
@@ -88,7 +87,7 @@ class LocalVerifier:
             # The request as the HTTP API would decode it: JSON fractions as exact Decimals, never floats.
             request = _as_over_http.decode(msgspec.json.encode({"token": token, "tool": tool, **kw}))
             return (await self.authority.verify(request, audience)).body
-        except (msgspec.ValidationError, RequestError) as e:
+        except (msgspec.ValidationError, BadRequest) as e:
             raise ApiError(400, "bad_request", str(e)) from None
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from app.errors import ApiError
 from app.schemas import (
     Allowed,
     Denied,
@@ -45,20 +46,6 @@ FIRST_PAUSE, MAX_PAUSE = 0.1, 1.0  # seconds between resends: doubling, jittered
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _allowed = msgspec.json.Decoder(Allowed)
 _denied = msgspec.json.Decoder(Denied)
-
-
-class ApiError(Exception):
-    """The service refused the request itself (400, 401, 403, 404, 409, 413, 5xx): `code`, `reason`, `field`.
-
-    A verify's 503 also names its `request_id`: resending the same verify with it later replays what the store may
-    have decided instead of charging again."""
-
-    def __init__(
-        self, status: int, code: str, reason: str, field: str | None = None, request_id: str | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {reason}" + (f" (field {field})" if field else ""))
-        self.status, self.code, self.reason, self.field = status, code, reason, field
-        self.request_id = request_id
 
 
 def as_money(value: Money | str | None) -> Money | None:

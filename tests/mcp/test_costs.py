@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.mcp import CostTable
-from app.mcp.costs import CostError
+from app.mcp import CostError, CostTable
 from app.schemas import Money
 
 
