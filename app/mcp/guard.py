@@ -86,9 +86,12 @@ class LocalVerifier:
         try:
             # The request as the HTTP API would decode it: JSON fractions as exact Decimals, never floats.
             request = _as_over_http.decode(msgspec.json.encode({"token": token, "tool": tool, **kw}))
-            return (await self.authority.verify(request, audience)).body
+            verdict = await self.authority.verify(request, audience)
         except (msgspec.ValidationError, BadRequest) as e:
             raise ApiError(400, "bad_request", str(e)) from None
+        if verdict.cause is not None:  # as AsyncClient fails on a 503: the call is denied, naming the cause
+            raise verdict.cause
+        return verdict.body
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
         return await self._hold(self.authority.settle(hold_id, amount))
