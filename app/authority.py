@@ -12,11 +12,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from app.api.schemas import (
+from app.errors import BadRequest, Conflict, InvalidToken, StoreUnavailable
+from app.schemas import (
     Allowed,
     BudgetView,
     CaveatView,
@@ -29,7 +30,6 @@ from app.api.schemas import (
     Money,
     VerifyRequest,
 )
-from app.errors import Conflict, InvalidToken, StoreUnavailable
 from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
@@ -60,30 +60,25 @@ def _amount(micros: int) -> str:
     return text
 
 
+Kind = Literal["allowed", "denied", "rate_limited", "unavailable"]
+
+
 @dataclass
 class Verdict:
-    """An HTTP-ready decision: status code, body, and Retry-After seconds for 429."""
+    """A verify's decision as a value: its kind, the body that says it, and what the caller needs beside it."""
 
-    status: int
+    kind: Kind
     body: Allowed | Denied
-    retry_after: int | None = None
+    retry_after: int | None = None  # rate_limited: seconds until a window has room
     charged: Amount | None = None  # what this call newly spent: not a hold, not a request_id replay
+    cause: StoreUnavailable | None = None  # unavailable: what the store said, for the log, never for the caller
 
 
-class RequestError(ValueError):
-    """A request that cannot be acted on; `field` names the culprit."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-
-def money(m: Money) -> Amount:
+def amount_from_wire(m: Money) -> Amount:
     return Amount(m.currency, parse_micros(m.amount))
 
 
-def _money(a: Amount) -> Money:
+def amount_to_wire(a: Amount) -> Money:
     """An amount as every answer writes it: at least two decimals."""
     return Money(_amount(a.micros), a.currency)
 
@@ -100,20 +95,20 @@ class Authority:
     def mint(self, req: MintRequest) -> MintResponse:
         now = int(self.clock())
         if req.expires_in is not None and req.expires_at is not None:
-            raise RequestError("expires_at", "give expires_in or expires_at, not both")
+            raise BadRequest("give expires_in or expires_at, not both", "expires_at")
         expires_at = now + req.expires_in if req.expires_in is not None else None
         if req.expires_at is not None:
             try:
                 expires_at = parse_instant(req.expires_at)
             except CaveatSyntaxError as e:
-                raise RequestError("expires_at", str(e)) from None
+                raise BadRequest(str(e), "expires_at") from None
             if expires_at <= now:
-                raise RequestError("expires_at", "is not in the future")
+                raise BadRequest("is not in the future", "expires_at")
         try:
             texts = restriction_caveats(
                 to=req.subject,
-                budget=money(req.budget) if req.budget else None,
-                cost_cap=money(req.cost_cap) if req.cost_cap else None,
+                budget=amount_from_wire(req.budget) if req.budget else None,
+                cost_cap=amount_from_wire(req.cost_cap) if req.cost_cap else None,
                 tools=req.tools,
                 audience=req.audience,
                 expires_at=expires_at,
@@ -123,24 +118,31 @@ class Authority:
             )
         except ValueError as e:
             field, _, reason = str(e).partition(": ")
-            raise RequestError(field, reason) from None
+            raise BadRequest(reason, field) from None
         try:
             token, token_id = mint(self.ring, self.location, texts)
         except ValueError as e:  # over SPEC §1's limits, which the verifier would refuse
-            raise RequestError("caveats", str(e)) from None
+            raise BadRequest(str(e), "caveats") from None
         exp = self.verifier.verify(token).analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
     # -- verify ---------------------------------------------------------------------------------------
     async def verify(self, req: VerifyRequest, audience: str | None, verifier: str | None = None) -> Verdict:
-        """`verifier`: the name of the verifier key that asked (None without verifier keys); a hold is its own."""
+        """`verifier`: the name of the verifier key that asked (None without verifier keys); a hold is its own.
+        A store that cannot decide is a decision too, `unavailable`: never an allow on doubt."""
+        try:
+            return await self._decide(req, audience, verifier)
+        except StoreUnavailable as e:
+            return Verdict("unavailable", _unavailable(e.request_id), cause=e)
+
+    async def _decide(self, req: VerifyRequest, audience: str | None, verifier: str | None) -> Verdict:
         now = self.clock()
         try:
             chain = self.verifier.verify(req.token)
         except InvalidToken as e:
-            return Verdict(403, Denied(False, Code.INVALID_TOKEN, str(e)))
+            return Verdict("denied", Denied(False, Code.INVALID_TOKEN, str(e)))
         analysis = chain.analysis
-        cost = money(req.cost) if req.cost is not None else None
+        cost = amount_from_wire(req.cost) if req.cost is not None else None
         args = req.args or {}
         ctx = Context(int(now), req.tool, audience, cost, args, len(analysis.delegation))
         denial = analysis.evaluate(ctx)
@@ -151,7 +153,7 @@ class Authority:
                 stored = await _for_request(req.request_id, lookup)
                 if stored is not None:
                     return await self._verdict(chain, req, cost, stored, now)
-            return Verdict(403, await self._denied(chain, denial, now))
+            return Verdict("denied", await self._denied(chain, denial, now))
         # Every decision is stored under a request_id, the caller's or one made up here, in the same store call
         # that charges: a 503 that came after the store decided is then resent with it and replayed, never charged
         # twice (a 503 before the store decided has nothing stored, and the resend decides afresh).
@@ -193,14 +195,14 @@ class Authority:
         if outcome.status == "allowed":
             exp = analysis.expires_at
             return Verdict(
-                200,
+                "allowed",
                 Allowed(
                     True,
                     chain.token_id,
                     analysis.holder,
                     list(analysis.delegation),
                     self._budget_views(chain, outcome.balances),
-                    charged=_money(cost) if cost is not None and req.mode == "charge" else None,
+                    charged=amount_to_wire(cost) if cost is not None and req.mode == "charge" else None,
                     hold_id=outcome.hold_id,
                     expires_at=format_instant(exp) if exp is not None else None,
                     replayed=outcome.replayed,
@@ -210,18 +212,18 @@ class Authority:
         replayed = outcome.replayed
         if outcome.status == "revoked":
             denial = _revoked(chain, outcome.index)
-            return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
+            return Verdict("denied", await self._denied(chain, denial, now, outcome.balances, replayed))
         if outcome.status == "rate_limited":
             denial = _too_many_holds() if outcome.index < 0 else _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
-            return Verdict(429, await self._denied(chain, denial, now, outcome.balances, replayed), retry)
+            return Verdict("rate_limited", await self._denied(chain, denial, now, outcome.balances, replayed), retry)
         spec = analysis.budgets[outcome.index]
         views = self._budget_views(chain, outcome.balances)
         left = views[outcome.index].remaining if views else "?"
         denial = Denial(
             Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.parsed.limit.currency} remain"
         ).at(spec.caveat, spec.hop)
-        return Verdict(403, await self._denied(chain, denial, now, outcome.balances, replayed))
+        return Verdict("denied", await self._denied(chain, denial, now, outcome.balances, replayed))
 
     async def _denied(
         self,
@@ -358,6 +360,17 @@ async def _for_request(request_id: str, call: Awaitable[T]) -> T:
     except StoreUnavailable as e:
         e.request_id = request_id
         raise
+
+
+def _unavailable(request_id: str | None) -> Denied:
+    """The store may have decided and charged all the same, so the denial names the request_id to resend."""
+    if request_id is None:
+        return Denied(False, Code.STORE_UNAVAILABLE, StoreUnavailable.REASON)
+    reason = (
+        f"{StoreUnavailable.REASON}. It may have charged this call all the same: resend the same request with "
+        f"request_id {request_id!r}, which replays the decision instead of charging again"
+    )
+    return Denied(False, Code.STORE_UNAVAILABLE, reason, request_id=request_id)
 
 
 def _rate_specs(chain: VerifiedChain) -> tuple[RateSpec, ...]:

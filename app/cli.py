@@ -23,20 +23,16 @@ from typing import Any
 import httpx
 import msgspec
 
-from app.api.schemas import Allowed, HoldResponse
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
-from app.errors import AgentcapsError, ConfigError
-from app.sdk.client import ApiError, Client
-from app.sdk.token import Token, TokenError
+from app.errors import AgentcapsError, ApiError, ConfigError, TokenError, UsageError
+from app.schemas import Allowed, HoldResponse
+from app.sdk.client import Client
+from app.sdk.token import Token
 from app.token.keys import KeyRing, new_key_entry
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import AMOUNT_RE, parse_money
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DENIED = 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
 
 
 def _out(args: argparse.Namespace, value: Any, text: str) -> None:

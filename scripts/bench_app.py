@@ -11,8 +11,8 @@ import msgspec
 from litestar import Litestar, Request, Response, post
 
 from app.api.app import create_app
-from app.api.schemas import VerifyRequest
 from app.config import Settings
+from app.schemas import VerifyRequest
 
 _decoder = msgspec.json.Decoder(VerifyRequest)
 

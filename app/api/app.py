@@ -19,9 +19,12 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from app.api import openapi
-from app.api.body import BadRequest, decode
+from app.api.body import decode
 from app.api.metrics import Metrics
-from app.api.schemas import (
+from app.authority import Authority, Kind
+from app.config import Settings
+from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
+from app.schemas import (
     Denied,
     ErrorBody,
     ExtendRequest,
@@ -33,9 +36,6 @@ from app.api.schemas import (
     SettleRequest,
     VerifyRequest,
 )
-from app.authority import Authority, RequestError
-from app.config import Settings
-from app.errors import Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import Store
 from caveats import cache
@@ -43,18 +43,26 @@ from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
 RETRY_AFTER = "1"
-STORE_DOWN = "the counter store is unavailable; retry later"
 log = logging.getLogger("agentcaps")
 decisions_log = logging.getLogger("agentcaps.decisions")
 _encode = msgspec.json.Encoder().encode
+# What each kind of verify decision answers.
+STATUS: dict[Kind, int] = {"allowed": 200, "denied": 403, "rate_limited": 429, "unavailable": 503}
+# What each error the service raises answers, by its type (a subclass answers as its base): status, ErrorBody code.
+ANSWERS: dict[type[Exception], tuple[int, str]] = {
+    BadRequest: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(_encode(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def _error(status: int, code: str, reason: str, field: str | None = None, **headers: str) -> Response[bytes]:
-    return _json(ErrorBody(code, reason, field), status, headers or None)
+def _error(status: int, code: str, reason: str, field: str | None = None) -> Response[bytes]:
+    return _json(ErrorBody(code, reason, field), status)
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -69,21 +77,6 @@ def _match(presented: str | None, keys: Any) -> str | None:
         if presented is not None and hmac.compare_digest(presented.encode(), key.encode()):
             found = key
     return found
-
-
-def _unavailable_verify(request_id: str | None) -> Denied:
-    """A verify's 503: the store may have decided and charged all the same, so it names the request_id to resend."""
-    if request_id is None:
-        return Denied(False, Code.STORE_UNAVAILABLE, STORE_DOWN)
-    reason = (
-        f"{STORE_DOWN}. It may have charged this call all the same: resend the same request with request_id "
-        f"{request_id!r}, which replays the decision instead of charging again"
-    )
-    return Denied(False, Code.STORE_UNAVAILABLE, reason, request_id=request_id)
-
-
-class Unauthorized(Exception):
-    pass
 
 
 def _refusal(presented: str | None, what: str) -> str:
@@ -136,12 +129,9 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         name = verifier_name(request)
         req = decode(await request.body(), VerifyRequest)
         audience = audience_of(name, req.audience)
-        try:
-            verdict = await authority.verify(req, audience, name)
-        except StoreUnavailable as e:
-            # A decision like any other (SPEC §3 lists the code among them): a denial, never an allow on doubt.
-            metrics.decisions.labels(Code.STORE_UNAVAILABLE).inc()
-            return store_unavailable(e, _unavailable_verify(e.request_id))
+        verdict = await authority.verify(req, audience, name)
+        if verdict.cause is not None:
+            store_down(verdict.cause)
         body = verdict.body
         metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
         if verdict.charged is not None:
@@ -156,14 +146,15 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
                         "token_id": getattr(body, "token_id", None),
                         "tool": req.tool,
                         "audience": audience,
-                        "status": verdict.status,
+                        "status": STATUS[verdict.kind],
                         "code": getattr(body, "code", "allowed"),
                         "cost": f"{req.cost.amount} {req.cost.currency}" if req.cost else None,
                     }
                 },
             )
-        headers = {"retry-after": str(verdict.retry_after)} if verdict.retry_after is not None else None
-        return _json(body, verdict.status, headers)
+        retry_after = RETRY_AFTER if verdict.kind == "unavailable" else verdict.retry_after
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+        return _json(body, STATUS[verdict.kind], headers)
 
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
     async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
@@ -227,30 +218,23 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     async def schema() -> Response[bytes]:
         return _json(openapi.document())
 
-    def store_unavailable(exc: StoreUnavailable, body: Denied | ErrorBody) -> Response[bytes]:
+    def store_down(exc: StoreUnavailable) -> None:
+        """Every 503 of the store, a verify's decision or another call's error, is counted and logged here."""
         metrics.store_errors.inc()
         log.warning("store unavailable: %s", exc, extra={"fields": {"request_id": secrets.token_hex(8)}})
-        return _json(body, 503, {"retry-after": RETRY_AFTER})
 
     def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-        if isinstance(exc, BadRequest):
-            return _error(400, "bad_request", exc.reason, exc.field)
-        if isinstance(exc, RequestError):
-            return _error(400, "bad_request", exc.reason, exc.field)
-        if isinstance(exc, Unauthorized):
-            return _error(401, "unauthorized", str(exc))
-        if isinstance(exc, NotFound):
-            return _error(404, "not_found", str(exc))
-        if isinstance(exc, Conflict):
-            return _error(409, "conflict", str(exc))
-        if isinstance(exc, StoreUnavailable):
-            return store_unavailable(exc, ErrorBody(Code.STORE_UNAVAILABLE, STORE_DOWN))
+        answer = next((ANSWERS[kind] for kind in type(exc).__mro__ if kind in ANSWERS), None)
+        if answer is not None:
+            return _error(*answer, str(exc), exc.field if isinstance(exc, BadRequest) else None)
+        if isinstance(exc, StoreUnavailable):  # not a verify's: that one is a decision, with its request_id
+            store_down(exc)
+            body = ErrorBody(Code.STORE_UNAVAILABLE, StoreUnavailable.REASON)
+            return _json(body, 503, {"retry-after": RETRY_AFTER})
         if isinstance(exc, HTTPException):
             if exc.status_code == 413:
                 return _error(413, "too_large", f"the body is over {MAX_BODY // 1024} KiB")
             return _error(exc.status_code, "http_error", str(exc.detail))
-        if isinstance(exc, ValueError) and request.url.path.endswith("/settle"):
-            return _error(400, "bad_request", str(exc), "amount")
         request_id = secrets.token_hex(8)
         log.exception("internal error", extra={"fields": {"request_id": request_id, "path": request.url.path}})
         return _json(ErrorBody("internal_error", "internal error", request_id=request_id), 500)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from app.errors import BadRequest
+
 T = TypeVar("T")
 _FIELD_RE = re.compile(r" - at `\$\.?([^`]*)`$")
 _NAMED_RE = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
@@ -29,13 +31,6 @@ _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)  # a JSON string: brac
 _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[{\]}]', re.DOTALL)
 _STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # an opener steps one level down, a closer one up
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[{]}")))
-
-
-class BadRequest(Exception):
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
 
 
 class _Object(list[tuple[str, Any]]):

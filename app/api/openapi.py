@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from app.api.schemas import (
+from app.schemas import (
     Allowed,
     Denied,
     ErrorBody,

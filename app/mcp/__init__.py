@@ -1,7 +1,8 @@
-"""MCP (SPEC §7): agentcaps in front of MCP tools. `Guard` is the checks, as a server middleware for tool servers
+"""MCP: agentcaps in front of MCP tools. `Guard` is the checks, as a server middleware for tool servers
 you write; `Gateway`/`relay` put the same checks in front of servers you do not own (`agentcaps gateway`)."""
 
-from app.mcp.costs import CostError, CostTable
+from app.errors import CostError
+from app.mcp.costs import CostTable
 from app.mcp.guard import COST_KEY, DENIAL_KEY, TOKEN_KEY, Admitted, Decider, Guard, LocalDecider, denial
 from app.mcp.relay import Gateway, relay
 

@@ -14,13 +14,10 @@ from typing import Any
 
 import msgspec
 
-from app.api.schemas import Money
+from app.errors import CostError
+from app.schemas import Money
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import CURRENCY_RE, format_micros, parse_micros, parse_money
-
-
-class CostError(ValueError):
-    """The call's cost cannot be read from its arguments: the call is denied (arg_mismatch) and never runs."""
 
 
 class _Rule(msgspec.Struct, forbid_unknown_fields=True):

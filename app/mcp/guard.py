@@ -31,10 +31,9 @@ import msgspec
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app.api.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
-from app.authority import Authority, RequestError
-from app.errors import Conflict, NotFound, StoreUnavailable
-from app.mcp.costs import CostError, CostTable
+from app.authority import Authority
+from app.errors import ApiError, BadRequest, Conflict, CostError, NotFound, StoreUnavailable, TokenError
+from app.mcp.costs import CostTable
 from app.mcp.sdk import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -46,8 +45,8 @@ from app.mcp.sdk import (
     ServerRequestContext,
     TextContent,
 )
-from app.sdk.client import ApiError
-from app.sdk.token import Token, TokenError
+from app.schemas import Allowed, Denied, HoldResponse, InspectResponse, Money, VerifyRequest
+from app.sdk.token import Token
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import format_micros, parse_micros
 from caveats.tools import tool_matches
@@ -107,9 +106,12 @@ class LocalDecider:
         try:
             # The request as the HTTP API would decode it: JSON fractions as exact Decimals, never floats.
             request = _as_over_http.decode(msgspec.json.encode({"token": token, "tool": tool, **kw}))
-            return (await self.authority.verify(request, audience)).body
-        except (msgspec.ValidationError, RequestError) as e:
+            verdict = await self.authority.verify(request, audience)
+        except (msgspec.ValidationError, BadRequest) as e:
             raise ApiError(400, "bad_request", str(e)) from None
+        if verdict.cause is not None:  # as AsyncClient fails on a 503: the call is denied, naming the cause
+            raise verdict.cause
+        return verdict.body
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse:
         return await self._hold(self.authority.settle(hold_id, amount))

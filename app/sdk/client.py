@@ -25,7 +25,8 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from app.api.schemas import (
+from app.errors import ApiError
+from app.schemas import (
     Allowed,
     Denied,
     ExtendRequest,
@@ -54,20 +55,6 @@ _minted = msgspec.json.Decoder(MintResponse)
 _held = msgspec.json.Decoder(HoldResponse)
 _revoked = msgspec.json.Decoder(RevokeResponse)
 _inspected = msgspec.json.Decoder(InspectResponse)
-
-
-class ApiError(Exception):
-    """The service refused the request itself (400, 401, 403, 404, 409, 413, 5xx): `code`, `reason`, `field`.
-
-    A verify's 503 also names its `request_id`: resending the same verify with it later replays what the store may
-    have decided instead of charging again."""
-
-    def __init__(
-        self, status: int, code: str, reason: str, field: str | None = None, request_id: str | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {reason}" + (f" (field {field})" if field else ""))
-        self.status, self.code, self.reason, self.field = status, code, reason, field
-        self.request_id = request_id
 
 
 def as_money(value: Money | str | None) -> Money | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from app.errors import InvalidToken
+from app.errors import InvalidToken, TokenError
 from app.token import codec
 from app.token.identifier import unverified_identifier
 from app.token.mint import attenuate
@@ -25,10 +25,6 @@ from caveats.depth import Depth
 from caveats.expires import format_instant, parse_instant
 from caveats.grammar import CaveatSyntaxError
 from caveats.money import Amount, format_micros, parse_money
-
-
-class TokenError(ValueError):
-    """A token that does not decode, or an attenuation refused; the message says why in plain words."""
 
 
 class Hop(msgspec.Struct):

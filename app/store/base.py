@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from app.errors import StoreUnavailable
+from app.errors import BadRequest, StoreUnavailable
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 # A call that came without a request_id gets one the service makes up, claimed in the same store call that charges,
@@ -115,7 +115,7 @@ def hold_token_id(hold_id: str) -> str | None:
 def refuse_negative(amount: int | None) -> None:
     """A settle charges: a negative amount would credit the budget. Refused before the store reads or writes."""
     if amount is not None and amount < 0:
-        raise ValueError("amount must not be negative")
+        raise BadRequest("amount must not be negative", "amount")
 
 
 def refuse_bad_ttl(ttl_ms: int) -> None:
@@ -123,7 +123,7 @@ def refuse_bad_ttl(ttl_ms: int) -> None:
     (the API's bound) is an end Redis cannot keep (past 2^63 it formats as -2^63: over at once, where memory:// keeps
     it): both refused, nothing changes."""
     if not 0 < ttl_ms <= MAX_HOLD_TTL_MS:
-        raise ValueError("hold_ttl must be positive and at most 24 h")
+        raise BadRequest("hold_ttl must be positive and at most 24 h", "hold_ttl")
 
 
 class Store(ABC):
@@ -140,7 +140,7 @@ class Store(ABC):
 
     @abstractmethod
     async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
-        """Charge `amount` (None: all held), release the rest. NotFound, Conflict, or ValueError (< 0, > held).
+        """Charge `amount` (None: all held), release the rest. NotFound, Conflict, or BadRequest (< 0, > held).
         A hold made for a named verifier is NotFound to any other: one verifier cannot close another's."""
 
     @abstractmethod

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
     MAX_OPEN_HOLDS,
@@ -238,7 +238,7 @@ class MemoryStore(Store):
             if amount != hold.settled:
                 raise Conflict("the hold was settled with another amount")
         elif amount > hold.amount:
-            raise ValueError("amount is more than the hold")
+            raise BadRequest("amount is more than the hold", "amount")
         else:
             self._close(hold_id, hold, "settled", amount, now_ms)
         return HoldState(hold_id, "settled", hold.settled, hold.currency)

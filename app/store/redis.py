@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from app.errors import Conflict, NotFound, StoreUnavailable
+from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
     Decision,
     HoldState,
@@ -153,7 +153,7 @@ class RedisStore(Store):
         if second == "not_found":
             raise NotFound("the hold is unknown or expired")
         if second == "too_much":
-            raise ValueError("amount is more than the hold")
+            raise BadRequest("amount is more than the hold", "amount")
         raise Conflict(third)
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:

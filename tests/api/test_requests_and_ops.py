@@ -448,6 +448,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     text = client.get("/metrics").text
     assert re.search(r"^agentcaps_store_errors_total 9\.0$", text, re.M), text
     assert re.search(r'^agentcaps_decisions_total\{code="store_unavailable"\} 3\.0$', text, re.M), text
+    assert re.search(r"^agentcaps_verify_seconds_count 3\.0$", text, re.M), text  # decided (unavailable), timed
 
 
 def test_a_stateless_denial_still_answers_when_the_store_is_down(down: tuple[TestClient[Litestar], Settings]) -> None:

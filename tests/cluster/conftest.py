@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.api.schemas import Allowed
+from app.schemas import Allowed
 from app.sdk import ApiError, AsyncClient, Client
 from tests.processes import RedisServer, Service, free_port, wait_until
 

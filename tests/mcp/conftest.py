@@ -19,10 +19,10 @@ import uvicorn
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp
 
-from app.api.schemas import MintRequest, Money
 from app.authority import Authority
 from app.mcp import CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS
+from app.schemas import MintRequest, Money
 from app.sdk import Token
 from app.store.memory import MemoryStore
 from app.token.keys import KeyRing, new_key_entry

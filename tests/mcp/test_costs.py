@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.api.schemas import Money
-from app.mcp import CostTable
-from app.mcp.costs import CostError
+from app.mcp import CostError, CostTable
+from app.schemas import Money
 
 
 def test_fixed_and_argument_costs_from_a_file(tmp_path: Path) -> None:

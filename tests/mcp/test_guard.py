@@ -17,11 +17,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 
-from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import StoreUnavailable
 from app.mcp import Admitted, CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS, build
+from app.schemas import MintRequest, Money, VerifyRequest
 from app.sdk import Token
 from app.sdk.client import AsyncClient
 from app.store.memory import MemoryStore

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from app.api.app import create_app
-from app.api.schemas import Allowed, Denied, HoldResponse
 from app.config import Settings
+from app.schemas import Allowed, Denied, HoldResponse
 from app.sdk import ApiError, AsyncClient, Client, Token
 from app.sdk.client import _Builder
 from app.store.memory import MemoryStore

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from app.api.app import create_app
-from app.api.schemas import Allowed
 from app.config import Settings
 from app.mcp.costs import CostTable
 from app.mcp.guard import Admitted, Guard
+from app.schemas import Allowed
 from app.sdk import ApiError, AsyncClient, Client
 from app.store.redis import RedisStore
 from tests.proxy import Proxy

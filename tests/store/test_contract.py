@@ -12,9 +12,9 @@ import msgspec
 import pytest
 import redis
 
-from app.api.schemas import MintRequest, Money, VerifyRequest
 from app.authority import Authority
 from app.errors import Conflict, NotFound
+from app.schemas import MintRequest, Money, VerifyRequest
 from app.store.base import (
     IDEMPOTENCY_TTL_MS,
     MADE_UP_ID_TTL_MS,
@@ -489,9 +489,9 @@ async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no
     authority = Authority(KeyRing(new_key_entry()), store, "http://agentcaps.test", lambda: now[0])
     token = authority.mint(MintRequest(subject="orchestrator", expires_in=3600, budget=Money("10.00", "USD"))).token
     request = VerifyRequest(token=token, tool="search", cost=Money("1.00", "USD"), request_id="r")
-    assert (await authority.verify(request, None)).status == 200
+    assert (await authority.verify(request, None)).kind == "allowed"
     now[0] += 25 * 3600  # past the token's expiry and past the 24 h of the answer
-    assert (await authority.verify(request, None)).status == 403
+    assert (await authority.verify(request, None)).kind == "denied"
 
 
 async def test_a_made_up_request_id_is_kept_minutes_where_a_503_can_follow_the_decision(

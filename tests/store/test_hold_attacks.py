@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, Decision, HoldState, Store
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -300,7 +300,7 @@ class Model:
         if target == "released":
             amount = 0
         elif amount > h[0]:
-            return ValueError
+            return BadRequest
         h[2], h[3] = target, amount
         self.spent += amount
         return (target, amount, 0)
@@ -352,7 +352,7 @@ async def test_holds_agree_with_the_model_whatever_the_callers_clocks_say(stores
             try:
                 state = await call
                 got: Any = (state.state, state.amount, state.expires_ms)
-            except (NotFound, Conflict, ValueError) as e:
+            except (NotFound, Conflict, BadRequest) as e:
                 got = type(e)
             assert got == expected, (step, kind, hold_id[-6:], amount, now - T0, got, expected)
     end = base + 10**6

@@ -1,4 +1,5 @@
-"""Request and response bodies of SPEC §3: msgspec Structs shared by the server and the SDK client.
+"""The wire: request and response bodies of SPEC §3 as msgspec Structs, below every layer that speaks them —
+the Authority, the HTTP API, the SDK client and the MCP guard.
 
 Requests forbid unknown fields and constrain every string, so a bad request is refused with the field and
 the reason before anything happens.
@@ -18,7 +19,7 @@ ToolName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\*?
 RequestId = Annotated[str, Meta(pattern=r"^[ -~]{1,255}\Z", description="1-255 printable ASCII characters")]
 HoldTtl = Annotated[int, Meta(ge=1, le=86400)]
 # No length bound here: an oversized or empty token is an invalid_token denial (SPEC §1), not a bad request.
-Token = str
+TokenText = str
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -51,7 +52,7 @@ class MintResponse(Strict):
 
 
 class VerifyRequest(Strict):
-    token: Token
+    token: TokenText
     tool: Name  # the tool called: a name; patterns with `*` belong in caveats
     args: dict[str, Any] | None = None
     audience: Name | None = None
@@ -116,7 +117,7 @@ class HoldResponse(Strict):
 
 
 class RevokeRequest(Strict):
-    token: Token | None = None
+    token: TokenText | None = None
     token_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")] | None = None
 
 
@@ -126,7 +127,7 @@ class RevokeResponse(Strict):
 
 
 class InspectRequest(Strict):
-    token: Token
+    token: TokenText
 
 
 class CaveatView(Strict):
