@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from redis.crc import key_slot
 
-from app.store.redis import base_key
+from app.store.scripts import base_key
 from app.token.keys import KeyRing, new_key_entry
 from tests.cluster.conftest import Cluster, mint, spent
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from app.store.redis import base_key
+from app.store.scripts import base_key
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import mint
 from tests.cluster.conftest import Cluster, Load, spent

@@ -21,6 +21,7 @@ from app.store.base import BudgetSpec, Decision, RateSpec, Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 
 REDIS_URL = os.environ.get("AGENTCAPS_TEST_STORE_REDIS", "redis://127.0.0.1:6379/5")
 T0 = 1_800_000_000_000  # now_ms at the start of most tests: a fixed instant, so every number is exact
@@ -71,7 +72,7 @@ def open_backend(backend: str, data_dir: Path) -> Store:
         return MemoryStore()
     if backend == "local":
         return LocalStore(data_dir)
-    return RedisStore(REDIS_URL)
+    return RedisStore(NodeRunner(REDIS_URL))
 
 
 @pytest.fixture

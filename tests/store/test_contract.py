@@ -25,8 +25,8 @@ from app.store.base import (
     RateSpec,
     Store,
 )
-from app.store.redis import _digest, base_key
-from app.store.scripts import GC_SLACK_MS
+from app.store.redis import _digest
+from app.store.scripts import GC_SLACK_MS, base_key
 from app.token.keys import KeyRing, new_key_entry
 from tests.store.conftest import BIG, REDIS_URL, T0, USD, budget, decision, real_ms, tid
 

@@ -20,6 +20,7 @@ from app.errors import Conflict, NotFound
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, Decision, HoldState, Store
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from tests.store.conftest import REDIS_URL, T0, USD, budget, decision, tid
 
 LEVELS = (budget("root", 1000 * USD), budget("leaf", 500 * USD))
@@ -32,7 +33,7 @@ async def stores(backend: str) -> AsyncIterator[list[Store]]:
     if backend == "memory":
         yield [MemoryStore()] * 3
         return
-    made: list[Store] = [RedisStore(REDIS_URL, timeout=5.0) for _ in range(3)]
+    made: list[Store] = [RedisStore(NodeRunner(REDIS_URL, timeout=5.0)) for _ in range(3)]
     yield made
     for s in made:
         await s.close()

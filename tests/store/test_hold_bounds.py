@@ -20,7 +20,9 @@ import redis
 from app.errors import NotFound
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, BudgetSpec, Outcome, Store
 from app.store.memory import MemoryStore
-from app.store.redis import RedisStore, base_key
+from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
+from app.store.scripts import base_key
 from tests.store.conftest import REDIS_URL, T0, USD, budget, decision, tid
 
 BUDGETS = 16  # the most budget caveats a chain may carry
@@ -86,7 +88,7 @@ class StepCountingRedisStore(RedisStore):
     """A RedisStore that times each script call and records how many holds the root has left after it."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, timeout=30.0)  # the unbounded drain (the bug) must be measured, not time out
+        super().__init__(NodeRunner(url, timeout=30.0))  # the unbounded drain (the bug) must be measured, not time out
         self.steps: list[tuple[str, float, int]] = []  # script, seconds, open holds of the watched root after it
         self.watch: str | None = None
         self.sync = redis.Redis.from_url(REDIS_URL, decode_responses=True)
