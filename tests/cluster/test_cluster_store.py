@@ -24,8 +24,8 @@ from app.store.redis import RedisStore
 from app.store.redis_cluster import ClusterRunner, WaitPolicy, parse_cluster_url
 from app.store.runner import NodeRunner
 from app.store.scripts import SCRIPTS, base_key, fence_key
-from tests.cluster.conftest import Cluster, flush
-from tests.processes import RedisServer
+from tests.cluster.conftest import flush
+from tests.processes import Cluster, RedisServer
 
 USD = 1_000_000
 

@@ -23,7 +23,7 @@ from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
 from app.store.runner import NodeRunner
 from app.store.scripts import base_key
-from tests.store.conftest import REDIS_URL, T0, USD, budget, decision, tid
+from tests.store.conftest import REDIS_URL, T0, USD, RedisOf, budget, decision, tid
 
 BUDGETS = 16  # the most budget caveats a chain may carry
 LEVELS = tuple(budget(f"level{i:02d}", 100 * USD) for i in range(BUDGETS))
@@ -170,7 +170,7 @@ async def test_a_hold_that_ended_is_not_found_even_before_the_steps_reach_it(sto
     assert (await store.inspect(root, (), ("b",), T0 + TTL_MS)).balances == [(0, 0)]
 
 
-async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store) -> None:
+async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store, redis_of: RedisOf) -> None:
     """Closed holds are kept 24 h to answer a repeated settle or release: without their budget list."""
     root = tid()
     sizes = []
@@ -182,7 +182,7 @@ async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store) -
         if isinstance(store, MemoryStore):
             sizes.append(len(store.holds[hold_id].prefixes))
         else:
-            with redis.Redis.from_url(REDIS_URL) as client:
+            with redis_of(root) as client:
                 sizes.append(int(client.memory_usage(base_key(root) + ":h:" + hold_id) or 0))
     assert sizes[1] <= sizes[0] + 8, sizes  # 16 budgets cost a closed hold no more than one does
 
