@@ -154,15 +154,6 @@ class ClusterRunner:
         # A refresh recycles every pooled connection: at most one per REFRESH_GAP_S, however many calls fail.
         await asyncio.sleep(REFRESH_GAP_S)
 
-    async def _submit(self, node: ClusterNode, call: _Call) -> tuple[Any, Any]:
-        """(the reply or the error object for that command, the pipeline's WAIT reply or None)."""
-        try:
-            result: tuple[Any, Any] = await self.batcher.submit(node, call)
-        except (RedisError, OSError) as e:
-            self._refresh_topology()
-            raise unavailable(e) from e
-        return result
-
     async def _send(self, node: ClusterNode, batch: list[_Call]) -> list[tuple[Any, Any]]:
         commands: list[PipelineCommand] = []
         positions = []
@@ -196,7 +187,11 @@ class ClusterRunner:
             except RedisClusterException as e:
                 self._refresh_topology()
                 raise StoreUnavailable(f"counter store slot {slot} is not covered") from e
-            reply, acked = await self._submit(node, _Call(command, asking=ask is not None, writes=script.writes))
+            try:  # (the reply or the error object for that command, the pipeline's WAIT reply or None)
+                reply, acked = await self.batcher.submit(node, _Call(command, ask is not None, script.writes))
+            except (RedisError, OSError) as e:
+                self._refresh_topology()
+                raise unavailable(e) from e
             ask = None
             if isinstance(reply, Exception):
                 # Every branch that continues is a reply proving the script did not run: resending is safe.

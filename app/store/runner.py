@@ -78,22 +78,19 @@ class NodeRunner:
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         command = script.command(token_id, args, cluster=False)
-        reply = await self._submit(command)
-        if isinstance(reply, NoScriptError):
-            # The script did not run (a restarted or failed-over Redis lost its cache): loading it is safe.
-            loaded = await self._submit(("SCRIPT", "LOAD", script.source(cluster=False)))
-            reply = loaded if isinstance(loaded, Exception) else await self._submit(command)
-        if isinstance(reply, RedisError | OSError):
-            raise unavailable(reply) from reply
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    async def _submit(self, command: Command) -> Any:
-        try:
-            return await self.batcher.submit(self.client, command)
+        try:  # inline, not a helper coroutine: this is the hot path, and every coroutine frame costs
+            reply = await self.batcher.submit(self.client, command)
+            if isinstance(reply, NoScriptError):
+                # The script did not run (a restarted or failed-over Redis lost its cache): loading it is safe.
+                loaded = await self.batcher.submit(self.client, ("SCRIPT", "LOAD", script.source(cluster=False)))
+                reply = loaded if isinstance(loaded, Exception) else await self.batcher.submit(self.client, command)
         except (RedisError, OSError) as e:
             raise unavailable(e) from e
+        if isinstance(reply, Exception):
+            if isinstance(reply, RedisError | OSError):
+                raise unavailable(reply) from reply
+            raise reply
+        return reply
 
     async def _send(self, client: Redis, batch: list[Command]) -> list[Any]:
         pipe = client.pipeline(transaction=False)

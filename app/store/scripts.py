@@ -41,8 +41,8 @@ def base_key(token_id: str) -> str:
 
 
 def fence_key(token_id: str) -> str:
-    """Declared by every call and never written: on a cluster it keeps a script off a root whose slot is half-moved
-    (app/store/redis_cluster.py); on one Redis it is just a second name."""
+    """Declared by every call on a cluster and never written: it keeps a script off a root whose slot is half-moved
+    (app/store/redis_cluster.py)."""
     return base_key(token_id) + ":fence"
 
 
@@ -73,8 +73,11 @@ class Script:
         return self._shas[cluster]
 
     def command(self, token_id: str, args: tuple[str | int, ...], cluster: bool) -> tuple[str | int, ...]:
-        """The one way a script is called: the root's base key and fence declared, then the script's arguments."""
-        return ("EVALSHA", self.sha(cluster), 2, base_key(token_id), fence_key(token_id), *args)
+        """The one way a script is called: the root's base key (and on a cluster its fence) declared, then the
+        script's arguments. One Redis has no slot to guard, and the fence would cost every call a key."""
+        if cluster:
+            return ("EVALSHA", self._shas[True], 2, base_key(token_id), fence_key(token_id), *args)
+        return ("EVALSHA", self._shas[False], 1, base_key(token_id), *args)
 
 
 SCRIPTS = {
