@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.token.keys import KeyRing
-from tests.processes import RedisServer, Service, free_port, start_service
+from tests.processes import NODE_TIMEOUT_MS, Cluster, RedisServer, Service, free_port, run_script, start_service
 from tests.proxy import Proxy
 
 
@@ -51,3 +51,16 @@ def service_factory(tmp_path: Path) -> Iterator[object]:
             service.process.wait(10)
         except subprocess.TimeoutExpired:
             service.process.kill()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The session's Redis Cluster (3 masters + 3 replicas), started when a test first asks for it."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: scripts/test installs it")
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    url = run_script("start", "--dir", str(directory), "--node-timeout", str(NODE_TIMEOUT_MS))
+    try:
+        yield Cluster(url, directory)
+    finally:
+        run_script("stop", "--dir", str(directory))

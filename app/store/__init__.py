@@ -31,12 +31,14 @@ def open_store(
         return MemoryStore()
     if scheme in ("redis", "rediss"):
         from app.store.redis import RedisStore
+        from app.store.runner import NodeRunner
 
-        return RedisStore(url, timeout)
+        return RedisStore(NodeRunner(url, timeout))
     if scheme == "redis+cluster":
-        from app.store.redis_cluster import RedisClusterStore, WaitPolicy
+        from app.store.redis import RedisStore
+        from app.store.redis_cluster import ClusterRunner, WaitPolicy
 
-        return RedisClusterStore(url, timeout, WaitPolicy.parse(wait))
+        return RedisStore(ClusterRunner(url, timeout, WaitPolicy.parse(wait)))
     raise ConfigError(
         f"AGENTCAPS_STORE: unsupported store {url!r}; use local://, memory://, redis://host:port/db, rediss:// "
         "or redis+cluster://host:port[,host:port...]"

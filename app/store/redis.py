@@ -1,20 +1,12 @@
-"""`redis://` and `rediss://`: every decision is one Lua script call; any doubt is StoreUnavailable.
-
-Retries are off: a timeout after a script ran would charge twice on retry. Clients retry with a
-`request_id` instead, which makes the second attempt return the first answer.
-"""
+"""`redis://`, `rediss://` and `redis+cluster://`: every decision is one Lua script call; any doubt is
+StoreUnavailable. This module packs the arguments and reads the replies; app/store/runner.py sends the calls."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import Any
-
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
@@ -29,13 +21,8 @@ from app.store.base import (
     refuse_negative,
     stepwise,
 )
-from app.store.coalesce import Coalescer
+from app.store.runner import Runner
 from app.store.scripts import SCRIPTS
-
-
-def base_key(token_id: str) -> str:
-    """Every key of one root shares the hash tag `{token id}`: one slot, so one script can touch them all."""
-    return f"ac:{{{token_id}}}"
 
 
 @contextlib.contextmanager
@@ -53,26 +40,6 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def eviction_risk(name: str, info: Awaitable[Any]) -> str | None:
-    """Why counters on this node may vanish, or what could not be checked; None when its policy is noeviction.
-
-    The policy comes from INFO memory, which least-privilege ACL users and managed Redis allow where CONFIG GET is
-    denied. A node that refuses INFO too still answers: say that the policy is unchecked, not that it is
-    unreachable. Errors of the connection itself propagate (the caller says unreachable).
-    """
-    try:
-        reply = await info
-    except ResponseError as e:  # an answer all the same: INFO denied (NOPERM) or renamed
-        why = f"INFO memory: {type(e).__name__}"
-        return f"{name} answers, but its maxmemory-policy could not be checked ({why}); it must be noeviction"
-    policy = reply.get("maxmemory_policy") if isinstance(reply, dict) else None
-    if policy is None:
-        return f"{name} answers, but INFO memory gives no maxmemory_policy to check; it must be noeviction"
-    if policy != "noeviction":
-        return f"{name} has maxmemory-policy {policy}; it must be noeviction or counters may vanish"
-    return None
-
-
 def _outcome(reply: str) -> Outcome:
     status, index, retry, hold_id, replayed, *flat = reply.split(",")
     balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
@@ -80,28 +47,13 @@ def _outcome(reply: str) -> Outcome:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
-        self.client: Redis | RedisCluster = self._connect(url, timeout)
-        self.coalescer = Coalescer(self.client) if isinstance(self.client, Redis) else None
+    """The counters in Redis: each decision is one script call, which `runner` takes to one Redis or a cluster."""
 
-    def _connect(self, url: str, timeout: float) -> Redis | RedisCluster:
-        return Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-        )
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
 
     async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
-        try:
-            if self.coalescer is not None:
-                return await self.coalescer.run(SCRIPTS[name], base_key(token_id), args)
-            return await SCRIPTS[name](self.client, base_key(token_id), *args)
-        except RedisError as e:
-            raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
-        except OSError as e:
-            raise StoreUnavailable(f"counter store unreachable: {type(e).__name__}") from e
+        return await self.runner.run(SCRIPTS[name], token_id, args)
 
     async def decide(self, d: Decision) -> Outcome:
         args = (
@@ -192,13 +144,7 @@ class RedisStore(Store):
             return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])
 
     async def ready(self) -> str | None:
-        try:
-            await self.client.ping()
-            return await eviction_risk("Redis", self.client.info("memory"))
-        except (RedisError, OSError) as e:
-            return f"counter store unreachable: {type(e).__name__}"
+        return await self.runner.ready()
 
     async def close(self) -> None:
-        if self.coalescer is not None:
-            await self.coalescer.close()  # first: nothing may open a connection after the client closes
-        await self.client.aclose()
+        await self.runner.close()

@@ -1,8 +1,9 @@
-"""`redis+cluster://host:port[,host:port...]`: the Redis store's Lua scripts on a Redis Cluster, routed by hand.
+"""`redis+cluster://host:port[,host:port...]`: ClusterRunner takes RedisStore's scripts to a Redis Cluster, routed by
+hand.
 
-Every key of one root shares the hash tag `{token id}` (app/store/redis.py base_key), so each script runs on the
+Every key of one root shares the hash tag `{token id}` (app/store/scripts.py base_key), so each script runs on the
 one node that owns that slot. Calls to the same node that arrive in the same event-loop turn go out as one
-pipeline, so a cluster keeps the single Redis's coalescing. Routing is done here, not by redis-py's
+pipeline (app/store/batcher.py, keyed by node), as on one Redis. Routing is done here, not by redis-py's
 execute_command, for two reasons:
 
 - Retries are explicit. A reply that proves the script did not run (NOSCRIPT, MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
@@ -13,9 +14,9 @@ execute_command, for two reasons:
 
 Two guards keep a root's keys on one node for the whole script:
 
-- Each script starts with `#!lua`: on a cluster node Redis 7 then refuses a command inside the script on a key of
-  another slot than the declared ones ("Script attempted to access keys that do not hash to the same slot"),
-  which scripts without a shebang silently allow on the same node.
+- Each script starts with `#!lua` (Script.source(cluster=True)): on a cluster node Redis 7 then refuses a command
+  inside the script on a key of another slot than the declared ones ("Script attempted to access keys that do
+  not hash to the same slot"), which scripts without a shebang silently allow on the same node.
 - Each call declares a second key, the root's fence `ac:{id}:fence`, that no script ever writes. While the
   root's slot is migrating, Redis counts declared keys missing on the node: the source answers ASK and the
   target, with ASKING, TRYAGAIN ("multiple keys request during rehashing"), so no script runs on a half-moved
@@ -26,10 +27,9 @@ Two guards keep a root's keys on one node for the whole script:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -49,35 +49,15 @@ from redis.exceptions import (
 )
 
 from app.errors import ConfigError, StoreUnavailable
-from app.store.coalesce import not_sent
-from app.store.redis import RedisStore, base_key, eviction_risk
-from app.store.scripts import NAMES, Script
+from app.store.batcher import Batcher, not_sent
+from app.store.runner import eviction_risk, unavailable
+from app.store.scripts import Script, base_key
 
 log = logging.getLogger("agentcaps.store")
 
-MAX_IN_FLIGHT = 4  # pipelines awaiting replies per node; more calls gather into the next one meanwhile
-MAX_BATCH = 256
 MAX_REDIRECTS = 16  # MOVED/ASK hops for one call before giving up: a loop means a broken cluster
-WRITES = frozenset({"decide", "hold", "revoke"})  # scripts whose effect must survive a failover
 BACKOFF_S = (0.005, 0.01, 0.02, 0.05, 0.1)  # before resending a call the cluster said to try again
 REFRESH_GAP_S = 0.1
-
-
-def fence_key(token_id: str) -> str:
-    """Declared by every call and never written: see the module docstring (migration guard)."""
-    return base_key(token_id) + ":fence"
-
-
-class ClusterScript(Script):
-    """The same script with a `#!lua` shebang, which makes Redis 7 enforce one slot per script on a cluster."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.source = "#!lua\n" + self.source
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-
-CLUSTER_SCRIPTS = {name: ClusterScript(name) for name in NAMES}
 
 
 @dataclass(frozen=True)
@@ -124,134 +104,19 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str 
 
 @dataclass
 class _Call:
-    script: ClusterScript
-    keys: tuple[str, str]
-    args: tuple[str | int, ...]
-    asking: bool
-    write: bool
-    future: asyncio.Future[tuple[Any, Any]]
+    command: tuple[str | int, ...]
+    asking: bool = False  # ASKING lets only the command right after it into an importing slot
+    writes: bool = False  # with WAIT, the pipeline ends in one WAIT after its writes
 
 
-@dataclass
-class _NodeQueue:
-    node: ClusterNode
-    pending: list[_Call] = field(default_factory=list)
-    in_flight: int = 0
-    scheduled: bool = False
+class ClusterRunner:
+    """Each call to the master of its root's slot, through one Batcher keyed by node; see the module docstring."""
 
-
-class _Batcher:
-    """Per-node pipelines: EVALSHA calls submitted in one loop turn go out together, then one WAIT if asked.
-
-    A call's future gets (reply or the error object for that command, the WAIT reply or None). After close(),
-    a call is answered StoreUnavailable without being sent.
-    """
-
-    def __init__(self, wait: WaitPolicy | None) -> None:
-        self.wait = wait
-        self.queues: dict[str, _NodeQueue] = {}
-        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
-        self.closed = False
-
-    def submit(
-        self,
-        node: ClusterNode,
-        script: ClusterScript,
-        keys: tuple[str, str],
-        args: tuple[str | int, ...],
-        *,
-        asking: bool,
-        write: bool,
-    ) -> asyncio.Future[tuple[Any, Any]]:
-        loop = asyncio.get_running_loop()
-        queue = self.queues.get(node.name)
-        if queue is None or queue.node is not node:  # a refreshed topology brings new node objects
-            queue = self.queues[node.name] = _NodeQueue(node)
-        call = _Call(script, keys, args, asking, write, loop.create_future())
-        if self.closed:
-            call.future.set_exception(not_sent())
-            return call.future
-        queue.pending.append(call)
-        if not queue.scheduled and queue.in_flight < MAX_IN_FLIGHT:
-            queue.scheduled = True
-            loop.call_soon(self._start, queue)
-        return call.future
-
-    async def close(self) -> None:
-        """As the single Redis's Coalescer.close: fail closed on what is not sent, wait for what is on the wire."""
-        self.closed = True
-        for queue in self.queues.values():
-            pending, queue.pending = queue.pending, []
-            for call in pending:
-                if not call.future.done():
-                    call.future.set_exception(not_sent())
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    def _start(self, queue: _NodeQueue) -> None:
-        queue.scheduled = False
-        if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
-            batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
-            queue.in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _flush(self, queue: _NodeQueue, batch: list[_Call]) -> None:
-        try:
-            commands: list[PipelineCommand] = []
-            positions = []
-            for call in batch:
-                if call.asking:  # ASKING lets only the command right after it into an importing slot
-                    commands.append(PipelineCommand(len(commands), "ASKING"))
-                positions.append(len(commands))
-                commands.append(PipelineCommand(len(commands), "EVALSHA", call.script.sha, 2, *call.keys, *call.args))
-            wait_at = None
-            if self.wait is not None and any(call.write for call in batch):
-                wait_at = len(commands)
-                commands.append(PipelineCommand(wait_at, "WAIT", self.wait.replicas, self.wait.timeout_ms))
-            await queue.node.execute_pipeline(commands)
-            acked = None if wait_at is None else commands[wait_at].result
-            for call, at in zip(batch, positions, strict=True):
-                _settle(call.future, (commands[at].result, acked))
-        except BaseException as e:  # the round trip failed: every call in it is in doubt
-            error = e if isinstance(e, Exception) else ConnectionError("cancelled")
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(error)
-        finally:
-            queue.in_flight -= 1
-            if queue.pending and not queue.scheduled:
-                queue.scheduled = True
-                asyncio.get_running_loop().call_soon(self._start, queue)
-
-
-def _settle(future: asyncio.Future[tuple[Any, Any]], value: tuple[Any, Any]) -> None:
-    if not future.done():  # the caller may have gone (a cancelled request)
-        future.set_result(value)
-
-
-def _grants(name: str, reply: Any) -> bool:
-    """Whether a reply would grant something that a lost write could take back (a denial never does)."""
-    if name == "decide":
-        return isinstance(reply, str) and reply.startswith("allowed,")
-    if name == "hold":  # a settle or release that happened; {'error', ...} changed nothing
-        return not (isinstance(reply, list) and reply[:1] == ["error"])
-    return name in WRITES
-
-
-class RedisClusterStore(RedisStore):
     def __init__(self, url: str, timeout: float = 1.0, wait: WaitPolicy | None = None) -> None:
         self.timeout = timeout
         self.wait = wait
-        super().__init__(url, timeout)
-        self.batcher = _Batcher(wait)
-        self._initialized = False
-        self._refresh: asyncio.Task[None] | None = None
-        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
-
-    def _connect(self, url: str, timeout: float) -> RedisCluster:
         nodes, username, password = parse_cluster_url(url)
-        return RedisCluster(
+        self.cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             require_full_coverage=False,  # a shard that is down must not stop the others: each root is in one
             username=username,
@@ -261,11 +126,10 @@ class RedisClusterStore(RedisStore):
             retry=Retry(NoBackoff(), 0),  # redis-py's own retries resend after a lost reply: never
             decode_responses=True,
         )
-
-    @property
-    def cluster(self) -> RedisCluster:
-        assert isinstance(self.client, RedisCluster)
-        return self.client
+        self.batcher: Batcher[ClusterNode, _Call] = Batcher(self._send)
+        self._initialized = False
+        self._refresh: asyncio.Task[None] | None = None
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def _topology(self) -> None:
         if not self._initialized:
@@ -290,17 +154,31 @@ class RedisClusterStore(RedisStore):
         # A refresh recycles every pooled connection: at most one per REFRESH_GAP_S, however many calls fail.
         await asyncio.sleep(REFRESH_GAP_S)
 
-    async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
+    async def _send(self, node: ClusterNode, batch: list[_Call]) -> list[tuple[Any, Any]]:
+        commands: list[PipelineCommand] = []
+        positions = []
+        for call in batch:
+            if call.asking:
+                commands.append(PipelineCommand(len(commands), "ASKING"))
+            positions.append(len(commands))
+            commands.append(PipelineCommand(len(commands), *call.command))
+        wait_at = None
+        if self.wait is not None and any(call.writes for call in batch):
+            wait_at = len(commands)
+            commands.append(PipelineCommand(wait_at, "WAIT", self.wait.replicas, self.wait.timeout_ms))
+        await node.execute_pipeline(commands)
+        acked = None if wait_at is None else commands[wait_at].result
+        return [(commands[at].result, acked) for at in positions]
+
+    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         if self.batcher.closed:  # before _topology, which would open connections
             raise not_sent()
         await self._topology()
-        script = CLUSTER_SCRIPTS[name]
-        keys = (base_key(token_id), fence_key(token_id))
-        write = name in WRITES
+        command = script.command(token_id, args, cluster=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         manager = self.cluster.nodes_manager
-        slot = self.cluster.keyslot(keys[0])
+        slot = self.cluster.keyslot(base_key(token_id))
         ask: ClusterNode | None = None
         redirects = tries = 0
         while True:
@@ -309,11 +187,11 @@ class RedisClusterStore(RedisStore):
             except RedisClusterException as e:
                 self._refresh_topology()
                 raise StoreUnavailable(f"counter store slot {slot} is not covered") from e
-            try:
-                reply, acked = await self.batcher.submit(node, script, keys, args, asking=ask is not None, write=write)
+            try:  # (the reply or the error object for that command, the pipeline's WAIT reply or None)
+                reply, acked = await self.batcher.submit(node, _Call(command, ask is not None, script.writes))
             except (RedisError, OSError) as e:
                 self._refresh_topology()
-                raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
+                raise unavailable(e) from e
             ask = None
             if isinstance(reply, Exception):
                 # Every branch that continues is a reply proving the script did not run: resending is safe.
@@ -347,8 +225,8 @@ class RedisClusterStore(RedisStore):
                 if not isinstance(reply, RedisError | OSError):
                     raise reply
                 self._refresh_topology()
-                raise StoreUnavailable(f"counter store error: {type(reply).__name__}") from reply
-            if write and self.wait is not None and _grants(name, reply) and not self._acknowledged(acked):
+                raise unavailable(reply) from reply
+            if script.writes and self.wait is not None and script.grants(reply) and not self._acknowledged(acked):
                 # The write is on the master but maybe on no replica: a failover now could forget it.
                 raise StoreUnavailable(f"the write reached fewer than {self.wait.replicas} replica(s) in time")
             return reply
@@ -357,30 +235,29 @@ class RedisClusterStore(RedisStore):
         assert self.wait is not None
         return isinstance(acked, int) and not isinstance(acked, bool) and acked >= self.wait.replicas
 
-    async def _load(self, node: ClusterNode, script: ClusterScript) -> None:
-        """SCRIPT LOAD once per node and script, however many calls met NOSCRIPT at once."""
-        if self.batcher.closed:  # the call will not be sent again: do not open a connection for it
-            raise not_sent()
-        key = (node.name, script.sha)
+    async def _load(self, node: ClusterNode, script: Script) -> None:
+        """SCRIPT LOAD once per node and script, however many calls met NOSCRIPT at once, through the batcher like
+        every other command (so close() treats it as it treats them)."""
+        key = (node.name, script.sha(cluster=True))
         loading = self._loading.get(key)
         if loading is None:
-            loading = self._loading[key] = asyncio.ensure_future(node.execute_command("SCRIPT", "LOAD", script.source))
+            loading = self._loading[key] = self.batcher.submit(node, _Call(("SCRIPT", "LOAD", script.source(True))))
             loading.add_done_callback(lambda _: self._loading.pop(key, None))
         try:
-            await asyncio.shield(loading)
+            loaded, _ = await asyncio.shield(loading)
         except (RedisError, OSError) as e:
             self._refresh_topology()
-            raise StoreUnavailable(f"counter store error: {type(e).__name__}") from e
+            raise unavailable(e) from e
+        if isinstance(loaded, RedisError | OSError):
+            raise unavailable(loaded) from loaded
 
     async def close(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
-        await self.batcher.close()
-        # A SCRIPT LOAD on the wire finishes too (its caller's next submit is refused, unsent), and the cancelled
-        # refresh ends: nothing is left to use a connection once the client closes.
-        refresh = [] if self._refresh is None else [self._refresh]
-        await asyncio.gather(*refresh, *self._loading.values(), return_exceptions=True)
-        await super().close()
+        await self.batcher.close()  # SCRIPT LOADs on the wire included
+        if self._refresh is not None:  # the cancelled refresh ends before the client closes
+            await asyncio.gather(self._refresh, return_exceptions=True)
+        await self.cluster.aclose()
 
     async def ready(self) -> str | None:
         try:

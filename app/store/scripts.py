@@ -1,18 +1,14 @@
-"""The one table of Lua scripts: each is lib.lua + its body, loaded once, run by EVALSHA (reloaded on NOSCRIPT)."""
+"""The one table of Lua scripts: each is lib.lua + its body, loaded once, run by EVALSHA (reloaded on NOSCRIPT),
+and the key layout they share."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError
-
 from app.store.base import IDEMPOTENCY_TTL_MS, MADE_UP_ID_TTL_MS, MAX_OPEN_HOLDS, PURGE_STEP, SETTLED_HOLD_TTL_MS
-
-NAMES = ("decide", "lookup", "hold", "revoke", "inspect")
-
 
 # Every expiry is decided in the scripts against the caller's now_ms (lib.lua `live`); Redis's own TTLs only
 # collect the garbage, this long after a record's end. Redis judges a TTL by its own clock, so a TTL at the exact
@@ -39,19 +35,59 @@ def _source(name: str) -> str:
     return constants + (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
+def base_key(token_id: str) -> str:
+    """Every key of one root shares the hash tag `{token id}`: one slot, so one script can touch them all."""
+    return f"ac:{{{token_id}}}"
+
+
+def fence_key(token_id: str) -> str:
+    """Declared by every call on a cluster and never written: it keeps a script off a root whose slot is half-moved
+    (app/store/redis_cluster.py)."""
+    return base_key(token_id) + ":fence"
+
+
+def _never(reply: Any) -> bool:
+    return False
+
+
 class Script:
-    def __init__(self, name: str) -> None:
+    """One script, in two sources: as is for one Redis, and with a `#!lua` shebang for a cluster, which makes
+    Redis 7 refuse a key of another slot than the declared ones inside the script.
+
+    `grants(reply)`: whether the reply grants something that a lost write could take back (a denial never does);
+    with AGENTCAPS_REDIS_WAIT such a reply counts only once replicas have the write.
+    """
+
+    def __init__(self, name: str, writes: bool = False, grants: Callable[[Any], bool] = _never) -> None:
         self.name = name
-        self.source = _source(name)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.writes = writes
+        self.grants = grants
+        body = _source(name)
+        self._sources = {False: body, True: "#!lua\n" + body}
+        self._shas = {cluster: hashlib.sha1(text.encode()).hexdigest() for cluster, text in self._sources.items()}
 
-    async def __call__(self, client: Redis | RedisCluster, base_key: str, *args: str | int) -> Any:
-        try:
-            return await client.evalsha(self.sha, 1, base_key, *args)
-        except NoScriptError:
-            # The script did not run (a restarted or failed-over Redis lost its cache): loading it is safe.
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, 1, base_key, *args)
+    def source(self, cluster: bool) -> str:
+        return self._sources[cluster]
+
+    def sha(self, cluster: bool) -> str:
+        return self._shas[cluster]
+
+    def command(self, token_id: str, args: tuple[str | int, ...], cluster: bool) -> tuple[str | int, ...]:
+        """The one way a script is called: the root's base key (and on a cluster its fence) declared, then the
+        script's arguments. One Redis has no slot to guard, and the fence would cost every call a key."""
+        if cluster:
+            return ("EVALSHA", self._shas[True], 2, base_key(token_id), fence_key(token_id), *args)
+        return ("EVALSHA", self._shas[False], 1, base_key(token_id), *args)
 
 
-SCRIPTS = {name: Script(name) for name in NAMES}
+SCRIPTS = {
+    script.name: script
+    for script in (
+        Script("decide", writes=True, grants=lambda reply: isinstance(reply, str) and reply.startswith("allowed,")),
+        # a settle or release that happened; {'error', ...} changed nothing
+        Script("hold", writes=True, grants=lambda reply: not (isinstance(reply, list) and reply[:1] == ["error"])),
+        Script("revoke", writes=True, grants=lambda reply: True),
+        Script("lookup"),
+        Script("inspect"),
+    )
+}

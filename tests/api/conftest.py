@@ -27,6 +27,7 @@ from app.store.base import Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 
 REDIS_BASE = "redis://127.0.0.1:6379"
 REDIS_DBS = [int(n) for n in os.environ.get("AGENTCAPS_TEST_API_REDIS_DBS", "12,11,10,9,8,7").split(",")]
@@ -239,7 +240,7 @@ def make_api(store_kind: str, clock: Clock, request: pytest.FixtureRequest) -> I
     def build(settings: Settings) -> Api:
         store: Store = MemoryStore()
         if store_kind == "redis":
-            store = RedisStore(url, 1.0)
+            store = RedisStore(NodeRunner(url, 1.0))
         elif store_kind == "local":
             store = LocalStore(request.getfixturevalue("tmp_path") / f"local-{len(opened)}")
         client = TestClient(create_app(settings, store=store, clock=clock))

@@ -12,6 +12,7 @@ import pytest
 
 from app.store.base import MAX_OPEN_HOLDS, Decision
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from app.token.mint import attenuate
 from tests.api.conftest import Api
 
@@ -467,7 +468,7 @@ def fill_holds(api: Api, token_id: str, count: int, ttl_ms: int) -> list[str]:
         store = api.store
         if api.redis is not None:  # the app's client belongs to the app's event loop: a store of this loop's own
             kw = api.redis.connection_pool.connection_kwargs
-            store = RedisStore(f"redis://{kw['host']}:{kw['port']}/{kw['db']}", 5.0)
+            store = RedisStore(NodeRunner(f"redis://{kw['host']}:{kw['port']}/{kw['db']}", 5.0))
         made = []
         for start in range(0, count, 1000):
             made += await asyncio.gather(

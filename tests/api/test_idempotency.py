@@ -15,6 +15,7 @@ from app.store.base import Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from app.token.mint import attenuate
 from tests.api.conftest import Api, Clock, padded
 
@@ -232,7 +233,7 @@ def fresh_store(store_kind: str, request: pytest.FixtureRequest) -> Store:
     """A store of this test's kind over a flushed database, built inside the test's event loop."""
     if store_kind == "redis":
         request.getfixturevalue("redis_client")
-        return RedisStore(request.getfixturevalue("redis_url"), 2.0)
+        return RedisStore(NodeRunner(request.getfixturevalue("redis_url"), 2.0))
     if store_kind == "local":
         return LocalStore(request.getfixturevalue("tmp_path") / "local")
     return MemoryStore()

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from app.api.app import create_app
 from app.config import Settings
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from tests.api.conftest import Api, Clock
 
 USD = {"amount": "1", "currency": "USD"}
@@ -401,7 +402,7 @@ def closed_port() -> int:
 @pytest.fixture
 def down(tmp_path: Path, clock: Clock) -> Any:
     settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_LOCATION": "http://agentcaps.test"})
-    store = RedisStore(f"redis://127.0.0.1:{closed_port()}/0", 0.2)
+    store = RedisStore(NodeRunner(f"redis://127.0.0.1:{closed_port()}/0", 0.2))
     with TestClient(create_app(settings, store=store, clock=clock)) as client:
         yield client, settings
 

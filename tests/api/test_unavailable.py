@@ -17,6 +17,7 @@ import pytest
 from app.api.app import create_app
 from app.config import Settings
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from tests.proxy import Proxy
 
 USD = {"amount": "1", "currency": "USD"}
@@ -26,7 +27,7 @@ USD = {"amount": "1", "currency": "USD"}
 async def client(proxy: Proxy, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The app on this test's event loop, where the proxy runs too (litestar's test clients block it)."""
     settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_LOCATION": "http://agentcaps.test"})
-    store = RedisStore(proxy.url, timeout=0.5)
+    store = RedisStore(NodeRunner(proxy.url, timeout=0.5))
     admin = {"authorization": f"Bearer {settings.admin_keys[0]}"}
     transport = httpx.ASGITransport(create_app(settings, store=store))
     async with httpx.AsyncClient(transport=transport, base_url="http://agentcaps.test", headers=admin) as c:

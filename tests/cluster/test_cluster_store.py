@@ -1,4 +1,4 @@
-"""RedisClusterStore on a real 3+3 cluster: the same answers as the single-Redis store, and the guards that
+"""RedisStore(ClusterRunner) on a real 3+3 cluster: the same answers as the single-Redis store, and the guards that
 keep one root's keys on one node (slot check, migration fence), NOSCRIPT reloads, WAIT, readiness."""
 
 from __future__ import annotations
@@ -20,16 +20,12 @@ import redis
 from app.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from app.store import open_store
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, ROOT, BudgetSpec, Decision, RateSpec
-from app.store.redis import RedisStore, base_key
-from app.store.redis_cluster import (
-    CLUSTER_SCRIPTS,
-    RedisClusterStore,
-    WaitPolicy,
-    fence_key,
-    parse_cluster_url,
-)
-from tests.cluster.conftest import Cluster, flush
-from tests.processes import RedisServer
+from app.store.redis import RedisStore
+from app.store.redis_cluster import ClusterRunner, WaitPolicy, parse_cluster_url
+from app.store.runner import NodeRunner
+from app.store.scripts import SCRIPTS, base_key, fence_key
+from tests.cluster.conftest import flush
+from tests.processes import Cluster, RedisServer
 
 USD = 1_000_000
 
@@ -61,9 +57,14 @@ def token_on(cluster: Cluster, port: int, avoid: set[int] = frozenset()) -> str:
                 return tid
 
 
+def runner(store: RedisStore) -> ClusterRunner:
+    assert isinstance(store.runner, ClusterRunner)
+    return store.runner
+
+
 @pytest.fixture
-async def store(cluster: Cluster) -> AsyncIterator[RedisClusterStore]:
-    s = RedisClusterStore(cluster.url, 1.0)
+async def store(cluster: Cluster) -> AsyncIterator[RedisStore]:
+    s = RedisStore(ClusterRunner(cluster.url, 1.0))
     yield s
     await s.close()
 
@@ -95,7 +96,7 @@ def test_wait_policy_is_replicas_and_milliseconds() -> None:
 
 def test_open_store_picks_the_cluster_store_and_refuses_wait_elsewhere() -> None:
     store = open_store("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", 1.0, wait="1:50")
-    assert isinstance(store, RedisClusterStore) and store.wait == WaitPolicy(1, 50)
+    assert isinstance(store, RedisStore) and runner(store).wait == WaitPolicy(1, 50)
     with pytest.raises(ConfigError, match="only supported with"):
         open_store("redis://127.0.0.1:6379/0", 1.0, wait="1")
 
@@ -109,8 +110,8 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
     """Differential: one seeded sequence of decisions, holds, revocations and reads on both stores."""
     flush(cluster)
     redis.Redis(port=single_redis.port).flushall()
-    single = RedisStore(single_redis.url, 2.0)
-    clustered = RedisClusterStore(cluster.url, 2.0)
+    single = RedisStore(NodeRunner(single_redis.url, 2.0))
+    clustered = RedisStore(ClusterRunner(cluster.url, 2.0))
     rng = random.Random(20261128)
     roots = [secrets.token_hex(16) for _ in range(12)]
     holds: list[str] = []
@@ -193,7 +194,7 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
                 assert not key.endswith(":fence"), key
 
 
-async def test_a_zero_cost_hold_can_be_released_and_expire(store: RedisClusterStore) -> None:
+async def test_a_zero_cost_hold_can_be_released_and_expire(store: RedisStore) -> None:
     tid = secrets.token_hex(16)
     now = now_ms()
     held = await store.decide(charge(tid, 0, mode="hold", hold_ttl_ms=100, now=now))
@@ -203,7 +204,7 @@ async def test_a_zero_cost_hold_can_be_released_and_expire(store: RedisClusterSt
     assert (await store.decide(charge(tid, USD, now=now + 1000))).status == "allowed"
 
 
-async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisClusterStore) -> None:
+async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisStore) -> None:
     """The cap on open holds, and expired holds released PURGE_STEP per script, each script on the root's node."""
     tid = secrets.token_hex(16)
     now = now_ms()
@@ -232,7 +233,7 @@ async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisCluste
 
     async def counted(name: str, token_id: str, *args: str | int) -> Any:
         reply = await run(name, token_id, *args)
-        scripts.append(int(await store.cluster.zcard(base_key(tid) + ":holds")))
+        scripts.append(int(await runner(store).cluster.zcard(base_key(tid) + ":holds")))
         return reply
 
     store._run = counted  # type: ignore[method-assign]
@@ -257,10 +258,10 @@ def test_a_lua_shebang_makes_redis_refuse_a_key_of_another_slot_on_the_same_node
         assert c.eval(body, 2, base_key(mine), fence_key(mine)) is None
         with pytest.raises(redis.ResponseError, match="do not hash to the same slot"):
             c.eval("#!lua\n" + body, 2, base_key(mine), fence_key(mine))
-    assert all(s.source.startswith("#!lua\n") for s in CLUSTER_SCRIPTS.values())
+    assert all(s.source(cluster=True).startswith("#!lua\n") for s in SCRIPTS.values())
 
 
-async def test_no_script_runs_on_a_root_while_its_slot_migrates(cluster: Cluster, store: RedisClusterStore) -> None:
+async def test_no_script_runs_on_a_root_while_its_slot_migrates(cluster: Cluster, store: RedisStore) -> None:
     """The fence: during MIGRATING/IMPORTING, Redis answers ASK then TRYAGAIN instead of running the script on a
     node that holds only part of the root (or none of it); the call waits, then is 503, and nothing is written."""
     source, target = cluster.masters()[:2]
@@ -326,7 +327,7 @@ def test_a_single_declared_key_would_run_on_an_empty_view(cluster: Cluster) -> N
 # -- failures that prove the script did not run are retried --------------------------------------------------------
 
 
-async def test_an_empty_script_cache_is_reloaded_once_per_node(cluster: Cluster, store: RedisClusterStore) -> None:
+async def test_an_empty_script_cache_is_reloaded_once_per_node(cluster: Cluster, store: RedisStore) -> None:
     roots = [secrets.token_hex(16) for _ in range(60)]
     await asyncio.gather(*(store.decide(charge(t)) for t in roots))
     for port in cluster.masters():
@@ -337,13 +338,13 @@ async def test_an_empty_script_cache_is_reloaded_once_per_node(cluster: Cluster,
     assert {o.balances[0][0] for o in outcomes} == {2 * USD}
 
 
-async def test_a_stale_slot_map_follows_moved(cluster: Cluster, store: RedisClusterStore) -> None:
+async def test_a_stale_slot_map_follows_moved(cluster: Cluster, store: RedisStore) -> None:
     tid = secrets.token_hex(16)
     await store.decide(charge(tid))
-    manager = store.cluster.nodes_manager
-    slot = store.cluster.keyslot(base_key(tid))
+    manager = runner(store).cluster.nodes_manager
+    slot = runner(store).cluster.keyslot(base_key(tid))
     right = manager.slots_cache[slot]
-    wrong = next(n for n in store.cluster.get_primaries() if n is not right[0])
+    wrong = next(n for n in runner(store).cluster.get_primaries() if n is not right[0])
     manager.slots_cache[slot] = [wrong]
     assert (await store.decide(charge(tid))).balances == [(2 * USD, 0)]
     assert manager.slots_cache[slot][0].name == right[0].name
@@ -353,8 +354,8 @@ async def test_a_stale_slot_map_follows_moved(cluster: Cluster, store: RedisClus
 
 
 async def test_with_wait_an_allow_is_given_only_once_replicas_have_the_write(cluster: Cluster) -> None:
-    ok = RedisClusterStore(cluster.url, 1.0, WaitPolicy(1, 500))
-    impossible = RedisClusterStore(cluster.url, 1.0, WaitPolicy(2, 20))  # each master has one replica
+    ok = RedisStore(ClusterRunner(cluster.url, 1.0, WaitPolicy(1, 500)))
+    impossible = RedisStore(ClusterRunner(cluster.url, 1.0, WaitPolicy(2, 20)))  # each master has one replica
     try:
         tid = secrets.token_hex(16)
         assert (await ok.decide(charge(tid, limit=2 * USD))).status == "allowed"
@@ -386,7 +387,7 @@ async def test_with_wait_a_replay_is_given_only_once_replicas_have_the_first_ans
     master = cluster.masters()[0]
     replica = cluster.replica_of(master)
     tid = token_on(cluster, master)
-    first, other = (RedisClusterStore(cluster.url, 1.0, WaitPolicy(1, 100)) for _ in range(2))
+    first, other = (RedisStore(ClusterRunner(cluster.url, 1.0, WaitPolicy(1, 100))) for _ in range(2))
     call = charge(tid, request_id="r", fingerprint="f")
     os.kill(cluster.pid(replica), signal.SIGSTOP)  # the replica is there but confirms nothing
     try:
@@ -409,11 +410,11 @@ async def test_with_wait_a_replay_is_given_only_once_replicas_have_the_first_ans
 
 async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_open(cluster: Cluster) -> None:
     """As on one Redis: the pipeline on the wire finishes, calls not yet sent are StoreUnavailable, nothing spent."""
-    store = RedisClusterStore(cluster.url, 1.0)
+    store = RedisStore(ClusterRunner(cluster.url, 1.0))
     tid = secrets.token_hex(16)
     assert (await store.decide(charge(tid, 0))).status == "allowed"  # connected, the script loaded on its node
     calls = [asyncio.ensure_future(store.decide(charge(tid, 1, 10**6 * USD))) for _ in range(600)]  # > one batch
-    while not any(queue.in_flight for queue in store.batcher.queues.values()):
+    while not any(queue.in_flight for queue in runner(store).batcher.queues.values()):
         await asyncio.sleep(0)  # until the first pipeline is on its way; the rest wait
     await store.close()
     results = await asyncio.gather(*calls, return_exceptions=True)
@@ -423,13 +424,13 @@ async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_
     assert allowed > 0 and unsent > 0
     with pytest.raises(StoreUnavailable, match="before the call was sent"):
         await store.decide(charge(tid, 1, 10**6 * USD))
-    connections = [c for node in store.cluster.get_nodes() for c in node._connections]
+    connections = [c for node in runner(store).cluster.get_nodes() for c in node._connections]
     try:
         assert connections and not [c for c in connections if c.is_connected]
     finally:
         for c in connections:
             await c.disconnect()
-    reader = RedisClusterStore(cluster.url, 1.0)
+    reader = RedisStore(ClusterRunner(cluster.url, 1.0))
     try:
         assert (await reader.inspect(tid, (), ("h0",), now_ms())).balances == [(allowed, 0)]
     finally:
@@ -439,7 +440,7 @@ async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_
 # -- readiness -----------------------------------------------------------------------------------------------------
 
 
-async def ready_while_evicting(cluster: Cluster, store: RedisClusterStore, port: int) -> str | None:
+async def ready_while_evicting(cluster: Cluster, store: RedisStore, port: int) -> str | None:
     """What ready() says while the node on `port` has an eviction policy (restored to noeviction after)."""
     with cluster.client(port) as c:
         c.config_set("maxmemory-policy", "allkeys-lru")
@@ -449,7 +450,7 @@ async def ready_while_evicting(cluster: Cluster, store: RedisClusterStore, port:
             c.config_set("maxmemory-policy", "noeviction")
 
 
-async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store: RedisClusterStore) -> None:
+async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store: RedisStore) -> None:
     assert await store.ready() is None
     replica = next(p for p in cluster.ports if p not in cluster.masters())
     reason = await ready_while_evicting(cluster, store, replica)
@@ -458,16 +459,16 @@ async def test_readiness_needs_noeviction_on_every_node(cluster: Cluster, store:
 
 
 async def test_readiness_checks_a_replica_that_joined_after_the_client_read_the_topology(
-    cluster: Cluster, store: RedisClusterStore
+    cluster: Cluster, store: RedisStore
 ) -> None:
     """A fresh cluster's replicas appear in CLUSTER SLOTS seconds after its masters; a store made meanwhile did
     not know them, and ready() never checked their policy. Here the store forgets one, as such a store would."""
     assert await store.ready() is None
     replica = next(p for p in cluster.ports if p not in cluster.masters())
-    await store.cluster.nodes_manager.nodes_cache.pop(f"127.0.0.1:{replica}").disconnect()
+    await runner(store).cluster.nodes_manager.nodes_cache.pop(f"127.0.0.1:{replica}").disconnect()
     reason = await ready_while_evicting(cluster, store, replica)
     assert reason is not None and f"127.0.0.1:{replica}" in reason and "noeviction" in reason
-    assert f"127.0.0.1:{replica}" in {node.name for node in store.cluster.get_nodes()}
+    assert f"127.0.0.1:{replica}" in {node.name for node in runner(store).cluster.get_nodes()}
     assert await store.ready() is None
 
 
@@ -482,7 +483,7 @@ async def test_readiness_needs_no_config_rights(cluster: Cluster) -> None:
     reasons = {}
     try:
         for user in users:
-            store = RedisClusterStore(cluster.url.replace("://", f"://{user}:pw@", 1), 1.0)
+            store = RedisStore(ClusterRunner(cluster.url.replace("://", f"://{user}:pw@", 1), 1.0))
             try:
                 assert (await store.decide(charge(secrets.token_hex(16)))).status == "allowed"
                 reasons[user] = await store.ready()
@@ -498,7 +499,7 @@ async def test_readiness_needs_no_config_rights(cluster: Cluster) -> None:
 
 
 async def test_an_unreachable_cluster_is_503_and_not_ready() -> None:
-    store = RedisClusterStore("redis+cluster://127.0.0.1:1", 0.2)
+    store = RedisStore(ClusterRunner("redis+cluster://127.0.0.1:1", 0.2))
     try:
         with pytest.raises(StoreUnavailable):
             await store.decide(charge(secrets.token_hex(16)))

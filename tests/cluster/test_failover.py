@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from app.store.redis import base_key
+from app.store.scripts import base_key
 from app.token.keys import KeyRing, new_key_entry
-from tests.cluster.conftest import NODE_TIMEOUT_MS, Cluster, Load, mint, spent
-from tests.processes import wait_until
+from tests.cluster.conftest import Load, mint, spent
+from tests.processes import NODE_TIMEOUT_MS, Cluster, wait_until
 
 BUDGET = 100
 ROOTS_ON_VICTIM = 12

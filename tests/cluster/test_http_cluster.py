@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 from redis.crc import key_slot
 
-from app.store.redis import base_key
+from app.store.scripts import base_key
 from app.token.keys import KeyRing, new_key_entry
-from tests.cluster.conftest import Cluster, mint, spent
+from tests.cluster.conftest import mint, spent
+from tests.processes import Cluster
 
 ROOTS_PER_MASTER = 4
 SPENDS = 2000

@@ -13,11 +13,11 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from app.store.redis import base_key
+from app.store.scripts import base_key
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import mint
-from tests.cluster.conftest import Cluster, Load, spent
-from tests.processes import wait_until
+from tests.cluster.conftest import Load, spent
+from tests.processes import Cluster, wait_until
 
 MOVED_SLOTS = 300
 ROOTS_MOVED, ROOTS_STAYING = 8, 4

@@ -23,6 +23,7 @@ from app.mcp.guard import Admitted, Guard
 from app.schemas import Allowed
 from app.sdk import ApiError, AsyncClient, Client
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from tests.proxy import Proxy
 
 UNAVAILABLE = {"allowed": False, "code": "store_unavailable", "reason": "the counter store is unavailable"}
@@ -32,7 +33,7 @@ UNAVAILABLE = {"allowed": False, "code": "store_unavailable", "reason": "the cou
 async def service(proxy: Proxy, tmp_path: Path) -> AsyncIterator[tuple[httpx.ASGITransport, str]]:
     """The app over the proxied Redis, on this test's event loop (where the proxy runs), and its admin key."""
     settings = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), "AGENTCAPS_LOCATION": "http://agentcaps.test"})
-    store = RedisStore(proxy.url, timeout=0.5)
+    store = RedisStore(NodeRunner(proxy.url, timeout=0.5))
     yield httpx.ASGITransport(create_app(settings, store=store)), settings.admin_keys[0]
     await store.close()
 

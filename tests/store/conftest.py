@@ -1,9 +1,10 @@
-"""Every store contract test runs on each backend: memory, local (in a fresh data dir of its own) and a real
-Redis (SPEC semantics, not fakes).
+"""Every store contract test runs on each backend of BACKENDS: memory, local (in a fresh data dir of its own), a
+real Redis and a real Redis Cluster (SPEC semantics, not fakes). A backend is tested by being listed there.
 
 Redis is the shared one on 127.0.0.1:6379, database 5 (AGENTCAPS_TEST_STORE_REDIS): not one of the databases
 tests/api claims and flushes (12..7). Nothing here flushes a database, so several runs can share it: every
-test works on fresh random root ids, and the keys of those roots are deleted after the test.
+test works on fresh random root ids, and the keys of those roots are deleted after the test. The cluster is the
+session's own (tests/conftest.py `cluster`), started when the first test on it runs, and thrown away at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ from app.store.base import BudgetSpec, Decision, RateSpec, Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
+from app.store.redis_cluster import ClusterRunner
+from app.store.runner import NodeRunner
+from app.store.scripts import base_key
+from tests.processes import Cluster
 
 REDIS_URL = os.environ.get("AGENTCAPS_TEST_STORE_REDIS", "redis://127.0.0.1:6379/5")
 T0 = 1_800_000_000_000  # now_ms at the start of most tests: a fixed instant, so every number is exact
@@ -61,24 +66,54 @@ def _forget_roots() -> Iterator[None]:
         _issued.clear()
 
 
-@pytest.fixture(params=["memory", "local", "redis"])
+BACKENDS = ["memory", "local", "redis", "redis+cluster"]
+REDIS_BACKENDS = ["redis", "redis+cluster"]  # for the tests about Redis's own keys
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_backend(backend: str, data_dir: Path) -> Store:
-    if backend == "memory":
-        return MemoryStore()
-    if backend == "local":
-        return LocalStore(data_dir)
-    return RedisStore(REDIS_URL)
+Opener = Callable[..., Store]
+RedisOf = Callable[[str], redis.Redis]
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_backend(backend, tmp_path / "local")
+def open_backend(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    """Opens a client of this test's store, `timeout` seconds for Redis: every client of a Redis backend shares its
+    counters; memory:// and local:// are one store each, so open them once."""
+
+    def open_store(timeout: float = 1.0) -> Store:
+        if backend == "memory":
+            return MemoryStore()
+        if backend == "local":
+            return LocalStore(tmp_path / "local")
+        if backend == "redis":
+            return RedisStore(NodeRunner(REDIS_URL, timeout))
+        return RedisStore(ClusterRunner(request.getfixturevalue("cluster").url, timeout))
+
+    return open_store
+
+
+@pytest.fixture
+async def store(open_backend: Opener) -> AsyncIterator[Store]:
+    s = open_backend()
     yield s
     await s.close()
+
+
+@pytest.fixture
+def redis_of(backend: str, request: pytest.FixtureRequest) -> RedisOf:
+    """`redis_of(root)`: a client of the Redis that holds the root's keys (the one Redis, or its slot's master)."""
+
+    def connect(token_id: str) -> redis.Redis:
+        if backend == "redis":
+            return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+        cluster: Cluster = request.getfixturevalue("cluster")
+        return cluster.node_of_key(base_key(token_id))
+
+    return connect
 
 
 def decision(

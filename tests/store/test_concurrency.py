@@ -12,6 +12,7 @@ from typing import Any
 
 from app.store.base import Decision, HoldState, RateSpec
 from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
 from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
 
 PROCESSES = 4
@@ -29,7 +30,7 @@ def _decision(kind: str, token_id: str) -> Decision:
 
 def _worker(kind: str, token_id: str, calls: int, barrier: Any, out: Any) -> None:
     async def run() -> list[tuple[str, bool, str | None]]:
-        store = RedisStore(REDIS_URL)
+        store = RedisStore(NodeRunner(REDIS_URL))
         try:
             assert await store.ready() is None  # connected before the start line
             decisions = [_decision(kind, token_id) for _ in range(calls)]
@@ -61,7 +62,7 @@ def run_in_processes(kind: str, token_id: str, calls: int) -> list[tuple[str, bo
 
 
 async def inspect(token_id: str, prefixes: tuple[str, ...]) -> list[tuple[int, int]]:
-    store = RedisStore(REDIS_URL)
+    store = RedisStore(NodeRunner(REDIS_URL))
     try:
         return (await store.inspect(token_id, (), prefixes, T0)).balances
     finally:
@@ -82,7 +83,7 @@ async def test_1000_concurrent_holds_against_100_hold_exactly_100_and_settle_onc
     hold_ids = {hold_id for status, _, hold_id in outcomes if status == "allowed"}
     assert len(hold_ids) == 100 and None not in hold_ids
     assert await inspect(root, ("root",)) == [(0, 100)]
-    store = RedisStore(REDIS_URL)
+    store = RedisStore(NodeRunner(REDIS_URL))
     try:  # every hold settled twice at once: the second of each is an idempotent answer
         states = await asyncio.gather(*(store.settle(h, 1, T0) for h in sorted(hold_ids) * 2))
     finally:
@@ -108,7 +109,7 @@ async def test_50_parallel_retries_of_one_request_charge_once() -> None:
 async def test_settle_and_release_racing_on_each_hold_close_it_exactly_once() -> None:
     """For each of 100 holds a settle and a release at once: one wins, the other is a Conflict, never both."""
     root = tid()
-    store = RedisStore(REDIS_URL)
+    store = RedisStore(NodeRunner(REDIS_URL))
     try:
         holds = await asyncio.gather(
             *(store.decide(decision(root, 3, budgets=(budget("b", 300),), mode="hold")) for _ in range(100))

@@ -1,7 +1,7 @@
 """One contract for every counter store: budgets, holds, idempotency, rate windows, revocation, inspect.
 
-Each test runs on memory:// and on a real Redis. Amounts are micro-units; `now` is the caller's clock (T0 + n),
-except in the few tests that say they use the wall clock.
+Each test runs on every backend of BACKENDS (tests/store/conftest.py). Amounts are micro-units; `now` is the
+caller's clock (T0 + n), except in the few tests that say they use the wall clock.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import secrets
 
 import msgspec
 import pytest
-import redis
 
 from app.authority import Authority
 from app.errors import Conflict, NotFound
@@ -25,10 +24,10 @@ from app.store.base import (
     RateSpec,
     Store,
 )
-from app.store.redis import _digest, base_key
-from app.store.scripts import GC_SLACK_MS
+from app.store.redis import _digest
+from app.store.scripts import GC_SLACK_MS, base_key
 from app.token.keys import KeyRing, new_key_entry
-from tests.store.conftest import BIG, REDIS_URL, T0, USD, budget, decision, real_ms, tid
+from tests.store.conftest import BIG, REDIS_BACKENDS, T0, USD, RedisOf, budget, decision, real_ms, tid
 
 # -- budgets ----------------------------------------------------------------------------------------------
 
@@ -495,7 +494,7 @@ async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no
 
 
 async def test_a_made_up_request_id_is_kept_minutes_where_a_503_can_follow_the_decision(
-    store: Store, backend: str
+    store: Store, backend: str, redis_of: RedisOf
 ) -> None:
     """The service makes an id up for every call that came without one, so that a 503 after the store decided can
     be resent and replayed. On Redis (a reply can be lost after the script ran) its answer is kept
@@ -517,7 +516,7 @@ async def test_a_made_up_request_id_is_kept_minutes_where_a_503_can_follow_the_d
     again = await store.decide(late)
     assert (again.status, again.replayed, again.balances) == ("allowed", True, [(1, 0)])
     assert await store.lookup(root, "m", "f", T0 + MADE_UP_ID_TTL_MS) is None
-    with redis.Redis.from_url(REDIS_URL) as direct:
+    with redis_of(root) as direct:
         kept = direct.pttl(f"{base_key(root)}:i:{_digest('m')}")
         assert MADE_UP_ID_TTL_MS - 60_000 < kept <= MADE_UP_ID_TTL_MS
         assert direct.pttl(f"{base_key(root)}:i:{_digest('c')}") > IDEMPOTENCY_TTL_MS
@@ -776,8 +775,8 @@ async def test_a_limit_of_zero_allows_only_zero_cost(store: Store) -> None:
 # -- Redis: its own TTLs only collect garbage --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -> None:
+@pytest.mark.parametrize("backend", REDIS_BACKENDS)
+async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store, redis_of: RedisOf) -> None:
     """Relative TTLs too (an answer, a closed hold, a rate log): a verifier whose clock lags another's by hours
     still finds them while its now_ms says they live."""
     root, now = tid(), real_ms()
@@ -788,7 +787,7 @@ async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -
     await store.settle(held.hold_id, 1, now)
     await store.revoke(root, "p1", now + 60_000)
     await store.revoke(root, "p2", 0)
-    with redis.Redis.from_url(REDIS_URL) as client:
+    with redis_of(root) as client:
         ends = {
             kind: client.pexpiretime(f"{base_key(root)}:{kind}")
             for kind in ("b:b", "rv:p1", "rv:p2", "r:r", f"i:{_digest('q')}", f"h:{held.hold_id}")
@@ -799,8 +798,10 @@ async def test_redis_expires_every_record_gc_slack_after_its_end(store: Store) -
         assert now + ttl + GC_SLACK_MS <= end <= real_ms() + ttl + GC_SLACK_MS, kind
 
 
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(store: Store) -> None:
+@pytest.mark.parametrize("backend", REDIS_BACKENDS)
+async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(
+    store: Store, redis_of: RedisOf
+) -> None:
     """A budget counter ends GC_SLACK_MS after its budget's end; a hold made before then may be extended past it,
     day after day. The counter must outlive the hold: collected under it, the hold's release would write a new,
     never-expiring counter holding minus the hold (more remaining than the limit)."""
@@ -809,7 +810,7 @@ async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(
     held = await store.decide(decision(root, 4, budgets=levels, mode="hold", hold_ttl_ms=86_400_000, now=now))
     assert held.hold_id is not None
     counter = f"{base_key(root)}:b:b"
-    with redis.Redis.from_url(REDIS_URL) as client:
+    with redis_of(root) as client:
         assert client.pexpiretime(counter) == now + 60_000 + GC_SLACK_MS
         ends = now + 80_000_000 + 86_400_000  # extended a day later for another day: past the counter's end
         assert (await store.extend(held.hold_id, 86_400_000, now + 80_000_000)).expires_ms == ends
@@ -823,15 +824,17 @@ async def test_redis_keeps_a_budget_counter_as_long_as_a_hold_on_it_is_extended(
     assert (await store.inspect(root, (), ("b", "forever"), now + 80_000_000)).balances == [(1, 0)] * 2
 
 
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_records_written_before_they_carried_their_end_keep_their_meaning(store: Store) -> None:
+@pytest.mark.parametrize("backend", REDIS_BACKENDS)
+async def test_records_written_before_they_carried_their_end_keep_their_meaning(
+    store: Store, redis_of: RedisOf
+) -> None:
     """Marks holding '1', answers without their end and closed holds without `until` (the format before): they
     count until Redis expires them, as they did; an upgrade must not lift a revocation or forget an answer."""
     root, later = tid(), T0 + 10 * IDEMPOTENCY_TTL_MS
     held = await store.decide(decision(root, 4, budgets=(budget("b", 10),), mode="hold"))
     assert held.hold_id is not None
     await store.settle(held.hold_id, 3, T0)
-    with redis.Redis.from_url(REDIS_URL) as client:
+    with redis_of(root) as client:
         b = base_key(root)
         client.set(f"{b}:rv:p1", "1")  # forever
         client.set(f"{b}:rv:p2", "1", px=600_000)  # until Redis expires it

@@ -17,7 +17,9 @@ import redis
 
 from app.errors import StoreUnavailable
 from app.store.base import Outcome, Store
-from app.store.redis import RedisStore, base_key
+from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
+from app.store.scripts import base_key
 from tests.processes import RedisServer, free_port
 from tests.proxy import Proxy
 from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
@@ -25,7 +27,7 @@ from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
 
 @pytest.fixture
 async def proxied(proxy: Proxy) -> AsyncIterator[RedisStore]:
-    s = RedisStore(proxy.url, timeout=0.2)
+    s = RedisStore(NodeRunner(proxy.url, timeout=0.2))
     yield s
     await s.close()
 
@@ -36,7 +38,7 @@ async def charge(store: Store, root: str | None = None, request_id: str | None =
 
 async def spent(root: str) -> int:
     """What the real Redis holds for root, read past the proxy."""
-    direct = RedisStore(REDIS_URL)
+    direct = RedisStore(NodeRunner(REDIS_URL))
     try:
         return (await direct.inspect(root, (), ("b",), T0)).balances[0][0]
     finally:
@@ -57,7 +59,7 @@ async def test_connection_refused_is_unavailable_then_recovers(proxy: Proxy, pro
 
 
 async def test_nothing_listening_is_unavailable() -> None:
-    store = RedisStore(f"redis://127.0.0.1:{free_port()}/5", timeout=0.2)
+    store = RedisStore(NodeRunner(f"redis://127.0.0.1:{free_port()}/5", timeout=0.2))
     try:
         with pytest.raises(StoreUnavailable):
             await charge(store)
@@ -101,7 +103,7 @@ async def test_a_server_that_accepts_and_never_answers_is_unavailable_in_time() 
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/5", timeout=0.2)
+    store = RedisStore(NodeRunner(f"redis://127.0.0.1:{port}/5", timeout=0.2))
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -230,7 +232,7 @@ async def test_a_reply_of_the_wrong_shape_is_unavailable(proxy: Proxy, proxied: 
 
 async def test_a_flushed_script_cache_is_reloaded_transparently(redis_server: RedisServer) -> None:
     """On a Redis of the test's own, so that SCRIPT FLUSH disturbs no other test."""
-    store = RedisStore(redis_server.url)
+    store = RedisStore(NodeRunner(redis_server.url))
     direct = redis.Redis(port=redis_server.port)
     try:
         root = tid()
@@ -264,7 +266,7 @@ async def test_sigkill_under_load_never_overspends_and_the_aof_keeps_every_ackno
     calls in doubt were charged, and the counter must be exactly the acknowledged plus those.
     """
     limit, kill_after = 400, 120
-    store = RedisStore(redis_server.url, timeout=0.5)
+    store = RedisStore(NodeRunner(redis_server.url, timeout=0.5))
     root, levels = tid(), (budget("b", limit),)
     acknowledged: set[str] = set()
     in_doubt: set[str] = set()
@@ -324,7 +326,7 @@ async def test_sigkill_under_load_never_overspends_and_the_aof_keeps_every_ackno
 
 
 async def test_ready_refuses_a_redis_that_may_evict_counters(redis_server: RedisServer) -> None:
-    store, direct = RedisStore(redis_server.url), redis.Redis(port=redis_server.port)
+    store, direct = RedisStore(NodeRunner(redis_server.url)), redis.Redis(port=redis_server.port)
     try:
         assert await store.ready() is None
         direct.config_set("maxmemory-policy", "allkeys-lru")
@@ -341,7 +343,7 @@ async def test_a_user_without_config_rights_still_decides_and_is_ready(redis_ser
     reads the policy from INFO memory."""
     direct = redis.Redis(port=redis_server.port)
     direct.acl_setuser("app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@admin", "-config"])
-    store = RedisStore(f"redis://app:pw@127.0.0.1:{redis_server.port}/0")
+    store = RedisStore(NodeRunner(f"redis://app:pw@127.0.0.1:{redis_server.port}/0"))
     try:
         out = await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))
         assert (out.status, out.balances) == ("allowed", [(1, 0)])
@@ -357,7 +359,7 @@ async def test_a_user_denied_info_too_is_told_what_ready_could_not_check(redis_s
     direct = redis.Redis(port=redis_server.port)
     commands = ["+@all", "-@admin", "-config", "-info"]
     direct.acl_setuser("app", enabled=True, passwords=["+pw"], keys=["*"], commands=commands)
-    store = RedisStore(f"redis://app:pw@127.0.0.1:{redis_server.port}/0")
+    store = RedisStore(NodeRunner(f"redis://app:pw@127.0.0.1:{redis_server.port}/0"))
     try:
         assert (await store.decide(decision(tid(), 1, budgets=(budget("b", 10),)))).status == "allowed"
         why = await store.ready() or ""
@@ -373,7 +375,8 @@ async def test_a_user_denied_info_too_is_told_what_ready_could_not_check(redis_s
 
 async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_open() -> None:
     """What is on the wire finishes; what is not yet sent is StoreUnavailable (never sent: nothing spent)."""
-    store = RedisStore(REDIS_URL, timeout=0.5)
+    runner = NodeRunner(REDIS_URL, timeout=0.5)
+    store = RedisStore(runner)
     root = tid()
     assert await store.ready() is None
     calls = [asyncio.ensure_future(charge_big(store, root)) for _ in range(600)]  # more than one batch
@@ -388,7 +391,7 @@ async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_
     assert await spent(root) == allowed  # an unsent call spent nothing
     with pytest.raises(StoreUnavailable, match="before the call was sent"):
         await charge_big(store, root)  # a call after close() is not sent either
-    pool = store.client.connection_pool
+    pool = runner.client.connection_pool
     connections = [*pool._available_connections, *pool._in_use_connections]  # type: ignore[union-attr]
     try:
         assert not [c for c in connections if c.is_connected]

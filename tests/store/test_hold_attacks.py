@@ -18,22 +18,18 @@ import pytest
 
 from app.errors import BadRequest, Conflict, NotFound
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, Decision, HoldState, Store
-from app.store.memory import MemoryStore
-from app.store.redis import RedisStore
-from tests.store.conftest import REDIS_URL, T0, USD, budget, decision, tid
+from tests.store.conftest import T0, USD, Opener, budget, decision, tid
 
 LEVELS = (budget("root", 1000 * USD), budget("leaf", 500 * USD))
 PREFIXES = tuple(b.prefix for b in LEVELS)
 
 
 @pytest.fixture
-async def stores(backend: str) -> AsyncIterator[list[Store]]:
-    """Three clients of one store: on Redis, three connections whose scripts interleave; memory:// is one store."""
-    if backend == "memory":
-        yield [MemoryStore()] * 3
-        return
-    made: list[Store] = [RedisStore(REDIS_URL, timeout=5.0) for _ in range(3)]
-    yield made
+async def stores(backend: str, open_backend: Opener) -> AsyncIterator[list[Store]]:
+    """Three clients of one store: on Redis, three connections whose scripts interleave; memory:// and local:// are
+    one store."""
+    made = [open_backend(5.0)] if backend in ("memory", "local") else [open_backend(5.0) for _ in range(3)]
+    yield [made[0]] * 3 if len(made) == 1 else made
     for s in made:
         await s.close()
 

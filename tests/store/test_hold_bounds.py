@@ -20,8 +20,10 @@ import redis
 from app.errors import NotFound
 from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, BudgetSpec, Outcome, Store
 from app.store.memory import MemoryStore
-from app.store.redis import RedisStore, base_key
-from tests.store.conftest import REDIS_URL, T0, USD, budget, decision, tid
+from app.store.redis import RedisStore
+from app.store.runner import NodeRunner
+from app.store.scripts import base_key
+from tests.store.conftest import REDIS_URL, T0, USD, RedisOf, budget, decision, tid
 
 BUDGETS = 16  # the most budget caveats a chain may carry
 LEVELS = tuple(budget(f"level{i:02d}", 100 * USD) for i in range(BUDGETS))
@@ -86,7 +88,7 @@ class StepCountingRedisStore(RedisStore):
     """A RedisStore that times each script call and records how many holds the root has left after it."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, timeout=30.0)  # the unbounded drain (the bug) must be measured, not time out
+        super().__init__(NodeRunner(url, timeout=30.0))  # the unbounded drain (the bug) must be measured, not time out
         self.steps: list[tuple[str, float, int]] = []  # script, seconds, open holds of the watched root after it
         self.watch: str | None = None
         self.sync = redis.Redis.from_url(REDIS_URL, decode_responses=True)
@@ -174,7 +176,7 @@ async def test_a_hold_that_ended_is_not_found_even_before_the_steps_reach_it(sto
     assert (await store.inspect(root, (), ("b",), T0 + TTL_MS)).balances == [(0, 0)]
 
 
-async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store) -> None:
+async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store, redis_of: RedisOf) -> None:
     """Closed holds are kept 24 h to answer a repeated settle or release: without their budget list."""
     root = tid()
     sizes = []
@@ -186,7 +188,7 @@ async def test_a_closed_hold_is_small_whatever_the_chain_budgets(store: Store) -
         if isinstance(store, MemoryStore):
             sizes.append(len(store.holds[hold_id].prefixes))
         else:
-            with redis.Redis.from_url(REDIS_URL) as client:
+            with redis_of(root) as client:
                 sizes.append(int(client.memory_usage(base_key(root) + ":h:" + hold_id) or 0))
     assert sizes[1] <= sizes[0] + 8, sizes  # 16 budgets cost a closed hold no more than one does
 

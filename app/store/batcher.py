@@ -1,0 +1,104 @@
+"""Coalesce the script calls of concurrent requests into pipelines: one round trip per destination carries many.
+
+A destination is whatever one pipeline goes to (the one Redis, or a cluster node). Each EVALSHA in a pipeline is
+still its own atomic script; batching only shares the socket round trip and redis-py's per-call overhead. Calls
+submitted in the same event-loop turn go out together; at most MAX_IN_FLIGHT pipelines per destination wait for
+replies at once, and the rest gather into the next one meanwhile. `close()` lets the pipelines on the wire finish
+and answers every call not yet sent with StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from app.errors import StoreUnavailable
+
+MAX_IN_FLIGHT = 4
+MAX_BATCH = 256
+
+Dest = TypeVar("Dest", bound=Hashable)
+Call = TypeVar("Call")
+
+
+def not_sent() -> StoreUnavailable:
+    """The answer to a call that close() kept off the wire: the script never ran, so nothing was spent."""
+    return StoreUnavailable("counter store closed before the call was sent")
+
+
+@dataclass
+class _Queue(Generic[Dest, Call]):
+    dest: Dest
+    pending: list[tuple[Call, asyncio.Future[Any]]] = field(default_factory=list)
+    in_flight: int = 0
+    scheduled: bool = False
+
+
+class Batcher(Generic[Dest, Call]):
+    """`send(dest, calls)` sends one pipeline and returns one reply per call, in order; a reply may be the error
+    object for that command alone, and the caller's future gets it as its result. An exception from `send` (the
+    round trip failed) is every call's exception."""
+
+    def __init__(self, send: Callable[[Dest, list[Call]], Awaitable[list[Any]]]) -> None:
+        self.send = send
+        self.queues: dict[Dest, _Queue[Dest, Call]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self.closed = False
+
+    def submit(self, dest: Dest, call: Call) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self.closed:
+            future.set_exception(not_sent())
+            return future
+        queue = self.queues.get(dest)
+        if queue is None:
+            queue = self.queues[dest] = _Queue(dest)
+        queue.dest = dest  # an equal but newer object (a cluster node after a topology refresh) is the one to use
+        queue.pending.append((call, future))
+        if not queue.scheduled and queue.in_flight < MAX_IN_FLIGHT:
+            queue.scheduled = True
+            loop.call_soon(self._start, queue)
+        return future
+
+    async def close(self) -> None:
+        """Fail closed on what is not sent yet; wait for what is on the wire, so no reply is cut off and no
+        connection is opened after the client closes."""
+        self.closed = True
+        for queue in self.queues.values():
+            pending, queue.pending = queue.pending, []
+            for _, future in pending:
+                _settle(future, not_sent())
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _start(self, queue: _Queue[Dest, Call]) -> None:
+        queue.scheduled = False
+        if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
+            batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
+            queue.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _flush(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self.send(queue.dest, [call for call, _ in batch])
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():  # the caller may have gone (a cancelled request)
+                    future.set_result(reply)
+        except BaseException as e:  # the round trip failed: every call in it is in doubt
+            error = e if isinstance(e, Exception) else ConnectionError("cancelled")
+            for _, future in batch:
+                _settle(future, error)
+        finally:
+            queue.in_flight -= 1
+            if queue.pending and not queue.scheduled:
+                queue.scheduled = True
+                asyncio.get_running_loop().call_soon(self._start, queue)
+
+
+def _settle(future: asyncio.Future[Any], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,111 @@
+"""How RedisStore's scripts reach Redis: a Runner sends each call through one Batcher and fails closed on doubt.
+
+`NodeRunner` serves `redis://` and `rediss://` (one Redis); `ClusterRunner` (app/store/redis_cluster.py) serves
+`redis+cluster://`. Both call a script the same way (Script.command), reload it on NOSCRIPT by a SCRIPT LOAD sent
+through the same batcher, and answer StoreUnavailable for anything that leaves doubt.
+
+Retries are off: a timeout after a script ran would charge twice on retry. Clients retry with a `request_id`
+instead, which makes the second attempt return the first answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from app.errors import StoreUnavailable
+from app.store.batcher import Batcher
+from app.store.scripts import Script
+
+
+class Runner(Protocol):
+    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
+        """The script's reply; StoreUnavailable when the store cannot say for sure."""
+
+    async def ready(self) -> str | None:
+        """Why the store is not ready, or None."""
+
+    async def close(self) -> None:
+        """Calls not yet sent fail closed; those on the wire are awaited; then the connections close."""
+
+
+def unavailable(e: RedisError | OSError) -> StoreUnavailable:
+    if isinstance(e, RedisError):
+        return StoreUnavailable(f"counter store error: {type(e).__name__}")
+    return StoreUnavailable(f"counter store unreachable: {type(e).__name__}")
+
+
+async def eviction_risk(name: str, info: Awaitable[Any]) -> str | None:
+    """Why counters on this node may vanish, or what could not be checked; None when its policy is noeviction.
+
+    The policy comes from INFO memory, which least-privilege ACL users and managed Redis allow where CONFIG GET is
+    denied. A node that refuses INFO too still answers: say that the policy is unchecked, not that it is
+    unreachable. Errors of the connection itself propagate (the caller says unreachable).
+    """
+    try:
+        reply = await info
+    except ResponseError as e:  # an answer all the same: INFO denied (NOPERM) or renamed
+        why = f"INFO memory: {type(e).__name__}"
+        return f"{name} answers, but its maxmemory-policy could not be checked ({why}); it must be noeviction"
+    policy = reply.get("maxmemory_policy") if isinstance(reply, dict) else None
+    if policy is None:
+        return f"{name} answers, but INFO memory gives no maxmemory_policy to check; it must be noeviction"
+    if policy != "noeviction":
+        return f"{name} has maxmemory-policy {policy}; it must be noeviction or counters may vanish"
+    return None
+
+
+Command = tuple[str | int, ...]
+
+
+class NodeRunner:
+    """One Redis: every call goes into the one pipeline queue of its client."""
+
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+        self.batcher: Batcher[Redis, Command] = Batcher(self._send)
+
+    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
+        command = script.command(token_id, args, cluster=False)
+        try:  # inline, not a helper coroutine: this is the hot path, and every coroutine frame costs
+            reply = await self.batcher.submit(self.client, command)
+            if isinstance(reply, NoScriptError):
+                # The script did not run (a restarted or failed-over Redis lost its cache): loading it is safe.
+                loaded = await self.batcher.submit(self.client, ("SCRIPT", "LOAD", script.source(cluster=False)))
+                reply = loaded if isinstance(loaded, Exception) else await self.batcher.submit(self.client, command)
+        except (RedisError, OSError) as e:
+            raise unavailable(e) from e
+        if isinstance(reply, Exception):
+            if isinstance(reply, RedisError | OSError):
+                raise unavailable(reply) from reply
+            raise reply
+        return reply
+
+    async def _send(self, client: Redis, batch: list[Command]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for command in batch:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def ready(self) -> str | None:
+        try:
+            await self.client.ping()
+            return await eviction_risk("Redis", self.client.info("memory"))
+        except (RedisError, OSError) as e:
+            return f"counter store unreachable: {type(e).__name__}"
+
+    async def close(self) -> None:
+        await self.batcher.close()  # first: nothing may open a connection after the client closes
+        await self.client.aclose()
