@@ -30,7 +30,7 @@ from app.schemas import (
     Money,
     VerifyRequest,
 )
-from app.store.base import MAX_OPEN_HOLDS, BudgetSpec, Decision, Inspection, Outcome, RateSpec, Store
+from app.store.base import MAX_OPEN_HOLDS, Attempt, BudgetSpec, Inspection, Outcome, RateSpec, Store
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
@@ -159,7 +159,7 @@ class Authority:
         # twice (a 503 before the store decided has nothing stored, and the resend decides afresh).
         request_id = req.request_id or _made_up_request_id()
         charged = cost is not None
-        decision = Decision(
+        decision = Attempt(
             token_id=chain.token_id,
             now_ms=int(now * 1000),
             call_id=secrets.token_hex(16),

@@ -44,7 +44,10 @@ class RateSpec(msgspec.Struct, frozen=True, array_like=True):
     window_ms: int
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Attempt(msgspec.Struct, frozen=True):
+    """What one call asks the store to decide: its root and chain, its counters, its cost and mode (the answer is an
+    Outcome). Named for what it is, the store's input: the decision is what comes back."""
+
     token_id: str
     now_ms: int
     call_id: str  # unique per request: the rate-log member and the hold id's suffix
@@ -130,7 +133,7 @@ class Store(ABC):
     """Every method either answers for sure or raises StoreUnavailable; none leaves a partial write."""
 
     @abstractmethod
-    async def decide(self, d: Decision) -> Outcome: ...
+    async def decide(self, d: Attempt) -> Outcome: ...
 
     @abstractmethod
     async def lookup(

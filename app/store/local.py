@@ -48,7 +48,7 @@ import msgspec
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.base import (
-    Decision,
+    Attempt,
     HoldState,
     Inspection,
     Outcome,
@@ -212,7 +212,7 @@ class LocalStore(Store):
             raise ConfigError(self._damaged(f"format {found}, this version reads format {FORMAT}"))
 
     # -- the Store interface: each call is MemoryStore's, journaled ---------------------------------------------
-    async def decide(self, d: Decision) -> Outcome:
+    async def decide(self, d: Attempt) -> Outcome:
         outcome: Outcome = await stepwise(lambda: self._async_step("decide", d))
         await self._wait_durable()
         return outcome

@@ -15,7 +15,7 @@ from app.store.base import (
     PURGE_STEP,
     ROOT,
     SETTLED_HOLD_TTL_MS,
-    Decision,
+    Attempt,
     HoldState,
     Inspection,
     Outcome,
@@ -78,10 +78,10 @@ class MemoryStore(Store):
         self.answers: dict[tuple[str, str], tuple[str, bytes, int]] = {}  # fingerprint, outcome, expiry
         self.calls = 0
 
-    async def decide(self, d: Decision) -> Outcome:
+    async def decide(self, d: Attempt) -> Outcome:
         return await stepwise(lambda: self._decide_step(d))
 
-    async def _decide_step(self, d: Decision) -> Outcome | None:
+    async def _decide_step(self, d: Attempt) -> Outcome | None:
         tid, now = d.token_id, d.now_ms
         self.calls += 1
         if self.calls % SWEEP_EVERY == 0:
@@ -103,7 +103,7 @@ class MemoryStore(Store):
             )
         return outcome
 
-    def _decide(self, d: Decision) -> Outcome:
+    def _decide(self, d: Attempt) -> Outcome:
         tid, now = d.token_id, d.now_ms
         revoked = self._revoked_index(tid, d.revocation, now)
         if revoked is not None:

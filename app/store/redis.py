@@ -10,7 +10,7 @@ from typing import Any
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
-    Decision,
+    Attempt,
     HoldState,
     Inspection,
     Outcome,
@@ -55,7 +55,7 @@ class RedisStore(Store):
     async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
         return await self.runner.run(SCRIPTS[name], token_id, args)
 
-    async def decide(self, d: Decision) -> Outcome:
+    async def decide(self, d: Attempt) -> Outcome:
         args = (
             str(d.now_ms),
             d.call_id,

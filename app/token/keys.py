@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from app.errors import ConfigError
-from app.token.chain import hmac_sha256
+from app.token.hmac_chain import hmac_sha256
 
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ROOT_TAG = b"agentcaps/root/v1\x00"

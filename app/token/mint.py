@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.token import chain, codec, identifier
+from app.token import codec, hmac_chain, identifier
 from app.token.keys import KeyRing
 from caveats.chain import analyse
 
@@ -20,7 +20,7 @@ def mint(ring: KeyRing, location: str, caveats: list[str]) -> tuple[str, str]:
     assert root_key is not None
     ident = identifier.make(kid, token_id)
     raw_caveats = tuple(c.encode("utf-8") for c in caveats)
-    signature = chain.signatures(root_key, ident, raw_caveats)[-1]
+    signature = hmac_chain.signatures(root_key, ident, raw_caveats)[-1]
     return _encode_within_limits(codec.RawMacaroon(loc, ident, raw_caveats, signature)), token_id
 
 
@@ -30,7 +30,7 @@ def attenuate(token: str, caveats: list[str]) -> str:
     sig = raw.signature
     added = tuple(c.encode("utf-8") for c in caveats)
     for caveat in added:
-        sig = chain.extend(sig, caveat)
+        sig = hmac_chain.extend(sig, caveat)
     return _encode_within_limits(raw._replace(caveats=raw.caveats + added, signature=sig))
 
 

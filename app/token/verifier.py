@@ -16,7 +16,7 @@ import hmac
 import msgspec
 
 from app.errors import InvalidToken
-from app.token import chain, codec
+from app.token import codec, hmac_chain
 from app.token.identifier import unverified_identifier
 from app.token.keys import KeyRing
 from caveats.cache import ByteLRU, caveats_bytes
@@ -69,7 +69,7 @@ class Verifier:
         root_key = self.ring.root_key(kid, bytes.fromhex(token_id), raw.location)
         if root_key is None:
             raise InvalidToken("token was signed with an unknown key id")
-        sigs = chain.signatures(root_key, raw.identifier, raw.caveats)
+        sigs = hmac_chain.signatures(root_key, raw.identifier, raw.caveats)
         if not hmac.compare_digest(sigs[-1], raw.signature):
             raise InvalidToken("token signature does not verify")
         analysis = analyse(raw.caveats)
@@ -79,6 +79,6 @@ class Verifier:
             token_id=token_id,
             key_id=kid,
             location=raw.location.decode("utf-8", errors="replace"),
-            prefixes=chain.prefix_ids(sigs),
+            prefixes=hmac_chain.prefix_ids(sigs),
             analysis=analysis,
         )

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from app.store.base import MAX_OPEN_HOLDS, Decision
+from app.store.base import MAX_OPEN_HOLDS, Attempt
 from app.store.redis import RedisStore
 from app.store.runner import NodeRunner
 from app.token.mint import attenuate
@@ -474,7 +474,7 @@ def fill_holds(api: Api, token_id: str, count: int, ttl_ms: int) -> list[str]:
             made += await asyncio.gather(
                 *(
                     store.decide(
-                        Decision(
+                        Attempt(
                             token_id,
                             int(api.clock.now * 1000),
                             secrets.token_hex(16),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pymacaroons import Macaroon
 
-from app.token import chain, codec, identifier
+from app.token import codec, hmac_chain, identifier
 from app.token.keys import KeyRing
 from app.token.mint import attenuate
 from tests.api.conftest import LOCATION, Api, ApiFactory, make_settings, padded
@@ -74,7 +74,7 @@ def test_tampered_tokens_are_invalid_and_write_nothing(api: Api) -> None:
         "append-unsigned": resign(token, (*raw.caveats, b"tools in pay")),
         "zero-signature": resign(token, raw.caveats, bytes(32)),
         "other-root-signature": resign(token, raw.caveats, codec.decode(api.token()).signature),
-        "signature-of-a-prefix": resign(token, raw.caveats, chain.extend(sig, b"x")),
+        "signature-of-a-prefix": resign(token, raw.caveats, hmac_chain.extend(sig, b"x")),
         "location-changed": codec.encode(raw._replace(location=b"http://evil.test")),
     }
     assert_untouched(api, token, attempts)
@@ -90,7 +90,7 @@ def test_a_token_from_another_key_ring_is_invalid(api: Api, make_api: ApiFactory
     ident = identifier.make(kid, forged_token_id)
     root_key = same_kid.root_key(kid, bytes.fromhex(forged_token_id), LOCATION.encode())
     assert root_key is not None
-    sig = chain.signatures(root_key, ident, (b"delegate = orchestrator",))[-1]
+    sig = hmac_chain.signatures(root_key, ident, (b"delegate = orchestrator",))[-1]
     forged = codec.encode(codec.RawMacaroon(LOCATION.encode(), ident, (b"delegate = orchestrator",), sig))
     assert_untouched(api, api.token(budget=USD), {"foreign-ring": foreign, "same-kid-other-key": forged})
 
@@ -168,7 +168,7 @@ def build(api: Api, caveats: list[bytes]) -> str:
     raw = codec.decode(api.token(budget=USD))
     sig = raw.signature
     for c in caveats:
-        sig = chain.extend(sig, c)
+        sig = hmac_chain.extend(sig, c)
     return codec.encode(raw._replace(caveats=raw.caveats + tuple(caveats), signature=sig))
 
 

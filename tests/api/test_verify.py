@@ -334,11 +334,11 @@ def test_offline_caveats_that_do_not_parse_deny(api: Api, caveat: str, code: str
 
 
 def test_a_caveat_that_is_not_utf8_denies(api: Api) -> None:
-    from app.token import chain, codec
+    from app.token import codec, hmac_chain
 
     raw = codec.decode(api.token())
     bad = b"tools in \xff"
-    token = codec.encode(raw._replace(caveats=(*raw.caveats, bad), signature=chain.extend(raw.signature, bad)))
+    token = codec.encode(raw._replace(caveats=(*raw.caveats, bad), signature=hmac_chain.extend(raw.signature, bad)))
     denied = api.denied(token, "malformed_caveat")
     assert denied["hop"] == 0
 

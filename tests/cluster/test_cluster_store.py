@@ -19,7 +19,7 @@ import redis
 
 from app.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from app.store import open_store
-from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, ROOT, BudgetSpec, Decision, RateSpec
+from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, ROOT, Attempt, BudgetSpec, RateSpec
 from app.store.redis import RedisStore
 from app.store.redis_cluster import ClusterRunner, WaitPolicy, parse_cluster_url
 from app.store.runner import NodeRunner
@@ -34,8 +34,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def charge(token_id: str, cost: int = USD, limit: int = 100 * USD, **fields: Any) -> Decision:
-    return Decision(
+def charge(token_id: str, cost: int = USD, limit: int = 100 * USD, **fields: Any) -> Attempt:
+    return Attempt(
         token_id,
         fields.pop("now", now_ms()),
         secrets.token_hex(16),
@@ -143,7 +143,7 @@ async def test_a_random_session_answers_exactly_as_the_single_redis_store(
                 request_id = f"r{rng.randrange(6)}" if rng.random() < 0.2 else None
                 mode = "hold" if rng.random() < 0.3 else "charge"
                 cost = rng.randrange(0 if mode == "charge" else 1, 3) * USD // 2  # see test_a_zero_cost_hold...
-                d = Decision(
+                d = Attempt(
                     tid,
                     now,
                     secrets.token_hex(16),
@@ -210,8 +210,8 @@ async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisStore)
     now = now_ms()
     budgets = tuple(BudgetSpec(f"b{i}", 100 * USD, True, 0) for i in range(16))
 
-    def hold(cost: int, at: int = now) -> Decision:
-        return Decision(
+    def hold(cost: int, at: int = now) -> Attempt:
+        return Attempt(
             tid,
             at,
             secrets.token_hex(16),
@@ -238,7 +238,7 @@ async def test_holds_are_bounded_on_a_cluster_as_on_one_redis(store: RedisStore)
 
     store._run = counted  # type: ignore[method-assign]
     out = await store.decide(
-        Decision(tid, now + 1000, secrets.token_hex(16), ("h0",), budgets=budgets, cost=100 * USD, currency="USD")
+        Attempt(tid, now + 1000, secrets.token_hex(16), ("h0",), budgets=budgets, cost=100 * USD, currency="USD")
     )
     assert (out.status, out.balances) == ("allowed", [(100 * USD, 0)] * 16)
     steps = [a - b for a, b in itertools.pairwise([MAX_OPEN_HOLDS, *scripts])]

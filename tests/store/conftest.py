@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.store.base import BudgetSpec, Decision, RateSpec, Store
+from app.store.base import Attempt, BudgetSpec, RateSpec, Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -128,8 +128,8 @@ def decision(
     hold_ttl_ms: int = 300_000,
     request_id: str | None = None,
     fingerprint: str = "",
-) -> Decision:
-    return Decision(
+) -> Attempt:
+    return Attempt(
         token_id=token_id,
         now_ms=now,
         call_id=secrets.token_hex(16),

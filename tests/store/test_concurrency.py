@@ -10,7 +10,7 @@ import asyncio
 import multiprocessing
 from typing import Any
 
-from app.store.base import Decision, HoldState, RateSpec
+from app.store.base import Attempt, HoldState, RateSpec
 from app.store.redis import RedisStore
 from app.store.runner import NodeRunner
 from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
@@ -18,7 +18,7 @@ from tests.store.conftest import REDIS_URL, T0, budget, decision, tid
 PROCESSES = 4
 
 
-def _decision(kind: str, token_id: str) -> Decision:
+def _decision(kind: str, token_id: str) -> Attempt:
     if kind == "budget":
         return decision(token_id, 1, budgets=(budget("root", 100), budget("leaf", 1000)))
     if kind == "hold":

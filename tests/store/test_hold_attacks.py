@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from app.errors import BadRequest, Conflict, NotFound
-from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, Decision, HoldState, Store
+from app.store.base import MAX_OPEN_HOLDS, PURGE_STEP, Attempt, HoldState, Store
 from tests.store.conftest import T0, USD, Opener, budget, decision, tid
 
 LEVELS = (budget("root", 1000 * USD), budget("leaf", 500 * USD))
@@ -138,7 +138,7 @@ async def test_a_hold_extended_into_the_past_by_a_clock_that_is_behind_ends_ther
 async def test_fifty_concurrent_replays_of_a_hold_make_one_hold_and_settle_once(stores: list[Store]) -> None:
     root = tid()
 
-    def same() -> Decision:
+    def same() -> Attempt:
         return decision(root, 4 * USD, budgets=LEVELS, mode="hold", request_id="h-1", fingerprint="f")
 
     outcomes = await asyncio.gather(*(stores[i % 3].decide(same()) for i in range(50)))
@@ -190,7 +190,7 @@ async def test_a_replay_of_a_hold_that_expired_or_was_released_makes_no_new_hold
         await stores[0].settle(made["expires"][1].hold_id or "", None, T0 + 2000)
 
 
-def again_at(d: Decision, now: int) -> Decision:
+def again_at(d: Attempt, now: int) -> Attempt:
     """The same request (request id, fingerprint) asked again at `now`, as a new call."""
     return msgspec.structs.replace(d, now_ms=now, call_id=secrets.token_hex(16))
 

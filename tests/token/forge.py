@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import base64
 
-from app.token import chain, identifier
+from app.token import hmac_chain, identifier
 from app.token.keys import KeyRing, new_key_entry
 
 RING = KeyRing(new_key_entry())
 LOCATION = "http://agentcaps.test"
 TOKEN_ID = "0123456789abcdef0123456789abcdef"
 EOS, LOC, ID, VID, SIG = 0, 1, 2, 4, 6
-_signatures = chain.signatures  # bound once: tests count the verifier's calls to chain.signatures
+_signatures = hmac_chain.signatures  # bound once: tests count the verifier's calls to hmac_chain.signatures
 
 
 def b64(data: bytes) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from app.token import chain, codec
+from app.token import codec, hmac_chain
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import mint
 from app.token.verifier import Verifier
@@ -25,7 +25,7 @@ def extend(token: str, caveats: list[bytes]) -> str:
     raw = codec.decode(token)
     signature = raw.signature
     for caveat in caveats:
-        signature = chain.extend(signature, caveat)
+        signature = hmac_chain.extend(signature, caveat)
     return codec.encode(raw._replace(caveats=raw.caveats + tuple(caveats), signature=signature))
 
 

@@ -14,7 +14,7 @@ import pytest
 from pymacaroons import MACAROON_V1, Macaroon
 from pymacaroons.serializers import JsonSerializer
 
-import app.token.chain as chain_module
+import app.token.hmac_chain as chain_module
 from app.errors import InvalidToken
 from app.token import codec
 from app.token.keys import KeyRing, new_key_entry

@@ -6,7 +6,7 @@ import pytest
 
 import app.token.verifier as verifier_module
 from app.errors import ConfigError, InvalidToken
-from app.token import chain, codec, identifier
+from app.token import codec, hmac_chain, identifier
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import attenuate, mint
 from app.token.verifier import Verifier
@@ -36,7 +36,9 @@ def test_a_tampered_token_with_a_malformed_caveat_is_invalid_not_malformed(
     ring = KeyRing(new_key_entry())
     token, _ = mint(ring, LOCATION, ["delegate = a"])
     raw = codec.decode(token)
-    good = codec.encode(raw._replace(caveats=(*raw.caveats, caveat), signature=chain.extend(raw.signature, caveat)))
+    good = codec.encode(
+        raw._replace(caveats=(*raw.caveats, caveat), signature=hmac_chain.extend(raw.signature, caveat))
+    )
     analysed = Verifier(ring).verify(good).analysis.evaluate(Context(0, "search", hops=1))
     assert analysed is not None and analysed.code in (Code.MALFORMED_CAVEAT, Code.UNKNOWN_CAVEAT)
 
@@ -46,7 +48,7 @@ def test_a_tampered_token_with_a_malformed_caveat_is_invalid_not_malformed(
     monkeypatch.setattr(verifier_module, "analyse", no_caveat_may_be_read)
     for forged in (
         codec.encode(raw._replace(caveats=(*raw.caveats, caveat))),  # the caveat appended, signature not extended
-        codec.encode(raw._replace(caveats=(caveat,), signature=chain.extend(raw.signature, caveat))),  # replaced
+        codec.encode(raw._replace(caveats=(caveat,), signature=hmac_chain.extend(raw.signature, caveat))),  # replaced
         codec.encode(raw._replace(caveats=(*raw.caveats, caveat), signature=bytes(32))),
     ):
         with pytest.raises(InvalidToken, match="signature"):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import pytest
 
 from app.errors import InvalidToken
-from app.token import chain, codec
+from app.token import codec, hmac_chain
 from app.token.verifier import Verifier
 from tests.token.forge import RING
 
@@ -39,7 +39,7 @@ def read(path: Path) -> Vector:
 
 def signature_holds(v: Vector) -> bool:
     raw = codec.decode(v.token)
-    return hmac.compare_digest(chain.signatures(v.key, raw.identifier, raw.caveats)[-1], raw.signature)
+    return hmac.compare_digest(hmac_chain.signatures(v.key, raw.identifier, raw.caveats)[-1], raw.signature)
 
 
 def test_every_vector_is_here() -> None:
@@ -77,15 +77,17 @@ def test_the_wrong_key_vector_is_refused_by_the_chain_alone() -> None:
 def test_extend_is_one_step_of_the_chain() -> None:
     v = read(next(p for p in VECTORS if p.stem == "caveat_v2_4"))
     raw = codec.decode(v.token)
-    sigs = chain.signatures(v.key, raw.identifier, raw.caveats)
+    sigs = hmac_chain.signatures(v.key, raw.identifier, raw.caveats)
     assert len(sigs) == 3
-    assert chain.extend(sigs[0], raw.caveats[0]) == sigs[1] and chain.extend(sigs[1], raw.caveats[1]) == sigs[2]
+    assert (
+        hmac_chain.extend(sigs[0], raw.caveats[0]) == sigs[1] and hmac_chain.extend(sigs[1], raw.caveats[1]) == sigs[2]
+    )
     # Attenuating the one-caveat vector offline gives the two-caveat vector byte for byte.
     one = read(next(p for p in VECTORS if p.stem == "caveat_v2_1")).token
     head = codec.decode(one)
-    assert codec.encode(head._replace(caveats=raw.caveats, signature=chain.extend(head.signature, raw.caveats[1]))) == (
-        v.token
-    )
+    assert codec.encode(
+        head._replace(caveats=raw.caveats, signature=hmac_chain.extend(head.signature, raw.caveats[1]))
+    ) == (v.token)
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=IDS)
