@@ -121,7 +121,7 @@ class Authority:
             raise BadRequest(reason, field) from None
         try:
             token, token_id = mint(self.ring, self.location, texts)
-        except ValueError as e:  # over SPEC §1's limits, which the verifier would refuse
+        except ValueError as e:  # over the token limits (docs/caveats.md), which the verifier would refuse
             raise BadRequest(str(e), "caveats") from None
         exp = self.verifier.verify(token).analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)

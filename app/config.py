@@ -1,4 +1,4 @@
-"""Settings from AGENTCAPS_* (SPEC §5), built once at start-up. Secrets are kept out of repr and logs.
+"""Settings from AGENTCAPS_* (docs/configuration.md), built once at start-up. Secrets are kept out of repr and logs.
 
 Without AGENTCAPS_MASTER_KEYS / AGENTCAPS_ADMIN_KEYS, keys are generated once into AGENTCAPS_DATA_DIR
 (files `master_keys` and `admin_key`, mode 0600) so the embedded default works on first start. A key file

@@ -1,4 +1,4 @@
-"""The wire: request and response bodies of SPEC §3 as msgspec Structs, below every layer that speaks them —
+"""The wire: request and response bodies of docs/api.md as msgspec Structs, below every layer that speaks them —
 the Authority, the HTTP API, the SDK client and the MCP guard.
 
 Requests forbid unknown fields and constrain every string, so a bad request is refused with the field and
@@ -18,7 +18,8 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")]
 ToolName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\*?\Z")]
 RequestId = Annotated[str, Meta(pattern=r"^[ -~]{1,255}\Z", description="1-255 printable ASCII characters")]
 HoldTtl = Annotated[int, Meta(ge=1, le=86400)]
-# No length bound here: an oversized or empty token is an invalid_token denial (SPEC §1), not a bad request.
+# No length bound here: an oversized or empty token is an invalid_token denial (docs/caveats.md, Limits),
+# not a bad request.
 TokenText = str
 
 

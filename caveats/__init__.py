@@ -1,4 +1,4 @@
-"""The caveat language of SPEC §2: pure parsing and checking, no I/O, never imports `app`."""
+"""The caveat language of docs/caveats.md: pure parsing and checking, no I/O, never imports `app`."""
 
 from caveats.base import Caveat, Context
 from caveats.denial import Code, Denial

@@ -20,7 +20,7 @@ class Budget(Caveat, frozen=True):
     KEY: ClassVar[str] = "budget"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
     ROLE: ClassVar[Role] = Role.COUNTER
-    MAX_PER_CHAIN: ClassVar[int] = 16  # SPEC §1: a holder could otherwise append hundreds of counters
+    MAX_PER_CHAIN: ClassVar[int] = 16  # docs/caveats.md, Limits: else a holder could append hundreds of counters
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(f"budget <= {MONEY}")
     VALID: ClassVar[tuple[str, ...]] = (
         "budget <= 5.00 USD",

@@ -1,4 +1,4 @@
-"""Denials: the codes of SPEC §3 and the value every failed check returns (a denial is a value, not an error)."""
+"""Denials: the codes of docs/api.md and the value every failed check returns (a denial is a value, not an error)."""
 
 from __future__ import annotations
 

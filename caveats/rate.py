@@ -25,7 +25,7 @@ class Rate(Caveat, frozen=True):
     KEY: ClassVar[str] = "rate"
     OPS: ClassVar[frozenset[str]] = frozenset({"<="})
     ROLE: ClassVar[Role] = Role.COUNTER
-    MAX_PER_CHAIN: ClassVar[int] = 8  # SPEC §1
+    MAX_PER_CHAIN: ClassVar[int] = 8  # docs/caveats.md, Limits
     PATTERN: ClassVar[re.Pattern[str]] = re.compile(rf"rate <= ({UINT})/{_WINDOW}")
     VALID: ClassVar[tuple[str, ...]] = (
         "rate <= 100/1h",

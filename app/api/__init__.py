@@ -1,1 +1,1 @@
-"""The HTTP service of SPEC §3: Litestar handlers over the Authority."""
+"""The HTTP service of docs/api.md: Litestar handlers over the Authority."""

@@ -1,4 +1,4 @@
-"""create_app(): the Litestar application of SPEC §3. Handlers are thin: decode strictly, call the Authority,
+"""create_app(): the Litestar application of docs/api.md. Handlers are thin: decode strictly, call the Authority,
 encode. Every failure maps to one JSON error shape; no stack trace reaches a client, and a crash while
 verifying is a 500, never an allow.
 """

@@ -1,4 +1,4 @@
-"""What a tool call costs (SPEC §7): one JSON file shared by the guard and the gateway.
+"""What a tool call costs (docs/mcp.md): one JSON file shared by the guard and the gateway.
 
 `{"search": {"amount": "0.01", "currency": "USD"}, "pay": {"from_arg": "amount", "currency": "USD"}}`.
 A tool not in the file costs nothing; `from_arg` reads a non-negative decimal (number or string) at a dot-path.

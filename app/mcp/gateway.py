@@ -1,4 +1,4 @@
-"""`agentcaps gateway`: an MCP proxy in front of a server you do not own (SPEC §7), the command line around
+"""`agentcaps gateway`: an MCP proxy in front of a server you do not own (docs/mcp.md), the command line around
 `app.mcp.relay`: the agent on stdio (or many agents on streamable HTTP with `--listen`), the upstream a command
 (split as a shell would, run without one, inheriting the environment but for every `AGENTCAPS_*` variable) or a
 streamable-HTTP URL (the relay stamps the per-message HTTP headers the agent's MCP client would have sent).

@@ -1,4 +1,4 @@
-"""The guard: agentcaps in front of every MCP tool (SPEC §7), for tool servers you write and for the gateway.
+"""The guard: agentcaps in front of every MCP tool (docs/mcp.md), for tool servers you write and for the gateway.
 
 - `tools/list` answers only the tools the presented token allows, read offline (no token: nothing); the
   resource and prompt listings are empty unless the token allows their read method.

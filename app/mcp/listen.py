@@ -1,4 +1,4 @@
-"""`agentcaps gateway --listen HOST:PORT`: one gateway for many agents, on MCP's streamable HTTP (SPEC §7).
+"""`agentcaps gateway --listen HOST:PORT`: one gateway for many agents, on MCP's streamable HTTP (docs/mcp.md).
 
 Each agent's session gets its own relay to its own connection to the upstream (a process of its own for
 `--upstream`), so ids, calls in flight and the upstream's state never mix between agents; each request carries

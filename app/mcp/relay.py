@@ -1,4 +1,4 @@
-"""The relay between an agent and an upstream MCP server, with the guard's checks in between (SPEC §7).
+"""The relay between an agent and an upstream MCP server, with the guard's checks in between (docs/mcp.md).
 
 Messages pass as they are, ids unchanged: the handshake (or 2026 discovery) and so the upstream's own
 capabilities and instructions, progress, logging, change notifications, and the upstream's requests to the

@@ -1,4 +1,4 @@
-"""Client and AsyncClient: the HTTP API of SPEC §3 over httpx, sharing the server's schema Structs.
+"""Client and AsyncClient: the HTTP API of docs/api.md over httpx, sharing the server's schema Structs.
 
 One request builder (`_Call`) describes every call; the two clients only differ in how they send it.
 A denial is a value (`Denied`), not an exception; an exception means the request itself failed.

@@ -1,4 +1,4 @@
-"""Counter stores, chosen by URL scheme (SPEC §5)."""
+"""Counter stores, chosen by URL scheme (docs/configuration.md)."""
 
 from __future__ import annotations
 

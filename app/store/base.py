@@ -23,7 +23,7 @@ IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 MADE_UP_ID_TTL_MS = 5 * 60 * 1000
 SETTLED_HOLD_TTL_MS = 24 * 3600 * 1000
 ROOT = "*"  # the revocation marker that kills a whole root token id
-MAX_HOLD_TTL_MS = 24 * 3600 * 1000  # the longest a hold is made or extended for at once (SPEC §3: 86400 s)
+MAX_HOLD_TTL_MS = 24 * 3600 * 1000  # the longest a hold is made or extended for at once (docs/api.md: 86400 s)
 MAX_OPEN_HOLDS = 10_000  # per root token id: what one root can make the store keep and scan
 PURGE_STEP = 256  # expired holds one store call releases at most: no call does unbounded work
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that

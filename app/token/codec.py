@@ -1,4 +1,5 @@
-"""Strict macaroon V2 binary codec (libmacaroons format.txt) in URL-safe base64, with SPEC §1's limits.
+"""Strict macaroon V2 binary codec (libmacaroons format.txt) in URL-safe base64, with the token limits
+(docs/caveats.md).
 
 Everything that is not exactly one canonical encoding of a first-party-only V2 macaroon is InvalidToken,
 so that no two strings verify as the same token and no byte of a token is unauthenticated slack.

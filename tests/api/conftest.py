@@ -51,7 +51,7 @@ class Clock:
 
 
 def padded(token: str) -> str:
-    """The same token with the `=` padding that SPEC §1 lets decoders accept."""
+    """The same token with the `=` padding that the wire format lets decoders accept."""
     return token + "=" * (-len(token) % 4)
 
 
@@ -118,7 +118,7 @@ class Api:
         body: dict[str, Any] = r.json()
         assert body["allowed"] is False
         assert body["code"] == code, body
-        # SPEC §3: `caveat` and `hop` come together, and the reason names both in plain words.
+        # docs/api.md: `caveat` and `hop` come together, and the reason names both in plain words.
         assert ("caveat" in body) == ("hop" in body), body
         if "caveat" in body:
             assert body["caveat"] in body["reason"] and f"hop {body['hop']}" in body["reason"], body

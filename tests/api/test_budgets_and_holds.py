@@ -1,4 +1,5 @@
-"""Hierarchical budgets (SPEC §2) and holds (SPEC §3): every level charged at once, holds count, settle/release."""
+"""Hierarchical budgets (docs/caveats.md) and holds (docs/api.md): every level charged at once, holds count,
+settle/release."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""request_id (SPEC §3): the same request again returns the first decision and charges nothing more; the same
+"""request_id (docs/api.md): the same request again returns the first decision and charges nothing more; the same
 id for a different request is 409; concurrent duplicates charge exactly once."""
 
 from __future__ import annotations

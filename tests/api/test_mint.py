@@ -1,4 +1,4 @@
-"""POST /v1/tokens (SPEC §3): the 201 body, every optional field, and what is refused before a token exists."""
+"""POST /v1/tokens (docs/api.md): the 201 body, every optional field, and what is refused before a token exists."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_expires_at_is_whole_seconds_utc(api: Api) -> None:
 
 
 def test_the_mint_answer_always_has_expires_at(api: Api) -> None:
-    # SPEC §3 marks optional keys with `?`; the mint answer's expires_at has none: null when it never expires.
+    # docs/api.md marks optional keys with `?`; the mint answer's expires_at has none: null when it never expires.
     body = api.mint()
     assert "expires_at" in body and body["expires_at"] is None
 
@@ -208,7 +208,8 @@ def test_the_mint_answer_always_has_expires_at(api: Api) -> None:
     ids=["129 caveats", "over 16 KiB", "17 budgets", "9 rates"],
 )
 def test_a_token_over_the_limits_is_never_minted(api: Api, caveats: list[str], reason: str) -> None:
-    """SPEC §1's limits: the verifier would refuse such a token, so mint refuses to make it (400, not 500)."""
+    """The token limits (docs/caveats.md): the verifier would refuse such a token, so mint refuses to make it
+    (400, not 500)."""
     r = api.post("/v1/tokens", {"subject": "a", "caveats": caveats}, headers=api.admin)
     assert r.status_code == 400, r.text
     assert (r.json()["field"], r.json()["reason"]) == ("caveats", reason)

@@ -1,4 +1,4 @@
-"""Requests outside decisions (SPEC §3): strict bodies, 413, ops endpoints, crashes and an unreachable store."""
+"""Requests outside decisions (docs/api.md): strict bodies, 413, ops endpoints, crashes and an unreachable store."""
 
 from __future__ import annotations
 
@@ -422,7 +422,7 @@ def test_an_unreachable_store_is_503_store_unavailable_never_allow(down: tuple[T
     ):
         r = client.post("/v1/verify", json=body)
         assert r.status_code == 503, r.text
-        # A verify answer is a decision (SPEC §3 lists store_unavailable among its codes): a denial a client
+        # A verify answer is a decision (docs/api.md lists store_unavailable among its codes): a denial a client
         # reads like any other, body["allowed"] included. It names the request_id to resend it with.
         rid = r.json()["request_id"]
         assert rid == body.get("request_id", rid) and rid.startswith(body.get("request_id", "agentcaps-"))

@@ -1,4 +1,4 @@
-"""POST /v1/revoke and POST /v1/inspect (SPEC §3)."""
+"""POST /v1/revoke and POST /v1/inspect (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The token on the wire (SPEC §1): tampering, strict decoding, limits, other macaroon libraries, key rotation.
+"""The token on the wire (docs/caveats.md, Limits): tampering, strict decoding, limits, other macaroon libraries,
+key rotation.
 
 A token whose signature fails never touches the counter store: over Redis, DBSIZE does not move.
 """
@@ -209,8 +210,9 @@ def appended(token: str, caveats: list[str]) -> str:
 def test_more_counters_than_a_token_may_carry_is_invalid_before_any_store_call(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SPEC §1: at most 16 budget and 8 rate caveats, each a counter in the store. A holder appending hundreds
-    would make every call update hundreds of counters (and a year-long window keeps a year of timestamps)."""
+    """Token limits (docs/caveats.md): at most 16 budget and 8 rate caveats, each a counter in the store. A holder
+    appending hundreds would make every call update hundreds of counters (and a year-long window keeps a year of
+    timestamps)."""
     root = api.token(budget={"amount": "10", "currency": "USD"})  # one budget already
     api.allowed(appended(root, ["budget <= 5 USD"] * 15), cost=USD)  # 16 budgets: the limit
     api.allowed(appended(root, ["rate <= 100000/31d"] * 8), cost=USD)  # 8 rates: the limit

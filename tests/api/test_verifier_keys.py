@@ -1,4 +1,4 @@
-"""AGENTCAPS_VERIFIER_KEYS (SPEC §4): the verifier's bearer key names its audience."""
+"""AGENTCAPS_VERIFIER_KEYS (docs/api.md, Verifier keys): the verifier's bearer key names its audience."""
 
 from __future__ import annotations
 

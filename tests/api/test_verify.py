@@ -1,4 +1,5 @@
-"""POST /v1/verify (SPEC §2, §3): the allow body, every caveat kind, every denial code, and which denial wins."""
+"""POST /v1/verify (docs/caveats.md, docs/api.md): the allow body, every caveat kind, every denial code, and which
+denial wins."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ BAD_MONEY = [
     "5 ÜS",
 ]
 
-# Every control character SPEC §2 names: C0, DEL, C1, U+2028, U+2029.
+# Every control character docs/caveats.md names: C0, DEL, C1, U+2028, U+2029.
 CONTROLS = [chr(c) for c in (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)]
 
 

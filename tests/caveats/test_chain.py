@@ -91,7 +91,7 @@ def test_a_budget_added_in_another_currency_never_widens() -> None:
 
 
 def test_a_budgets_currency_is_decided_in_chain_order_with_the_other_stateless_caveats() -> None:
-    """SPEC §2: the first failing stateless caveat in chain order is the one reported."""
+    """docs/caveats.md: the first failing stateless caveat in chain order is the one reported."""
     a = chain("delegate = o", "budget <= 1 USD", "tools in x", "delegate = r", "budget <= 1 EUR")
     first = a.evaluate(ctx("y", cost=Amount("EUR", 1), hops=2))
     assert first is not None and (first.code, first.caveat) == (Code.CURRENCY_MISMATCH, "budget <= 1 USD")

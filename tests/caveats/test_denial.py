@@ -1,4 +1,4 @@
-"""Denials: the SPEC §3 codes, and `at` attributing one to the caveat text and hop that caused it."""
+"""Denials: the docs/api.md codes, and `at` attributing one to the caveat text and hop that caused it."""
 
 from __future__ import annotations
 

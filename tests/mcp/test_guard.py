@@ -1,4 +1,4 @@
-"""A real MCP client against a guarded tool server, in-process and over stdio: every outcome of SPEC §7's guard."""
+"""A real MCP client against a guarded tool server, in-process and over stdio: every outcome of docs/mcp.md's guard."""
 
 from __future__ import annotations
 

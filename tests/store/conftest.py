@@ -1,5 +1,5 @@
 """Every store contract test runs on each backend of BACKENDS: memory, local (in a fresh data dir of its own), a
-real Redis and a real Redis Cluster (SPEC semantics, not fakes). A backend is tested by being listed there.
+real Redis and a real Redis Cluster (the documented semantics, not fakes). A backend is tested by being listed there.
 
 Redis is the shared one on 127.0.0.1:6379, database 5 (AGENTCAPS_TEST_STORE_REDIS): not one of the databases
 tests/api claims and flushes (12..7). Nothing here flushes a database, so several runs can share it: every

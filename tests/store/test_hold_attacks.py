@@ -257,7 +257,7 @@ async def test_concurrent_holds_at_the_bound_never_open_more_than_it(stores: lis
 
 
 class Model:
-    """SPEC §3's holds, written plainly: every call at `now` first ends the holds whose end is at or before it
+    """docs/api.md's holds, written plainly: every call at `now` first ends the holds whose end is at or before it
     (for good: a later call with an earlier clock does not bring them back), then does what it was asked."""
 
     def __init__(self, limit: int) -> None:
