@@ -21,6 +21,8 @@ class Code(StrEnum):
     ARG_MISMATCH = "arg_mismatch"
     MALFORMED_CAVEAT = "malformed_caveat"
     UNKNOWN_CAVEAT = "unknown_caveat"
+    APPROVAL_REQUIRED = "approval_required"
+    APPROVAL_DENIED = "approval_denied"
     STORE_UNAVAILABLE = "store_unavailable"
 
 
