@@ -8,6 +8,7 @@ micro-units. Time (`now_ms`) comes from the caller so that every backend decides
 from __future__ import annotations
 
 import asyncio
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
@@ -26,6 +27,9 @@ ROOT = "*"  # the revocation marker that kills a whole root token id
 MAX_HOLD_TTL_MS = 24 * 3600 * 1000  # the longest a hold is made or extended for at once (docs/api.md: 86400 s)
 MAX_OPEN_HOLDS = 10_000  # per root token id: what one root can make the store keep and scan
 PURGE_STEP = 256  # expired holds one store call releases at most: no call does unbounded work
+MAX_APPROVALS = 1000  # per root token id: approvals kept (alive, or ended and still listed); more is rate_limited
+APPROVAL_KEPT_MS = 3600 * 1000  # how long an ended approval (used, denied, expired) stays listed
+APPROVAL_INDEX_SIZE = 100_000  # Redis: the newest approvals of every root that the operator's list finds
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
 # other calls make meanwhile (each lives at least a second).
 MAX_STEPS = 4 * (MAX_OPEN_HOLDS // PURGE_STEP + 1)
@@ -42,6 +46,38 @@ class RateSpec(msgspec.Struct, frozen=True, array_like=True):
     prefix: str
     count: int
     window_ms: int
+
+
+class ApprovalSpec(msgspec.Struct, frozen=True, array_like=True):
+    """A call that an `approval` caveat gates, as the store keeps it until someone decides (docs/approvals.md).
+
+    `binding` is the digest of what one approval allows: chain, tool, args, audience, cost and mode; the same
+    call again finds the same approval by it. `approvers` are the chain prefix ids whose holders may decide: the
+    caller's prefixes that end before the caveat. `details` is the approval's public view (tool, args, cost,
+    audience, delegation, holder, caveat, hop) as JSON, kept as is."""
+
+    binding: str
+    approvers: tuple[str, ...]
+    ttl_ms: int
+    details: bytes
+
+
+ApprovalStateName = Literal["pending", "approved", "denied", "used", "expired"]
+APPROVAL_STATES: tuple[str, ...] = typing.get_args(ApprovalStateName)
+
+
+class Approval(msgspec.Struct):
+    """One approval as the store keeps it. `state` as of the `now_ms` it was read at: a pending or approved one
+    past `expires_ms` reads as expired. `decided_by`: "operator", or the approver's holder name and hop."""
+
+    id: str
+    state: ApprovalStateName
+    approvers: tuple[str, ...]
+    details: bytes
+    created_ms: int
+    expires_ms: int
+    decided_by: str = ""
+    reason: str = ""
 
 
 class Attempt(msgspec.Struct, frozen=True):
@@ -62,15 +98,29 @@ class Attempt(msgspec.Struct, frozen=True):
     fingerprint: str = ""
     made_up_id: bool = False  # the service made request_id up for this call: its answer is kept MADE_UP_ID_TTL_MS
     verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
+    approval: ApprovalSpec | None = None  # an `approval` caveat gates this call: decided last, with the rest
 
 
-Status = Literal["allowed", "revoked", "rate_limited", "budget_exceeded", "conflict", "purging"]
+Status = Literal[
+    "allowed",
+    "revoked",
+    "rate_limited",
+    "budget_exceeded",
+    "approval_required",
+    "approval_denied",
+    "conflict",
+    "purging",
+]
 
 
 class Outcome(msgspec.Struct):
     """What the store decided. `index` points into revocation, rates or budgets for a denial; -1 is the whole
-    root: revoked as a whole, or rate_limited for holding MAX_OPEN_HOLDS open holds already. `purging` (never
-    returned by Store.decide) is one bounded step that released expired holds and decided nothing."""
+    root: revoked as a whole, or rate_limited for holding MAX_OPEN_HOLDS open holds already; -2, rate_limited
+    for keeping MAX_APPROVALS approvals already. `purging` (never returned by Store.decide) is one bounded step
+    that released expired holds and decided nothing.
+
+    `approval`: the approval an approval_required or approval_denied names, or that an allowed call used up;
+    `new_approval`: this call created it (it is announced once)."""
 
     status: Status
     index: int = 0
@@ -78,6 +128,8 @@ class Outcome(msgspec.Struct):
     balances: list[tuple[int, int]] = msgspec.field(default_factory=list)  # (spent, held) per budget
     hold_id: str | None = None
     replayed: bool = False
+    approval: Approval | None = None
+    new_approval: bool = False
 
 
 class HoldState(msgspec.Struct):
@@ -95,6 +147,13 @@ class Inspection(msgspec.Struct):
 
 
 T = TypeVar("T")
+
+
+def approval_state(approval: Approval, now_ms: int) -> ApprovalStateName:
+    """Its state at `now_ms`: pending or approved past its end is expired (denied stays denied while listed)."""
+    if approval.state in ("pending", "approved") and now_ms >= approval.expires_ms:
+        return "expired"
+    return approval.state
 
 
 async def stepwise(step: Callable[[], Awaitable[T | None]]) -> T:
@@ -167,6 +226,30 @@ class Store(ABC):
         rates: tuple[RateSpec, ...] = (),
     ) -> Inspection:
         """What decide would find, changing nothing a call would see: revocation, balances, full rate windows."""
+
+    @abstractmethod
+    async def approvals_of(self, token_id: str | None, now_ms: int) -> list[Approval]:
+        """The approvals still listed for this root (None: every root), newest first, states as of now_ms."""
+
+    @abstractmethod
+    async def approval(self, approval_id: str, now_ms: int) -> Approval | None:
+        """One approval while it is listed, else None."""
+
+    @abstractmethod
+    async def decide_approval(
+        self,
+        approval_id: str,
+        approve: bool,
+        approver: str | None,
+        decided_by: str,
+        reason: str,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> Approval:
+        """Approve or deny a pending approval; the same decision again answers as the first did. `approver` is the
+        deciding token's chain id (None: the operator). NotFound when it is unknown or expired, or `approver` is not
+        one of its approvers; Conflict when it was decided the other way. An approved one must be used within
+        `ttl_ms`; a denied one answers its call's retries that long."""
 
     @abstractmethod
     async def ready(self) -> str | None:

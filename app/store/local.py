@@ -48,6 +48,7 @@ import msgspec
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.base import (
+    Approval,
     Attempt,
     HoldState,
     Inspection,
@@ -78,6 +79,7 @@ STEPS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
     "release": MemoryStore.release,
     "extend": MemoryStore.extend,
     "revoke": MemoryStore.revoke,
+    "decide_approval": MemoryStore.decide_approval,
 }
 
 
@@ -254,6 +256,29 @@ class LocalStore(Store):
     ) -> Inspection:
         # Inspect changes nothing a call sees, but its steps purge expired holds: journaled like the rest.
         return await stepwise(lambda: self._async_step("inspect", token_id, revocation, budgets, now_ms, rates))
+
+    async def approvals_of(self, token_id: str | None, now_ms: int) -> list[Approval]:
+        self._check_open()
+        return await self.memory.approvals_of(token_id, now_ms)  # reads only
+
+    async def approval(self, approval_id: str, now_ms: int) -> Approval | None:
+        self._check_open()
+        return await self.memory.approval(approval_id, now_ms)  # reads only
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        approve: bool,
+        approver: str | None,
+        decided_by: str,
+        reason: str,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> Approval:
+        args = (approval_id, approve, approver, decided_by, reason, now_ms, ttl_ms)
+        approval: Approval = self._step("decide_approval", *args)
+        await self._wait_durable()
+        return approval
 
     async def ready(self) -> str | None:
         if self._closed:

@@ -10,17 +10,22 @@ import msgspec
 
 from app.errors import BadRequest, Conflict, NotFound
 from app.store.base import (
+    APPROVAL_KEPT_MS,
     IDEMPOTENCY_TTL_MS,
+    MAX_APPROVALS,
     MAX_OPEN_HOLDS,
     PURGE_STEP,
     ROOT,
     SETTLED_HOLD_TTL_MS,
+    Approval,
+    ApprovalSpec,
     Attempt,
     HoldState,
     Inspection,
     Outcome,
     RateSpec,
     Store,
+    approval_state,
     hold_token_id,
     refuse_bad_ttl,
     refuse_negative,
@@ -29,6 +34,7 @@ from app.store.base import (
 from caveats.rate import MAX_WINDOW
 
 SWEEP_EVERY = 4096
+UNKEPT = frozenset({"conflict", "approval_required", "approval_denied"})  # answers a request_id does not keep
 MAX_WINDOW_MS = MAX_WINDOW * 1000
 
 
@@ -44,6 +50,16 @@ class _Hold:
     settled: int = 0
 
 
+@dataclass(slots=True)
+class _Approval:
+    """An approval and what binds it: the caller's call (`binding`) within its root (`token_id`)."""
+
+    token_id: str
+    binding: str
+    approval: Approval
+    ends_ms: int = 0  # once ended (used, denied, expired): when it is no longer listed
+
+
 class _State(msgspec.Struct, array_like=True):
     """Everything a MemoryStore holds, as LocalStore snapshots it. A new field of MemoryStore goes here too
     (tests/store/test_local.py checks that the two agree)."""
@@ -56,9 +72,25 @@ class _State(msgspec.Struct, array_like=True):
     ends: dict[str, list[tuple[int, str]]]
     answers: dict[tuple[str, str], tuple[str, bytes, int]]
     calls: int
+    approvals: dict[str, dict[str, _Approval]] = {}
+    bindings: dict[tuple[str, str], str] = {}
 
 
 _decode_state = msgspec.msgpack.Decoder(_State).decode
+
+
+def _view(kept: _Approval, now: int) -> Approval:
+    """A copy as of `now`: a caller's copy cannot change the store's."""
+    return msgspec.structs.replace(kept.approval, state=approval_state(kept.approval, now))
+
+
+def _listed_until(kept: _Approval) -> int:
+    """APPROVAL_KEPT_MS after it ended: used or denied (`ends_ms`), or expired."""
+    return kept.ends_ms or kept.approval.expires_ms + APPROVAL_KEPT_MS
+
+
+def _listed(kept: _Approval, now: int) -> bool:
+    return now < _listed_until(kept)
 
 
 def _alive(expires_ms: int, now_ms: int) -> bool:
@@ -77,6 +109,8 @@ class MemoryStore(Store):
         self.ends: dict[str, list[tuple[int, str]]] = {}
         self.answers: dict[tuple[str, str], tuple[str, bytes, int]] = {}  # fingerprint, outcome, expiry
         self.calls = 0
+        self.approvals: dict[str, dict[str, _Approval]] = {}  # token id -> approval id -> one still listed
+        self.bindings: dict[tuple[str, str], str] = {}  # (token id, binding) -> the approval that call has
 
     async def decide(self, d: Attempt) -> Outcome:
         return await stepwise(lambda: self._decide_step(d))
@@ -95,7 +129,8 @@ class MemoryStore(Store):
         outcome = self._decide(d)
         # An id the service made up is only ever resent after a 503 that followed the decision, and here the call
         # that decides is the one that answers: keeping one answer per call would cost memory for nothing.
-        if d.request_id is not None and outcome.status != "conflict" and not d.made_up_id:
+        # An approval's answer is never replayed: the same request again must see the approval's decision.
+        if d.request_id is not None and outcome.status not in UNKEPT and not d.made_up_id:
             self.answers[(tid, d.request_id)] = (
                 d.fingerprint,
                 msgspec.msgpack.encode(outcome),
@@ -122,6 +157,12 @@ class MemoryStore(Store):
         for i, (b, (spent, held)) in enumerate(zip(d.budgets, balances, strict=True)):
             if b.charge and spent + held + d.cost > b.limit:
                 return Outcome("budget_exceeded", i, balances=balances)
+        used = None
+        if d.approval is not None:
+            gate = self._gate(tid, d.approval, d.call_id, now)
+            if gate.approval is None or gate.approval.state != "approved":
+                return gate
+            used = gate.approval
         # Everything holds: write it all.
         for rate in d.rates:
             self.rates.setdefault((tid, rate.prefix), deque()).append(now)
@@ -136,7 +177,89 @@ class MemoryStore(Store):
         for b in d.budgets:
             if b.charge:
                 self.budgets.setdefault((tid, b.prefix), [0, 0])[slot] += d.cost
-        return Outcome("allowed", balances=[self._balance(tid, b.prefix) for b in d.budgets], hold_id=hold_id)
+        if used is not None:  # one approval, one call: it ends with the call it allowed
+            used.state = "used"
+            self.approvals[tid][used.id].ends_ms = now + APPROVAL_KEPT_MS
+            del self.bindings[(tid, d.approval.binding)]  # type: ignore[union-attr]
+        balances = [self._balance(tid, b.prefix) for b in d.budgets]
+        return Outcome("allowed", balances=balances, hold_id=hold_id)
+
+    # -- approvals ------------------------------------------------------------------------------------------
+    def _gate(self, tid: str, spec: ApprovalSpec, call_id: str, now: int) -> Outcome:
+        """The approval this call has: approved (the caller goes on and uses it up), pending or denied (the
+        answer), or none alive, when a new pending one is made (rate_limited -2 past MAX_APPROVALS)."""
+        kept = self.approvals.get(tid, {}).get(self.bindings.get((tid, spec.binding), ""))
+        if kept is not None:
+            state = approval_state(kept.approval, now)
+            if state == "approved":
+                return Outcome("allowed", approval=kept.approval)
+            if state == "pending":
+                return Outcome("approval_required", approval=_view(kept, now))
+            if state == "denied" and now < kept.approval.expires_ms:
+                return Outcome("approval_denied", approval=_view(kept, now))
+        of_root = self._kept_approvals(tid, now)
+        if len(of_root) >= MAX_APPROVALS:
+            first_end = min(_listed_until(kept) for kept in of_root.values())
+            return Outcome("rate_limited", -2, retry_after_ms=first_end - now)
+        approval = Approval(f"{tid}.{call_id}", "pending", spec.approvers, spec.details, now, now + spec.ttl_ms)
+        of_root[approval.id] = _Approval(tid, spec.binding, approval)
+        self.bindings[(tid, spec.binding)] = approval.id
+        return Outcome("approval_required", approval=_view(of_root[approval.id], now), new_approval=True)
+
+    def _kept_approvals(self, tid: str, now: int) -> dict[str, _Approval]:
+        """The root's approvals, less those no longer listed (ended more than APPROVAL_KEPT_MS ago)."""
+        of_root = self.approvals.setdefault(tid, {})
+        for approval_id, kept in list(of_root.items()):
+            if not _listed(kept, now):
+                del of_root[approval_id]
+                if self.bindings.get((tid, kept.binding)) == approval_id:
+                    del self.bindings[(tid, kept.binding)]
+        return of_root
+
+    def _find_approval(self, approval_id: str, now: int) -> _Approval | None:
+        tid = hold_token_id(approval_id)  # named like holds: `<token id>.<call id>`
+        kept = self.approvals.get(tid or "", {}).get(approval_id)
+        return kept if kept is not None and _listed(kept, now) else None
+
+    async def approvals_of(self, token_id: str | None, now_ms: int) -> list[Approval]:
+        """Reads only (local:// journals no read): what is no longer listed is skipped here, dropped by a step."""
+        roots = list(self.approvals) if token_id is None else [token_id]
+        found = [
+            _view(kept, now_ms)
+            for tid in roots
+            for kept in self.approvals.get(tid, {}).values()
+            if _listed(kept, now_ms)
+        ]
+        return sorted(found, key=lambda a: (a.created_ms, a.id), reverse=True)
+
+    async def approval(self, approval_id: str, now_ms: int) -> Approval | None:
+        kept = self._find_approval(approval_id, now_ms)
+        return None if kept is None else _view(kept, now_ms)
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        approve: bool,
+        approver: str | None,
+        decided_by: str,
+        reason: str,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> Approval:
+        kept = self._find_approval(approval_id, now_ms)
+        state = "expired" if kept is None else approval_state(kept.approval, now_ms)
+        if kept is None or state == "expired" or (approver is not None and approver not in kept.approval.approvers):
+            raise NotFound("no such approval that this credential may decide: unknown, expired, or not its to decide")
+        wanted = "approved" if approve else "denied"
+        if state == "pending":
+            approval = kept.approval
+            approval.state, approval.decided_by, approval.reason = wanted, decided_by, reason  # type: ignore[assignment]
+            approval.expires_ms = now_ms + ttl_ms  # approved: to be used within; denied: answers its retries
+            if not approve:
+                kept.ends_ms = approval.expires_ms + APPROVAL_KEPT_MS
+        elif state != wanted and not (approve and state == "used"):
+            raise Conflict(f"the approval was already {state}")
+        return _view(kept, now_ms)
 
     async def lookup(
         self, token_id: str, request_id: str, fingerprint: str, now_ms: int | None = None
@@ -173,6 +296,7 @@ class MemoryStore(Store):
         self.rates = {k: log for k, log in self.rates.items() if log and log[-1] > now - MAX_WINDOW_MS}
         self.active = {tid: open_holds for tid, open_holds in self.active.items() if open_holds}
         self.ends = {tid: heap for tid, heap in self.ends.items() if tid in self.active}
+        self.approvals = {tid: kept for tid in list(self.approvals) if (kept := self._kept_approvals(tid, now))}
 
     def _open(self, tid: str, hold_id: str, expires: int) -> None:
         """Record an open hold's (new) end. The heap is rebuilt when stale entries outnumber the open holds, so
@@ -300,7 +424,18 @@ class MemoryStore(Store):
     def dump(self) -> bytes:
         """The whole state as bytes, exact: `load` of it gives a store that decides every later call alike."""
         rates = {key: list(log) for key, log in self.rates.items()}
-        state = _State(self.revoked, self.budgets, rates, self.holds, self.active, self.ends, self.answers, self.calls)
+        state = _State(
+            self.revoked,
+            self.budgets,
+            rates,
+            self.holds,
+            self.active,
+            self.ends,
+            self.answers,
+            self.calls,
+            self.approvals,
+            self.bindings,
+        )
         return msgspec.msgpack.encode(state)
 
     def load(self, data: bytes) -> None:
@@ -308,3 +443,4 @@ class MemoryStore(Store):
         self.revoked, self.budgets, self.holds = state.revoked, state.budgets, state.holds
         self.rates = {key: deque(log) for key, log in state.rates.items()}
         self.active, self.ends, self.answers, self.calls = state.active, state.ends, state.answers, state.calls
+        self.approvals, self.bindings = state.approvals, state.bindings

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import typing
 from collections.abc import Iterator
 from typing import Any
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
+    APPROVAL_INDEX_SIZE,
+    APPROVAL_STATES,
+    Approval,
+    ApprovalStateName,
     Attempt,
     HoldState,
     Inspection,
@@ -23,6 +29,8 @@ from app.store.base import (
 )
 from app.store.runner import Runner
 from app.store.scripts import SCRIPTS
+
+log = logging.getLogger("agentcaps")
 
 
 @contextlib.contextmanager
@@ -40,7 +48,22 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _approval(id_: str, fields: list[str]) -> Approval:
+    """An approval from a script's fields: state approvers details created expires by reason (lib.lua)."""
+    state, approvers, details, created, expires, by, reason = fields
+    if state not in APPROVAL_STATES:
+        raise ValueError(state)
+    when = (int(created), int(expires))
+    return Approval(
+        id_, typing.cast(ApprovalStateName, state), tuple(approvers.split(",")), details.encode(), *when, by, reason
+    )
+
+
 def _outcome(reply: str) -> Outcome:
+    if reply.startswith("approval_"):
+        status, new, _, id_, _, *fields = reply.split(",", 9)
+        approval = _approval(id_, [fields[0], "", "", *fields[1:]])
+        return Outcome(status, approval=approval, new_approval=new == "1")  # type: ignore[arg-type]
     status, index, retry, hold_id, replayed, *flat = reply.split(",")
     balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
     return Outcome(status, int(index), int(retry), balances, hold_id or None, replayed == "1")  # type: ignore[arg-type]
@@ -56,7 +79,7 @@ class RedisStore(Store):
         return await self.runner.run(SCRIPTS[name], token_id, args)
 
     async def decide(self, d: Attempt) -> Outcome:
-        args = (
+        args: tuple[str, ...] = (
             str(d.now_ms),
             d.call_id,
             "" if d.request_id is None else _digest(d.request_id),
@@ -71,10 +94,27 @@ class RedisStore(Store):
             d.verifier,
             "1" if d.made_up_id else "",
         )
-        return await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args)))
+        details = ""
+        if d.approval is not None:
+            args += (d.approval.binding, ",".join(d.approval.approvers), str(d.approval.ttl_ms))
+            details = d.approval.details.decode()
+        outcome = await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args), details))
+        if outcome.status == "approval_required" and outcome.approval is not None:
+            await self._index(outcome.approval)
+        return outcome
 
-    async def _decide_step(self, token_id: str, packed: str) -> Outcome | None:
-        reply = await self._run("decide", token_id, packed)
+    async def _index(self, approval: Approval) -> None:
+        """Into the operator's index, at each pending answer (ZADD again changes nothing): one that a failure left
+        out is added when the call asks again. The approval itself is decided without it."""
+        try:
+            await self._run("index", "approvals", "add", approval.created_ms, approval.id)
+        except StoreUnavailable as e:
+            log.warning("approval %s is not in the operator's index yet: %s", approval.id, e)
+
+    async def _decide_step(self, token_id: str, packed: str, details: str) -> Outcome | None:
+        reply = await (
+            self._run("decide", token_id, packed, details) if details else self._run("decide", token_id, packed)
+        )
         with _expected_reply("decide"):
             outcome = _outcome(reply)
         return None if outcome.status == "purging" else outcome
@@ -142,6 +182,62 @@ class RedisStore(Store):
             revoked, full, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
             return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])
+
+    async def approvals_of(self, token_id: str | None, now_ms: int) -> list[Approval]:
+        if token_id is not None:
+            found = await self._approvals(token_id, now_ms, ())
+        else:  # every root's: the newest of the operator's index, read root by root
+            ids = await self._run("index", "approvals", "read", APPROVAL_INDEX_SIZE)
+            by_root: dict[str, list[str]] = {}
+            for id_ in ids:
+                by_root.setdefault(hold_token_id(id_) or "", []).append(id_)
+            found = [a for root, some in by_root.items() if root for a in await self._approvals(root, now_ms, some)]
+        return sorted(found, key=lambda a: (a.created_ms, a.id), reverse=True)
+
+    async def _approvals(self, token_id: str, now_ms: int, ids: tuple[str, ...] | list[str]) -> list[Approval]:
+        reply = await self._run("approvals", token_id, now_ms, *ids)
+        with _expected_reply("approvals"):
+            return [_approval(reply[i], reply[i + 1 : i + 8]) for i in range(0, len(reply), 8)]
+
+    async def approval(self, approval_id: str, now_ms: int) -> Approval | None:
+        token_id = hold_token_id(approval_id)
+        if token_id is None:
+            return None
+        found = await self._approvals(token_id, now_ms, (approval_id,))
+        return found[0] if found else None
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        approve: bool,
+        approver: str | None,
+        decided_by: str,
+        reason: str,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> Approval:
+        token_id = hold_token_id(approval_id)
+        if token_id is None:
+            raise NotFound("no such approval that this credential may decide: unknown, expired, or not its to decide")
+        action = "approve" if approve else "deny"
+        reply = await self._run(
+            "approve",
+            token_id,
+            approval_id,
+            action,
+            "*" if approver is None else approver,
+            decided_by,
+            reason,
+            now_ms,
+            ttl_ms,
+        )
+        with _expected_reply("approve"):
+            if reply[0] != "error":
+                return _approval(reply[0], reply[1:8])
+            kind = reply[1]
+        if kind == "not_found":
+            raise NotFound("no such approval that this credential may decide: unknown, expired, or not its to decide")
+        raise Conflict(reply[2])
 
     async def ready(self) -> str | None:
         return await self.runner.ready()

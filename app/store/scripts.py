@@ -8,7 +8,16 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from app.store.base import IDEMPOTENCY_TTL_MS, MADE_UP_ID_TTL_MS, MAX_OPEN_HOLDS, PURGE_STEP, SETTLED_HOLD_TTL_MS
+from app.store.base import (
+    APPROVAL_INDEX_SIZE,
+    APPROVAL_KEPT_MS,
+    IDEMPOTENCY_TTL_MS,
+    MADE_UP_ID_TTL_MS,
+    MAX_APPROVALS,
+    MAX_OPEN_HOLDS,
+    PURGE_STEP,
+    SETTLED_HOLD_TTL_MS,
+)
 
 # Every expiry is decided in the scripts against the caller's now_ms (lib.lua `live`); Redis's own TTLs only
 # collect the garbage, this long after a record's end. Redis judges a TTL by its own clock, so a TTL at the exact
@@ -25,6 +34,9 @@ _CONSTANTS = {
     "GC_SLACK_MS": GC_SLACK_MS,
     "MAX_OPEN_HOLDS": MAX_OPEN_HOLDS,
     "PURGE_STEP": PURGE_STEP,
+    "MAX_APPROVALS": MAX_APPROVALS,
+    "APPROVAL_KEPT_MS": APPROVAL_KEPT_MS,
+    "APPROVAL_INDEX_SIZE": APPROVAL_INDEX_SIZE,
 }
 
 
@@ -89,5 +101,8 @@ SCRIPTS = {
         Script("revoke", writes=True, grants=lambda reply: True),
         Script("lookup"),
         Script("inspect"),
+        Script("approvals"),
+        Script("approve", writes=True, grants=lambda reply: not (isinstance(reply, list) and reply[:1] == ["error"])),
+        Script("index", writes=True),
     )
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.store.base import Attempt, BudgetSpec, RateSpec, Store
+from app.store.base import ApprovalSpec, Attempt, BudgetSpec, RateSpec, Store
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -128,6 +128,7 @@ def decision(
     hold_ttl_ms: int = 300_000,
     request_id: str | None = None,
     fingerprint: str = "",
+    approval: ApprovalSpec | None = None,
 ) -> Attempt:
     return Attempt(
         token_id=token_id,
@@ -142,6 +143,7 @@ def decision(
         hold_ttl_ms=hold_ttl_ms,
         request_id=request_id,
         fingerprint=fingerprint,
+        approval=approval,
     )
 
 

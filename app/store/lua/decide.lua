@@ -2,8 +2,10 @@
 -- ARGV[1], lines: now call_id request_id fingerprint mode hold_ttl cost currency
 --   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."  verifier
 --   made_up ("1": the service made request_id up for this call)
+--   approval: binding approvers ttl_ms (binding '' : no approval caveat gates this call); ARGV[2]: its details
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
--- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse.
+-- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse; for
+-- approval_required and approval_denied "status,new,0,approval_id,0,state,created,expires,by,reason".
 local a = {}
 for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do a[#a + 1] = line end
 local now, call_id, request_id, fingerprint = tonumber(a[1]), a[2], a[3], a[4]
@@ -76,6 +78,44 @@ for j, b in ipairs(budgets) do
   end
 end
 
+-- An approval caveat gates this call: an approved approval lets it through (used up below, with the writes);
+-- pending or denied is the answer, never kept under the request id (the same request must see the decision);
+-- none alive: a new pending one, as long as the root keeps fewer than MAX_APPROVALS.
+local binding = a[14] or ''
+local used
+local function approval_answer(status, new, id, v)
+  return table.concat({status, new, '0', id, '0', v[1], v[4], v[5], v[6], v[7]}, ',')
+end
+if binding ~= '' then
+  local bound = key('apb', binding)
+  local id = redis.call('GET', bound)
+  local v = id and approval_at(id, now)
+  if v and v[1] == 'approved' then
+    used = id
+  elseif v and v[1] == 'pending' then
+    return approval_answer('approval_required', '0', id, v)
+  elseif v and v[1] == 'denied' and live(v[5], now) then
+    return approval_answer('approval_denied', '0', id, v)
+  else
+    local gone = redis.call('ZRANGEBYSCORE', APPROVALS, '-inf', now)
+    for _, old in ipairs(gone) do redis.call('DEL', key('ap', old)) end
+    redis.call('ZREMRANGEBYSCORE', APPROVALS, '-inf', now)
+    if redis.call('ZCARD', APPROVALS) >= MAX_APPROVALS then
+      local first = redis.call('ZRANGE', APPROVALS, 0, 0, 'WITHSCORES')
+      return answer('rate_limited', -2, string.format('%d', tonumber(first[2]) - now), '', {})
+    end
+    id = string.sub(base, 5, -2) .. '.' .. call_id
+    local ttl = tonumber(a[16])
+    local fields = {'pending', a[15], ARGV[2], tostring(now), string.format('%d', now + ttl), '', '', binding}
+    local record = {}
+    for j, f in ipairs(APPROVAL_FIELDS) do record[#record + 1] = f; record[#record + 1] = fields[j] end
+    redis.call('HSET', key('ap', id), unpack(record))
+    redis.call('SET', bound, id)
+    keep_approval(id, now + ttl + APPROVAL_KEPT_MS, binding)
+    return approval_answer('approval_required', '1', id, fields)
+  end
+end
+
 -- Everything holds: write it all.
 for _, r in ipairs(rates) do
   local k = key('r', r[1])
@@ -103,5 +143,10 @@ if mode == 'hold' then
   redis.call('HSET', key('h', hold_id), 'amt', cost, 'b', table.concat(charged, ','), 'cur', currency,
     'exp', now + hold_ttl, 'state', 'held', 'v', verifier)
   redis.call('ZADD', HOLDS, now + hold_ttl, hold_id)
+end
+if used then  -- one approval, one call: it ends with the call it allowed
+  redis.call('HSET', key('ap', used), 'state', 'used')
+  redis.call('DEL', key('apb', binding))
+  keep_approval(used, now + APPROVAL_KEPT_MS)
 end
 return answer('allowed', 0, 0, hold_id, balances)

@@ -109,3 +109,26 @@ local function purge(now)
   if n > 0 then drop_holds(expired, n) end
   return #expired <= PURGE_STEP
 end
+
+-- Approvals of this root: a hash per approval `ap:<id>`, the call's binding `apb:<digest>` -> id, and APPROVALS,
+-- every approval still listed, scored by when it stops being listed (APPROVAL_KEPT_MS after it ended).
+local APPROVALS = base .. ':approvals'
+local APPROVAL_FIELDS = {'state', 'approvers', 'details', 'created', 'expires', 'by', 'reason', 'binding'}
+
+-- The approval's fields as the record holds them, with `state` as of now (pending or approved past its end:
+-- expired), or nil when it is not listed any more.
+local function approval_at(id, now)
+  local v = redis.call('HMGET', key('ap', id), unpack(APPROVAL_FIELDS))
+  if not v[1] then return nil end
+  local listed = redis.call('ZSCORE', APPROVALS, id)
+  if not listed or not live(listed, now) then return nil end
+  if (v[1] == 'pending' or v[1] == 'approved') and not live(v[5], now) then v[1] = 'expired' end
+  return v
+end
+
+-- An approval's record changed: it stays listed until `listed`, and Redis collects it GC_SLACK_MS after.
+local function keep_approval(id, listed, binding)
+  redis.call('ZADD', APPROVALS, listed, id)
+  redis.call('PEXPIREAT', key('ap', id), listed + GC_SLACK_MS)
+  if binding then redis.call('PEXPIREAT', key('apb', binding), listed + GC_SLACK_MS) end
+end
