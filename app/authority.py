@@ -1,11 +1,13 @@
 """The service's decisions, independent of HTTP: mint, verify (the hot path), holds, revoke, inspect.
 
 verify: token -> Verifier (decode, limits, HMAC, cached) -> stateless caveats in chain order -> ONE store
-call for revocation, rates and budgets. A denial before the store call never touches the counters.
+call for revocation, rates, budgets and, last, an approval when an `approval` caveat gates the call (app/approvals.py).
+A denial before the store call never touches the counters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import secrets
@@ -16,9 +18,11 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from app.approvals import Approvals, Credential, spec_for
 from app.errors import BadRequest, Conflict, InvalidToken, StoreUnavailable
 from app.schemas import (
     Allowed,
+    ApprovalRef,
     BudgetView,
     CaveatView,
     Denied,
@@ -30,7 +34,17 @@ from app.schemas import (
     Money,
     VerifyRequest,
 )
-from app.store.base import MAX_OPEN_HOLDS, Attempt, BudgetSpec, Inspection, Outcome, RateSpec, Store
+from app.store.base import (
+    MAX_APPROVALS,
+    MAX_OPEN_HOLDS,
+    Approval,
+    Attempt,
+    BudgetSpec,
+    Inspection,
+    Outcome,
+    RateSpec,
+    Store,
+)
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from app.token.verifier import VerifiedChain, Verifier
@@ -38,6 +52,7 @@ from caveats.base import Context, Counter, Role
 from caveats.budget import Budget
 from caveats.build import restriction_caveats
 from caveats.cache import ByteLRU
+from caveats.chain import Step
 from caveats.denial import Code, Denial
 from caveats.expires import format_instant, parse_instant
 from caveats.grammar import CaveatSyntaxError
@@ -72,6 +87,7 @@ class Verdict:
     retry_after: int | None = None  # rate_limited: seconds until a window has room
     charged: Amount | None = None  # what this call newly spent: not a hold, not a request_id replay
     cause: StoreUnavailable | None = None  # unavailable: what the store said, for the log, never for the caller
+    pending: str | None = None  # approval_required: the approval a `wait` waits for
 
 
 def amount_from_wire(m: Money) -> Amount:
@@ -84,12 +100,20 @@ def amount_to_wire(a: Amount) -> Money:
 
 
 class Authority:
-    def __init__(self, ring: KeyRing, store: Store, location: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ring: KeyRing,
+        store: Store,
+        location: str,
+        clock: Callable[[], float] = time.time,
+        approvals: Approvals | None = None,
+    ) -> None:
         self.ring = ring
         self.verifier = Verifier(ring)
         self.store = store
         self.location = location
         self.clock = clock
+        self.approvals = approvals or Approvals(store, 900, "", location, clock)
 
     # -- mint -----------------------------------------------------------------------------------------
     def mint(self, req: MintRequest) -> MintResponse:
@@ -129,9 +153,17 @@ class Authority:
     # -- verify ---------------------------------------------------------------------------------------
     async def verify(self, req: VerifyRequest, audience: str | None, verifier: str | None = None) -> Verdict:
         """`verifier`: the name of the verifier key that asked (None without verifier keys); a hold is its own.
-        A store that cannot decide is a decision too, `unavailable`: never an allow on doubt."""
+        A store that cannot decide is a decision too, `unavailable`: never an allow on doubt. With `wait`, an
+        approval_required answer waits up to that long for the decision, and the call is decided again after it."""
         try:
-            return await self._decide(req, audience, verifier)
+            verdict = await self._decide(req, audience, verifier)
+            if verdict.pending is not None and req.wait > 0:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + req.wait
+                while verdict.pending is not None and (left := deadline - loop.time()) > 0:
+                    await self.approvals.wait(verdict.pending, left)
+                    verdict = await self._decide(req, audience, verifier)
+            return verdict
         except StoreUnavailable as e:
             return Verdict("unavailable", _unavailable(e.request_id), cause=e)
 
@@ -159,6 +191,8 @@ class Authority:
         # twice (a 503 before the store decided has nothing stored, and the resend decides afresh).
         request_id = req.request_id or _made_up_request_id()
         charged = cost is not None
+        gate = analysis.approval(ctx)
+        approval = spec_for(chain, gate, req, audience, self.approvals.ttl_s) if gate is not None else None
         decision = Attempt(
             token_id=chain.token_id,
             now_ms=int(now * 1000),
@@ -182,12 +216,19 @@ class Authority:
             fingerprint=self._fingerprint(chain, req, audience),
             verifier=verifier or "",
             made_up_id=req.request_id is None,
+            approval=approval,
         )
         outcome = await _for_request(request_id, self.store.decide(decision))
-        return await self._verdict(chain, req, cost, outcome, now)
+        return await self._verdict(chain, req, cost, outcome, now, gate)
 
     async def _verdict(
-        self, chain: VerifiedChain, req: VerifyRequest, cost: Amount | None, outcome: Outcome, now: float
+        self,
+        chain: VerifiedChain,
+        req: VerifyRequest,
+        cost: Amount | None,
+        outcome: Outcome,
+        now: float,
+        gate: Step | None = None,
     ) -> Verdict:
         analysis = chain.analysis
         if outcome.status == "conflict":
@@ -210,11 +251,18 @@ class Authority:
                 charged=cost if req.mode == "charge" and not outcome.replayed else None,
             )
         replayed = outcome.replayed
+        if outcome.status in ("approval_required", "approval_denied") and outcome.approval and gate:
+            return await self._approval_verdict(chain, gate, outcome.approval, outcome.new_approval, now)
         if outcome.status == "revoked":
             denial = _revoked(chain, outcome.index)
             return Verdict("denied", await self._denied(chain, denial, now, outcome.balances, replayed))
         if outcome.status == "rate_limited":
-            denial = _too_many_holds() if outcome.index < 0 else _rate_limited(analysis.rates[outcome.index])
+            if outcome.index == -2:
+                denial = _too_many_approvals()
+            elif outcome.index == -1:
+                denial = _too_many_holds()
+            else:
+                denial = _rate_limited(analysis.rates[outcome.index])
             retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
             return Verdict("rate_limited", await self._denied(chain, denial, now, outcome.balances, replayed), retry)
         spec = analysis.budgets[outcome.index]
@@ -224,6 +272,35 @@ class Authority:
             Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.parsed.limit.currency} remain"
         ).at(spec.caveat, spec.hop)
         return Verdict("denied", await self._denied(chain, denial, now, outcome.balances, replayed))
+
+    async def _approval_verdict(
+        self, chain: VerifiedChain, gate: Step, approval: Approval, new: bool, now: float
+    ) -> Verdict:
+        """approval_required (pending: announced when new) or approval_denied, naming the caveat that gates the
+        call, at its hop, and the approval."""
+        if new:
+            self.approvals.announce(approval)
+        ref = ApprovalRef(
+            approval.id,
+            "pending" if approval.state == "pending" else "denied",
+            format_instant(approval.expires_ms // 1000),
+        )
+        if approval.state == "pending":
+            reason = (
+                f"the call needs an approval ({approval.id}), pending until {ref.expires_at}: once it is approved, "
+                "the same call, retried, runs"
+            )
+            denial = Denial(Code.APPROVAL_REQUIRED, reason)
+        else:
+            said = f": {approval.reason}" if approval.reason else ""
+            denial = Denial(
+                Code.APPROVAL_DENIED, f"the approval {approval.id} was denied by {approval.decided_by}{said}"
+            )
+        denial = denial.at(gate.caveat, gate.hop)
+        body = await self._denied(chain, denial, now)
+        body.approval = ref
+        pending = approval.id if approval.state == "pending" else None
+        return Verdict("denied", body, pending=pending)
 
     async def _denied(
         self,
@@ -299,6 +376,19 @@ class Authority:
         exp = chain.analysis.expires_at
         await self.store.revoke(chain.token_id, chain.chain_id, (exp + 3600) * 1000 if exp is not None else 0)
         return chain.token_id
+
+    async def credential(self, token: str) -> Credential | None:
+        """The holder of `token` as an approver, if the token verifies, has not expired and is not revoked."""
+        try:
+            chain = self.verifier.verify(token)
+        except InvalidToken:
+            return None
+        now = self.clock()
+        expires = chain.analysis.expires_at
+        if (expires is not None and now >= expires) or chain.analysis.static_denial is not None:
+            return None
+        found = await self.store.inspect(chain.token_id, chain.prefixes, (), int(now * 1000))
+        return None if found.revoked_index is not None else Credential(chain)
 
     async def revoke_root(self, token_id: str) -> None:
         await self.store.revoke(token_id, "*", 0)
@@ -403,6 +493,14 @@ def _too_many_holds() -> Denial:
     reason = (
         f"the root token already has {MAX_OPEN_HOLDS:,} open holds, the most it may have: settle or release one, "
         "or retry when the first ends by itself (Retry-After)"
+    )
+    return Denial(Code.RATE_LIMITED, reason)
+
+
+def _too_many_approvals() -> Denial:
+    reason = (
+        f"the root token already keeps {MAX_APPROVALS:,} approvals, the most it may: a new one can be asked when "
+        "the first ends (Retry-After)"
     )
     return Denial(Code.RATE_LIMITED, reason)
 

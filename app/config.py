@@ -25,6 +25,7 @@ MASTER_KEYS_FILE = "master_keys"
 ADMIN_KEY_FILE = "admin_key"
 T = TypeVar("T")
 MIN_SECRET_CHARS = 32  # admin and verifier keys: guessing one must be out of reach
+MAX_APPROVAL_TTL = 7 * 86400
 _VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S+)")
 
 
@@ -42,6 +43,8 @@ class Settings:
     redis_wait: str = ""  # AGENTCAPS_REDIS_WAIT, `<replicas>[:timeout_ms]` (Redis Cluster only)
     fsync: str = ""  # AGENTCAPS_FSYNC, everysec (when unset) or always (local:// only)
     cache_mb: int = 64  # AGENTCAPS_CACHE_MB: what the verifier's caches may hold in all (caveats.cache)
+    approval_ttl: int = 900  # AGENTCAPS_APPROVAL_TTL: seconds an approval waits, and an approved one stays usable
+    approval_webhook: str = ""  # AGENTCAPS_APPROVAL_WEBHOOK: where each new pending approval is POSTed
 
     @property
     def public_location(self) -> str:
@@ -65,6 +68,14 @@ class Settings:
         cache_text = env.get("AGENTCAPS_CACHE_MB", "64")
         if not re.fullmatch(r"[1-9][0-9]{0,6}", cache_text):
             raise ConfigError(f"AGENTCAPS_CACHE_MB must be a whole number of MiB, 1 or more, got {cache_text!r}")
+        ttl_text = env.get("AGENTCAPS_APPROVAL_TTL", "900")
+        if not re.fullmatch(r"[1-9][0-9]{0,6}", ttl_text) or int(ttl_text) > MAX_APPROVAL_TTL:
+            raise ConfigError(
+                f"AGENTCAPS_APPROVAL_TTL must be whole seconds, 1 to {MAX_APPROVAL_TTL} (a week), got {ttl_text!r}"
+            )
+        webhook = env.get("AGENTCAPS_APPROVAL_WEBHOOK", "")
+        if webhook and not re.fullmatch(r"https?://[^\s]+", webhook):
+            raise ConfigError(f"AGENTCAPS_APPROVAL_WEBHOOK must be an http:// or https:// URL, got {webhook!r}")
         values: dict[str, object] = {
             "store": env.get("AGENTCAPS_STORE", "local://"),
             "data_dir": data_dir,
@@ -75,6 +86,8 @@ class Settings:
             "redis_wait": env.get("AGENTCAPS_REDIS_WAIT", ""),
             "fsync": fsync,
             "cache_mb": int(cache_text),
+            "approval_ttl": int(ttl_text),
+            "approval_webhook": webhook,
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")

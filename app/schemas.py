@@ -61,6 +61,7 @@ class VerifyRequest(Strict):
     request_id: RequestId | None = None
     mode: Literal["charge", "hold"] = "charge"
     hold_ttl: HoldTtl = 300
+    wait: Annotated[float, Meta(ge=0, le=60)] = 0  # seconds an approval_required answer may wait for the decision
 
 
 class BudgetView(Strict):
@@ -85,6 +86,14 @@ class Allowed(Strict):
     replayed: bool = False  # true: the stored first answer of this request_id, not a new authorization
 
 
+class ApprovalRef(Strict):
+    """The approval a denial names: approval_required (pending) or approval_denied (denied)."""
+
+    id: str
+    state: str
+    expires_at: str
+
+
 class Denied(Strict):
     allowed: bool
     code: str
@@ -95,6 +104,7 @@ class Denied(Strict):
     tools: list[str] | None = None
     replayed: bool = False  # as in Allowed: sent only when true
     request_id: str | None = None  # a 503 only: resend the request with it to replay what the store may have decided
+    approval: ApprovalRef | None = None  # approval_required, approval_denied
 
 
 class SettleRequest(Strict):
@@ -155,6 +165,33 @@ class InspectResponse(Strict):
     expires_at: str | None = None
     revoked: bool | None = None
     denials: list[Denied] | None = None
+
+
+class ApprovalView(Strict):
+    """One approval as a credential that may decide it sees it (docs/approvals.md)."""
+
+    id: str
+    state: str
+    tool: str
+    args: dict[str, Any]
+    delegation: list[str]
+    holder: str | None
+    caveat: str
+    hop: int
+    created_at: str
+    expires_at: str
+    cost: Money | None = None
+    audience: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ApprovalList(Strict):
+    approvals: list[ApprovalView]
+
+
+class DecideRequest(Strict):
+    reason: Annotated[str, Meta(max_length=1024, pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z")] | None = None
 
 
 class ErrorBody(Strict):

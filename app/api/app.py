@@ -21,10 +21,13 @@ from litestar.params import FromPath
 from app.api import openapi
 from app.api.body import decode
 from app.api.metrics import Metrics
+from app.approvals import Approvals, Credential
 from app.authority import Authority, Kind
 from app.config import Settings
 from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
 from app.schemas import (
+    ApprovalList,
+    DecideRequest,
     Denied,
     ErrorBody,
     ExtendRequest,
@@ -42,6 +45,8 @@ from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
+NOT_A_CREDENTIAL = "the credential presented is neither an admin key nor a live token of this service"
+NO_SUCH_APPROVAL = "no such approval that this credential may decide: unknown, expired, or not its to decide"
 RETRY_AFTER = "1"
 log = logging.getLogger("agentcaps")
 decisions_log = logging.getLogger("agentcaps.decisions")
@@ -91,7 +96,10 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
     )
     cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
-    authority = Authority(settings.ring, store, settings.public_location, clock)
+    approvals = Approvals(
+        store, settings.approval_ttl, settings.approval_webhook, settings.public_location.rstrip("/"), clock
+    )
+    authority = Authority(settings.ring, store, settings.public_location, clock, approvals)
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
@@ -179,6 +187,42 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
         return _json(await authority.extend(hold_id, decode(body, ExtendRequest).hold_ttl, name))
 
+    async def approver(request: Request[Any, Any, Any], unknown: type[Exception]) -> Credential:
+        """The admin key's operator, or the holder of a live token. Anything else presented raises `unknown`:
+        NotFound where one approval is asked for (a forged token learns no more than one that may not decide)."""
+        presented = _bearer(request)
+        if presented is None:
+            raise Unauthorized("this needs Authorization: Bearer <admin key or token>")
+        if _match(presented, settings.admin_keys) is not None:
+            return Credential()
+        found = await authority.credential(presented)
+        if found is None:
+            raise unknown(NOT_A_CREDENTIAL if unknown is Unauthorized else NO_SUCH_APPROVAL)
+        return found
+
+    @get("/v1/approvals")
+    async def list_approvals(request: Request[Any, Any, Any], state: str | None = None) -> Response[bytes]:
+        who = await approver(request, Unauthorized)
+        return _json(ApprovalList(await approvals.list(who, state)))
+
+    @get("/v1/approvals/{approval_id:str}")
+    async def get_approval(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
+        return _json(await approvals.get(await approver(request, NotFound), approval_id))
+
+    async def decide(request: Request[Any, Any, Any], approval_id: str, approve: bool) -> Response[bytes]:
+        who = await approver(request, NotFound)
+        body = await request.body()
+        reason = decode(body, DecideRequest).reason if body.strip() else None
+        return _json(await approvals.decide(who, approval_id, approve, reason))
+
+    @post("/v1/approvals/{approval_id:str}/approve", status_code=200)
+    async def approve(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
+        return await decide(request, approval_id, True)
+
+    @post("/v1/approvals/{approval_id:str}/deny", status_code=200)
+    async def deny(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
+        return await decide(request, approval_id, False)
+
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
         req = decode(await request.body(), RevokeRequest)
@@ -244,6 +288,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         try:
             yield
         finally:
+            await approvals.close()
             await store.close()
 
     app = Litestar(
@@ -255,6 +300,10 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             extend,
             revoke,
             inspect,
+            list_approvals,
+            get_approval,
+            approve,
+            deny,
             healthz,
             readyz,
             metrics_endpoint,

@@ -10,6 +10,9 @@ import msgspec
 
 from app.schemas import (
     Allowed,
+    ApprovalList,
+    ApprovalView,
+    DecideRequest,
     Denied,
     ErrorBody,
     ExtendRequest,
@@ -26,7 +29,7 @@ from app.schemas import (
 )
 
 _REF = "#/components/schemas/{name}"
-_OPTIONAL_BODIES = (SettleRequest, ReleaseRequest)  # an empty body means "all held" / nothing to say
+_OPTIONAL_BODIES = (SettleRequest, ReleaseRequest, DecideRequest)  # an empty body means "all held" / nothing to say
 
 
 def _ref(kind: type[Any]) -> dict[str, str]:
@@ -43,13 +46,16 @@ def _op(
     body: type[Any] | None,
     responses: Mapping[int, tuple[str, tuple[Any, ...]]],
     auth: bool = False,
-    path_param: bool = False,
+    path_param: str | None = None,
+    query: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {}}
     if body is not None:
         op["requestBody"] = {"required": body not in _OPTIONAL_BODIES, "content": _content(body)}
-    if path_param:
-        op["parameters"] = [{"name": "hold_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    params = [{"name": path_param, "in": "path", "required": True, "schema": {"type": "string"}}] if path_param else []
+    params += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in query]
+    if params:
+        op["parameters"] = params
     if auth:
         op["security"] = [{"bearer": []}]
     errors = {400: "malformed request", 413: "body over 64 KiB", 503: "counter store unavailable"}
@@ -78,6 +84,9 @@ def document() -> dict[str, Any]:
         RevokeResponse,
         InspectRequest,
         InspectResponse,
+        ApprovalList,
+        ApprovalView,
+        DecideRequest,
         ErrorBody,
     )
     _, components = msgspec.json.schema_components(kinds, ref_template=_REF)
@@ -89,6 +98,12 @@ def document() -> dict[str, Any]:
         409: ("settled/released the other way", err),
     }
     extend = {**hold, 409: ("already settled or released: nothing left to extend", err)}
+    approval = {
+        200: ("the approval", (ApprovalView,)),
+        401: ("no credential", err),
+        404: ("unknown, expired, or not this credential's to decide", err),
+    }
+    decided = {**approval, 409: ("already decided the other way", err)}
     paths = {
         "/v1/tokens": {
             "post": _op(
@@ -112,10 +127,10 @@ def document() -> dict[str, Any]:
                 },
             )
         },
-        "/v1/holds/{hold_id}/settle": {"post": _op("Charge a hold", SettleRequest, hold, path_param=True)},
-        "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", ReleaseRequest, hold, path_param=True)},
+        "/v1/holds/{hold_id}/settle": {"post": _op("Charge a hold", SettleRequest, hold, path_param="hold_id")},
+        "/v1/holds/{hold_id}/release": {"post": _op("Release a hold", ReleaseRequest, hold, path_param="hold_id")},
         "/v1/holds/{hold_id}/extend": {
-            "post": _op("Keep a hold for hold_ttl more seconds from now", ExtendRequest, extend, path_param=True)
+            "post": _op("Keep a hold for hold_ttl more seconds from now", ExtendRequest, extend, path_param="hold_id")
         },
         "/v1/revoke": {
             "post": _op(
@@ -129,6 +144,24 @@ def document() -> dict[str, Any]:
             )
         },
         "/v1/inspect": {"post": _op("Explain a token", InspectRequest, {200: ("explained", (InspectResponse,))})},
+        "/v1/approvals": {
+            "get": _op(
+                "The approvals this credential may decide, newest first",
+                None,
+                {200: ("approvals", (ApprovalList,)), 401: ("neither an admin key nor a live token", err)},
+                auth=True,
+                query=("state",),
+            )
+        },
+        "/v1/approvals/{approval_id}": {
+            "get": _op("One approval", None, approval, auth=True, path_param="approval_id")
+        },
+        "/v1/approvals/{approval_id}/approve": {
+            "post": _op("Approve a pending approval", DecideRequest, decided, auth=True, path_param="approval_id")
+        },
+        "/v1/approvals/{approval_id}/deny": {
+            "post": _op("Deny a pending approval", DecideRequest, decided, auth=True, path_param="approval_id")
+        },
         "/healthz": {"get": {"summary": "Process alive", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {
             "get": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, TypeVar
 
 import msgspec
@@ -250,6 +250,12 @@ class Store(ABC):
         deciding token's chain id (None: the operator). NotFound when it is unknown or expired, or `approver` is not
         one of its approvers; Conflict when it was decided the other way. An approved one must be used within
         `ttl_ms`; a denied one answers its call's retries that long."""
+
+    async def decisions(self) -> AsyncIterator[str]:
+        """The ids of approvals decided by any process sharing this store, as they are decided; raises
+        StoreUnavailable when it stops hearing them. A store of one process yields none: all are decided there."""
+        return
+        yield
 
     @abstractmethod
     async def ready(self) -> str | None:

@@ -7,8 +7,10 @@ import contextlib
 import hashlib
 import logging
 import typing
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
@@ -27,10 +29,11 @@ from app.store.base import (
     refuse_negative,
     stepwise,
 )
-from app.store.runner import Runner
+from app.store.runner import Runner, unavailable
 from app.store.scripts import SCRIPTS
 
 log = logging.getLogger("agentcaps")
+DECISIONS = "agentcaps:approvals"  # the channel approve.lua publishes decided approval ids on
 
 
 @contextlib.contextmanager
@@ -238,6 +241,17 @@ class RedisStore(Store):
         if kind == "not_found":
             raise NotFound("no such approval that this credential may decide: unknown, expired, or not its to decide")
         raise Conflict(reply[2])
+
+    async def decisions(self) -> AsyncIterator[str]:
+        """approve.lua PUBLISHes each decision on DECISIONS; a cluster carries a PUBLISH to every node."""
+        try:
+            async with await self.runner.listener() as client, client.pubsub() as pubsub:
+                await pubsub.subscribe(DECISIONS)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        yield str(message["data"])
+        except (RedisError, OSError) as e:
+            raise unavailable(e) from e
 
     async def ready(self) -> str | None:
         return await self.runner.ready()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -230,6 +230,19 @@ class ClusterRunner:
                 # The write is on the master but maybe on no replica: a failover now could forget it.
                 raise StoreUnavailable(f"the write reached fewer than {self.wait.replicas} replica(s) in time")
             return reply
+
+    async def listener(self) -> Redis:
+        await self._topology()
+        node = self.cluster.get_random_node()
+        kwargs = self.cluster.nodes_manager.connection_kwargs
+        return Redis(
+            host=node.host,
+            port=int(node.port),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            socket_connect_timeout=self.timeout,
+            decode_responses=True,
+        )
 
     def _acknowledged(self, acked: Any) -> bool:
         assert self.wait is not None

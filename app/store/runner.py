@@ -30,6 +30,10 @@ class Runner(Protocol):
     async def ready(self) -> str | None:
         """Why the store is not ready, or None."""
 
+    async def listener(self) -> Redis:
+        """A client of its own for SUBSCRIBE, without a read timeout (it waits for messages), on a node that hears
+        every PUBLISH (on a cluster any node: PUBLISH reaches all). The caller closes it."""
+
     async def close(self) -> None:
         """Calls not yet sent fail closed; those on the wire are awaited; then the connections close."""
 
@@ -67,6 +71,7 @@ class NodeRunner:
     """One Redis: every call goes into the one pipeline queue of its client."""
 
     def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.url, self.timeout = url, timeout
         self.client = Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -98,6 +103,9 @@ class NodeRunner:
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+    async def listener(self) -> Redis:
+        return Redis.from_url(self.url, socket_connect_timeout=self.timeout, decode_responses=True)
 
     async def ready(self) -> str | None:
         try:
