@@ -175,7 +175,13 @@ def _arg_conditions(items: list[str] | None) -> dict[str, str] | None:
 
 def cmd_attenuate(args: argparse.Namespace) -> int:
     token = Token.parse(_read_token(args.token))
-    child = token.attenuate(to=args.to, args=_arg_conditions(args.arg), **_restrictions(args))
+    child = token.attenuate(
+        to=args.to,
+        args=_arg_conditions(args.arg),
+        approval_tools=_names(args.approval_tools),
+        approval_above=_money("--approval-above", args.approval_above, "1.00 USD"),
+        **_restrictions(args),
+    )
     asked = args.expires_at or (args.expires_in is not None and time.time() + args.expires_in)
     inherited = token.limits.expires_at
     if asked and inherited and child.limits.expires_at == inherited and args.expires_at != inherited:
@@ -352,6 +358,17 @@ def _attenuate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", help="the agent it is handed to (recorded as `delegate = <to>` first)")
     _restriction_flags(p)
     p.add_argument("--arg", action="append", metavar="PATH=OP VALUE", help="e.g. 'amount=<= 3', repeatable")
+    # Attenuate only, like --arg: the mint request has no approval field; a root takes --caveat 'approval in pay'.
+    p.add_argument(
+        "--approval-tools",
+        metavar="TOOLS",
+        help="comma-separated tools whose calls wait for a human's approval; a trailing * matches a prefix",
+    )
+    p.add_argument(
+        "--approval-above",
+        metavar="AMOUNT",
+        help='calls costing more than this, or costed in another currency, wait for approval; e.g. "1.00 USD"',
+    )
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:

@@ -35,6 +35,8 @@ class Role(Enum):
       every call like a CHECK (budget: its currency; rate: none).
     - HOP: opens the next delegation hop; the field `agent` names who holds it (delegate).
     - STATIC: decided once per chain, from `Context.hops` alone: the same for every call (depth).
+    - GATE: never denies here; a call its `matches(ctx)` takes runs only once a human approves it, which the
+      store decides after the counters. The first matching one in chain order names who may approve (approval).
     """
 
     CHECK = "check"
@@ -42,6 +44,7 @@ class Role(Enum):
     COUNTER = "counter"
     HOP = "hop"
     STATIC = "static"
+    GATE = "gate"
 
 
 class Context(msgspec.Struct, frozen=True):

@@ -29,9 +29,12 @@ def restriction_caveats(
     max_depth: int | None = None,
     rate: str | None = None,
     args: Mapping[str, str] | None = None,
+    approval_tools: Iterable[str] | None = None,
+    approval_above: Amount | str | None = None,
     caveats: Iterable[str] | None = None,
 ) -> list[str]:
-    """The caveats for one hop, `delegate = <to>` first. `args` maps a dot-path to 'OP VALUE' (`'<= 3'`)."""
+    """The caveats for one hop, `delegate = <to>` first. `args` maps a dot-path to 'OP VALUE' (`'<= 3'`);
+    `approval_tools` and `approval_above` are the calls that then wait for a human's approval."""
     fields: list[tuple[str, str]] = []
     if to is not None:
         fields.append(("to", f"delegate = {to}"))
@@ -51,6 +54,10 @@ def restriction_caveats(
         fields.append(("max_depth", f"depth <= {max_depth}"))
     for path, condition in (args or {}).items():
         fields.append((f"args.{path}", f"arg.{path} {condition}"))
+    if approval_tools is not None:
+        fields.append(("approval_tools", f"approval in {','.join(names(approval_tools, 'approval_tools'))}"))
+    if approval_above is not None:
+        fields.append(("approval_above", f"approval > {money_text(approval_above)}"))
     for n, text in enumerate(caveats or ()):
         fields.append((f"caveats[{n}]", text))
     for name, text in fields:
@@ -72,6 +79,8 @@ def names(items: Iterable[str], field: str) -> list[str]:
     if isinstance(items, str):
         raise ValueError(f"{field}: give a list of names, not one string")
     listed = list(items)
+    if not listed:  # else `tools in ` with nothing after it, refused for its spacing, which would mislead
+        raise ValueError(f"{field}: give at least one name")
     for item in listed:
         if not isinstance(item, str) or "," in item:
             raise ValueError(f"{field}: {item!r} is not one name")

@@ -1,7 +1,8 @@
 """A whole caveat chain read as the language sees it: hops, delegation path, the tightest limit of each kind.
 
 Pure and key-free: the verifier builds one after the signature holds; the offline SDK builds one to show a
-token. `evaluate` decides the stateless caveats of one call; counters (budgets, rates) go to the counter store.
+token. `evaluate` decides the stateless caveats of one call; counters (budgets, rates) go to the counter store,
+and so does `approval`, the gate (approval caveat) a call must be approved by, which never denies here.
 `analyse` files each caveat by its kind's Role (caveats.base), never by its concrete kind.
 """
 
@@ -39,6 +40,7 @@ class Analysis(msgspec.Struct, frozen=True):
     counters: dict[type[Caveat], tuple[Counter[Any], ...]]  # by each COUNTER kind the chain holds, in chain order
     expires_at: int | None
     over_limit: str | None  # why the chain holds more counters of a kind than a token may, else None
+    gates: tuple[Step, ...] = ()  # the approval caveats, in chain order: never decided by `evaluate`
 
     @property
     def budgets(self) -> tuple[Counter[Budget], ...]:
@@ -73,9 +75,18 @@ class Analysis(msgspec.Struct, frozen=True):
                 return denial.at(step.caveat, step.hop)
         return static
 
+    def approval(self, ctx: Context) -> Step | None:
+        """The first gate in chain order that the call matches, None when the call needs no approval. Its
+        `index` and `hop` say who may approve: a token whose chain is a prefix ending before that caveat."""
+        for gate in self.gates:
+            caveat: Any = gate.check  # a GATE kind: its `matches` is checked when the kind is registered
+            if caveat.matches(ctx):
+                return gate
+        return None
+
 
 # The roles as module globals, compared by identity in the loop below.
-_CHECK, _EXPIRY, _COUNTER, _HOP = Role.CHECK, Role.EXPIRY, Role.COUNTER, Role.HOP
+_CHECK, _EXPIRY, _COUNTER, _HOP, _GATE = Role.CHECK, Role.EXPIRY, Role.COUNTER, Role.HOP, Role.GATE
 
 
 def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -> Analysis:
@@ -90,6 +101,7 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
     # By kind, each a tuple grown by one: cheaper than lists and a copy at the end for the few a chain has.
     counters: dict[type[Caveat], tuple[Counter[Any], ...]] = {}
     ncounters = 0
+    gates: tuple[Step, ...] = ()  # grown by one like the counters: a chain without any pays nothing
     fixed: list[int] = []  # caveats whose verdict does not depend on the call: malformed or unknown, and STATIC
     # The counter kinds of malformed caveats with a counter's key: each would be a counter if it parsed, so each
     # counts against its kind's MAX_PER_CHAIN.
@@ -117,6 +129,8 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
             ncounters += 1
             if kind in checked_counters:  # a budget's currency is decided with the call
                 steps.append(Step(index, hop, text, caveat))
+        elif role is _GATE:  # after the common roles: only a STATIC or malformed caveat meets one more compare
+            gates = (*gates, Step(index, hop, text, caveat))
         else:  # STATIC, and Denial
             fixed.append(index)
             if kind is Denial and " " in text:
@@ -137,6 +151,7 @@ def analyse(raw_caveats: Sequence[bytes | str], registry: Registry = REGISTRY) -
         counters,
         expires_at,
         _over_limit(registry, counters, refused) if refused or ncounters > registry.fewest else None,
+        gates,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from caveats.approval import Approval
 from caveats.arg import Arg
 from caveats.audience import Audience
 from caveats.base import Caveat, Role
@@ -24,7 +25,7 @@ from caveats.grammar import CaveatSyntaxError, split
 from caveats.rate import Rate
 from caveats.tools import Tools
 
-KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate, Arg)
+KINDS: tuple[type[Caveat], ...] = (Expires, Tools, Audience, Budget, Cost, Rate, Depth, Delegate, Arg, Approval)
 
 # What each role needs of its kind, checked when a registry is built: a kind that misses it fails at import.
 _ROLE_NEEDS: dict[Role, tuple[str, ...]] = {
@@ -33,6 +34,7 @@ _ROLE_NEEDS: dict[Role, tuple[str, ...]] = {
     Role.COUNTER: ("MAX_PER_CHAIN",),
     Role.HOP: ("agent",),
     Role.STATIC: ("check",),
+    Role.GATE: ("matches",),
 }
 
 

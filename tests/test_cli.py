@@ -50,6 +50,31 @@ def test_attenuate_then_inspect_shows_the_tree(capsys: pytest.CaptureFixture[str
     assert view["limits"]["delegations_left"] == 0
 
 
+def test_attenuate_adds_approval_caveats_and_inspect_shows_them(
+    capsys: pytest.CaptureFixture[str], root_token: str
+) -> None:
+    argv = ["--to", "buyer", "--approval-tools", "pay,wire.*", "--approval-above", " 1.00 USD ", "--json"]
+    code, out, err = run(capsys, "attenuate", root_token, *argv)
+    assert code == 0, err
+    child = json.loads(out)
+    assert child["caveats"][-3:] == ["delegate = buyer", "approval in pay,wire.*", "approval > 1.00 USD"]
+    code, tree, _ = run(capsys, "inspect", child["token"])
+    assert code == 0  # waiting for an approval is not a denial
+    assert "    approval in pay,wire.*" in tree and "    approval > 1.00 USD" in tree
+    code, out, _ = run(capsys, "inspect", child["token"], "--json")
+    view = json.loads(out)
+    assert view["denies"] is None
+    assert view["limits"]["approvals"] == ["approval in pay,wire.*", "approval > 1.00 USD"]
+
+
+def test_mint_takes_approval_caveats_only_as_raw_caveats() -> None:
+    # The mint request has no approval field (docs/api.md): the flags belong to attenuate alone.
+    with pytest.raises(SystemExit):
+        parser().parse_args(["mint", "--subject", "o", "--approval-tools", "pay"])
+    args = parser().parse_args(["mint", "--subject", "o", "--caveat", "approval in pay"])
+    assert args.caveat == ["approval in pay"]
+
+
 def test_attenuate_reads_the_token_from_stdin(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, root_token: str
 ) -> None:
@@ -69,6 +94,12 @@ def test_attenuate_reads_the_token_from_stdin(
         (["--budget", "10"], '--budget must look like "10.00 USD"'),
         (["--cost-cap", "0.05"], '--cost-cap must look like "0.50 USD"'),
         (["--expires-at", "yesterday"], "expires_at"),
+        (["--approval-above", "1.00"], '--approval-above must look like "1.00 USD"'),
+        (["--approval-above", "1.00 usd"], '--approval-above must look like "1.00 USD"'),
+        (["--approval-above", "-1 USD"], '--approval-above must look like "1.00 USD"'),
+        (["--approval-tools", "*"], "approval_tools: approval tools must be comma-separated names"),
+        (["--approval-tools", "pay wire"], "approval_tools: "),
+        (["--approval-tools", ","], "approval_tools: give at least one name"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_with_exit_code_2(

@@ -43,6 +43,9 @@ class Limits(msgspec.Struct, omit_defaults=True):
     expires_at: str | None = None
     delegations_left: int | None = None  # None: unlimited
     rates: list[str] = []
+    # Every approval caveat, in chain order: none is tighter than another, as each holds its own calls; the first
+    # one a call matches names who may approve it.
+    approvals: list[str] = []
 
 
 class Token:
@@ -120,6 +123,7 @@ class Token:
             expires_at=format_instant(a.expires_at) if a.expires_at is not None else None,
             delegations_left=left,
             rates=[r.caveat for r in a.rates],
+            approvals=[g.caveat for g in a.gates],
         )
 
     # -- attenuation ----------------------------------------------------------------------------------
@@ -136,13 +140,18 @@ class Token:
         max_depth: int | None = None,
         rate: str | None = None,
         args: Mapping[str, str] | None = None,
+        approval_tools: Iterable[str] | None = None,
+        approval_above: Amount | str | None = None,
         caveats: Iterable[str] | None = None,
         now: float | None = None,
     ) -> Token:
-        """A new token with `delegate = <to>` (if given) first, then these restrictions. Offline, no key."""
+        """A new token with `delegate = <to>` (if given) first, then these restrictions. Offline, no key.
+
+        `approval_tools` (`["pay", "wire.*"]`) and `approval_above` (`"1.00 USD"`, or an Amount) make those calls
+        wait for a human's approval, given by someone holding this token (the one attenuated) or one above it."""
         now_s = int(time.time() if now is None else now)
         deadline = self._deadline(expires_in, expires_at, now_s)
-        for name, names in (("tools", tools), ("audience", audience)):
+        for name, names in (("tools", tools), ("audience", audience), ("approval_tools", approval_tools)):
             if isinstance(names, str):  # list("search") would be s,e,a,r,c,h
                 raise TokenError(f"{name}: give a list of names, like [{names!r}]")
         tools = list(tools) if tools is not None else None
@@ -159,6 +168,8 @@ class Token:
                 max_depth=max_depth,
                 rate=rate,
                 args=args,
+                approval_tools=approval_tools,
+                approval_above=approval_above,
                 caveats=caveats,
             )
         except ValueError as e:
@@ -196,7 +207,8 @@ class Token:
         audience: list[str] | None,
         now: int,
     ) -> None:
-        """Refuse what could never be satisfied or looks like widening; the chain would deny it anyway."""
+        """Refuse what could never be satisfied or looks like widening; the chain would deny it anyway. An approval
+        caveat needs nothing here: it only adds a human's yes to calls the chain allows, so it never widens."""
         a = self.analysis
         limits = self.limits
         if a.expires_at is not None and a.expires_at <= now:

@@ -221,6 +221,19 @@ def test_inspect_lists_the_denials_that_apply_now(api: Api) -> None:
     assert "tool_not_allowed" not in [d["code"] for d in body["denials"]]
 
 
+def test_inspect_never_lists_an_approval_caveat_as_a_denial(api: Api) -> None:
+    # Whether a call waits for a human depends on the call: nothing to deny now. One that does not parse denies.
+    root = api.token(caveats=["approval > 1.00 USD"])
+    token = attenuate(root, ["delegate = a", "approval in pay,wire.*", "approval >= 1 USD"])
+    body = api.post("/v1/inspect", {"token": token}).json()
+    assert body["valid"] is True
+    assert [(d["code"], d["caveat"], d["hop"]) for d in body["denials"]] == [
+        ("malformed_caveat", "approval >= 1 USD", 1)
+    ]
+    flagged = {c["caveat"]: c.get("denies") for hop in body["hops"] for c in hop["caveats"]}
+    assert flagged["approval > 1.00 USD"] is None and flagged["approval in pay,wire.*"] is None
+
+
 def test_inspect_shows_revocation(api: Api) -> None:
     root = api.token()
     child = attenuate(root, ["delegate = a"])

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caveats import Amount, Caveat, parse
+from caveats.approval import Approval
 from caveats.arg import Arg
 from caveats.audience import Audience
 from caveats.budget import Budget
@@ -34,6 +35,8 @@ def test_every_field_in_order_delegate_first() -> None:
         max_depth=1000,
         rate="100000/31d",
         args={"a.b": "!= x", "n": "in 1,2"},
+        approval_tools=["pay", "wire.*"],
+        approval_above=Amount("USD", 1_000_000),
         caveats=["depth <= 3"],
     )
     assert texts == [
@@ -47,6 +50,8 @@ def test_every_field_in_order_delegate_first() -> None:
         "depth <= 1000",
         "arg.a.b != x",
         "arg.n in 1,2",
+        "approval in pay,wire.*",
+        "approval > 1.00 USD",
         "depth <= 3",
     ]
     assert [type(parse(t)) for t in texts] == [
@@ -60,6 +65,8 @@ def test_every_field_in_order_delegate_first() -> None:
         Depth,
         Arg,
         Arg,
+        Approval,
+        Approval,
         Depth,
     ]
 
@@ -80,6 +87,11 @@ def test_nothing_asked_is_nothing_built() -> None:
         ({"tools": []}, None),
         ({"tools": ["search"]}, "tools in search"),
         ({"args": {"amount": "<= 3"}}, "arg.amount <= 3"),
+        ({"approval_tools": ["pay"]}, "approval in pay"),
+        ({"approval_tools": iter(["pay", "wire.*"])}, "approval in pay,wire.*"),
+        ({"approval_above": "1.00 USD"}, "approval > 1.00 USD"),
+        ({"approval_above": Amount("EUR", 0)}, "approval > 0.00 EUR"),
+        ({"approval_above": Amount("USD", 10**18 - 1)}, "approval > 999999999999.999999 USD"),
     ],
 )
 def test_single_fields(kwargs: dict[str, Any], text: str | None) -> None:
@@ -115,6 +127,8 @@ def test_every_text_built_from_valid_input_parses_back_to_it(
         expires_at=expires_at,
         max_depth=max_depth,
         rate=rate,
+        approval_tools=tools,
+        approval_above=budget,
     )
     assert [parse(t) for t in texts] == [
         Delegate(to),
@@ -125,6 +139,8 @@ def test_every_text_built_from_valid_input_parses_back_to_it(
         Cost(budget),
         Rate(int(rate.split("/")[0]), int(rate.split("/")[1][:-1]) * 86_400),
         Depth(max_depth),
+        Approval(tools=tuple(tools)),
+        Approval(above=budget),
     ]
 
 
@@ -173,6 +189,23 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"args": {"a": "~ 1"}}, "args.a"),
     ({"args": {"a": "= 1 2"}}, "args.a"),
     ({"args": {"a": "1"}}, "args.a"),
+    ({"approval_tools": "pay"}, "approval_tools"),  # one string: would build `approval in p,a,y`
+    ({"approval_tools": []}, "approval_tools"),
+    ({"approval_tools": ["*"]}, "approval_tools"),  # every tool: not a name, as in `tools`
+    ({"approval_tools": ["pay", ""]}, "approval_tools"),
+    ({"approval_tools": ["pay,wire"]}, "approval_tools"),
+    ({"approval_tools": ["pay wire"]}, "approval_tools"),
+    ({"approval_tools": ["pay\napproval > 0 USD"]}, "approval_tools"),
+    ({"approval_tools": [None]}, "approval_tools"),
+    ({"approval_above": "1 usd"}, "approval_above"),
+    ({"approval_above": "1"}, "approval_above"),
+    ({"approval_above": "-1 USD"}, "approval_above"),
+    ({"approval_above": "1234567890123 USD"}, "approval_above"),
+    ({"approval_above": "1.1234567 USD"}, "approval_above"),
+    ({"approval_above": "1 USD\ntools in pay"}, "approval_above"),
+    ({"approval_above": Amount("USD", -1)}, "approval_above"),
+    ({"approval_above": Amount("USD", 10**18)}, "approval_above"),
+    ({"approval_above": Amount("usd", 1)}, "approval_above"),
     ({"caveats": ["nope"]}, "caveats[0]"),
     ({"caveats": ["depth <= 1", "frob = 1"]}, "caveats[1]"),
     ({"caveats": ["tools in a\nexpires < 2030-01-01T00:00:00Z"]}, "caveats[0]"),
@@ -186,6 +219,12 @@ def test_bad_input_is_a_value_error_naming_the_field(kwargs: dict[str, Any], fie
         restriction_caveats(**kwargs)
     assert type(raised.value) is ValueError  # not a subclass the caller would not expect, nor OverflowError
     assert str(raised.value).startswith(f"{field}: ")
+
+
+def test_an_empty_list_of_names_says_so() -> None:
+    for field in ("tools", "audience", "approval_tools"):
+        with pytest.raises(ValueError, match=f"^{field}: give at least one name$"):
+            restriction_caveats(**{field: []})
 
 
 def test_a_field_error_stops_the_whole_hop() -> None:

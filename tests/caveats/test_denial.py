@@ -21,6 +21,8 @@ SPEC_CODES = [
     "arg_mismatch",
     "malformed_caveat",
     "unknown_caveat",
+    "approval_required",
+    "approval_denied",
     "store_unavailable",
 ]
 

@@ -9,7 +9,7 @@ from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import mint
 from app.token.verifier import Verifier
 from caveats.base import Context
-from caveats.money import parse_money
+from caveats.money import Amount, parse_money
 
 NOW = 1_800_000_000  # a fixed clock: 2027-01-15
 RING = KeyRing(new_key_entry())
@@ -91,6 +91,13 @@ def test_limits_are_the_tightest_of_each_kind() -> None:
         ({"tools": "search"}, "tools: give a list of names"),
         ({"audience": "a"}, "audience: give a list of names"),
         ({"to": "bad name"}, "to: delegate must name one agent"),
+        ({"approval_tools": "pay"}, "approval_tools: give a list of names"),
+        ({"approval_tools": []}, "approval_tools: give at least one name"),
+        ({"approval_tools": ["*"]}, "approval_tools: approval tools must be comma-separated names"),
+        ({"approval_tools": ["pay,wire"]}, "approval_tools: 'pay,wire' is not one name"),
+        ({"approval_above": "1 usd"}, "approval_above: expected an amount and a currency"),
+        ({"approval_above": "1.1234567 USD"}, "approval_above: amount must be digits"),
+        ({"approval_above": Amount("USD", -1)}, "approval_above: "),
     ],
 )
 def test_attenuation_refuses_what_could_never_hold_or_looks_like_widening(kwargs: dict[str, object], why: str) -> None:
@@ -149,6 +156,32 @@ def test_attenuation_refuses_more_budget_or_rate_caveats_than_a_token_may_carry(
         token.attenuate(budget="1 USD", now=NOW)
     with pytest.raises(TokenError, match="at most 8 rate caveats, this one has 9"):
         root("rate <= 100/1h").attenuate(caveats=["rate <= 10/1m"] * 8, now=NOW)
+
+
+def test_approval_caveats_are_added_shown_and_never_deny() -> None:
+    parent = root("budget <= 10.00 USD", "tools in search,pay,wire.*")
+    child = parent.attenuate(to="buyer", approval_tools=["pay", "wire.*"], approval_above="1.00 USD", now=NOW)
+    assert child.caveats[-3:] == ["delegate = buyer", "approval in pay,wire.*", "approval > 1.00 USD"]
+    assert child.hops[1].caveats == child.caveats[-3:]
+    assert child.limits.approvals == ["approval in pay,wire.*", "approval > 1.00 USD"]
+    assert parent.limits.approvals == []
+    # Waiting for a human is not a denial: offline, every call the chain allows is still allowed.
+    assert child.denies_every_call(now=NOW) is None and child.denies_now("pay", now=NOW) is None
+    assert child.attenuate(tools=["pay"], now=NOW).limits.approvals == child.limits.approvals
+    analysis = Verifier(RING).verify(str(child)).analysis
+    hops = len(analysis.delegation)
+    gate = analysis.approval(Context(NOW, "wire.sepa", None, None, {}, hops))
+    assert gate is not None and (gate.index, gate.hop, gate.caveat) == (4, 1, "approval in pay,wire.*")
+    gate = analysis.approval(Context(NOW, "search", None, parse_money("1.01 USD"), {}, hops))
+    assert gate is not None and (gate.index, gate.hop) == (5, 1)
+    assert analysis.approval(Context(NOW, "search", None, parse_money("1 USD"), {}, hops)) is None
+
+
+def test_approval_above_takes_an_amount_or_its_text() -> None:
+    token = root("budget <= 10.00 USD")
+    by_text = token.attenuate(approval_above="2.5 EUR", now=NOW)  # another currency than the budget: still narrows
+    by_amount = token.attenuate(approval_above=parse_money("2.5 EUR"), now=NOW)
+    assert by_text.caveats[-1] == "approval > 2.5 EUR" and by_amount.caveats[-1] == "approval > 2.50 EUR"
 
 
 def test_the_package_exports() -> None:
