@@ -196,20 +196,24 @@ class Approvals:
         """POST a new pending approval to AGENTCAPS_APPROVAL_WEBHOOK in the background: never awaited by the call."""
         if not self.webhook:
             return
-        body = msgspec.structs.asdict(view(approval))
-        body["url"] = f"{self.location}/console#approval-{approval.id}"
-        task = asyncio.get_running_loop().create_task(self._post({k: v for k, v in body.items() if v is not None}))
+        task = asyncio.get_running_loop().create_task(self._post(approval.id))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)
 
-    async def _post(self, body: dict[str, Any]) -> None:
+    async def _post(self, approval_id: str) -> None:
         try:
+            # Read whole from the store (a decide's answer carries no details), in the background like the POST.
+            approval = await self.store.approval(approval_id, self._now_ms())
+            if approval is None:
+                return
+            body = {k: v for k, v in msgspec.structs.asdict(view(approval)).items() if v is not None}
+            body["url"] = f"{self.location}/console#approval-{approval.id}"
             async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as client:
                 response = await client.post(self.webhook, content=msgspec.json.encode(body), headers=_JSON)
             if response.status_code >= 300:
-                log.warning("approval webhook answered %d for %s", response.status_code, body["id"])
-        except (httpx.HTTPError, OSError) as e:
-            log.warning("approval webhook failed for %s: %s", body["id"], type(e).__name__)
+                log.warning("approval webhook answered %d for %s", response.status_code, approval_id)
+        except (httpx.HTTPError, OSError, StoreUnavailable) as e:
+            log.warning("approval webhook failed for %s: %s", approval_id, type(e).__name__)
 
     async def close(self) -> None:
         tasks = [*self._posts, *([self._listener] if self._listener else [])]

@@ -201,9 +201,10 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         return found
 
     @get("/v1/approvals")
-    async def list_approvals(request: Request[Any, Any, Any], state: str | None = None) -> Response[bytes]:
+    async def list_approvals(request: Request[Any, Any, Any]) -> Response[bytes]:
         who = await approver(request, Unauthorized)
-        return _json(ApprovalList(await approvals.list(who, state)))
+        # `state` is Litestar's own name for a handler argument: read from the query itself
+        return _json(ApprovalList(await approvals.list(who, request.query_params.get("state"))))
 
     @get("/v1/approvals/{approval_id:str}")
     async def get_approval(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
