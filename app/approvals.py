@@ -83,6 +83,7 @@ def spec_for(chain: VerifiedChain, gate: Step, req: VerifyRequest, audience: str
         chain.prefixes[: gate.index + 1],
         ttl_s * 1000,
         _encode.encode(details),
+        _encode.encode({"caveat": gate.caveat, "hop": gate.hop}).decode()[1:-1],
     )
 
 

@@ -48,8 +48,11 @@ import msgspec
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.base import (
+    KEEP_A_WEEK,
     Approval,
     Attempt,
+    AuditPolicy,
+    ChainSeen,
     HoldState,
     Inspection,
     Outcome,
@@ -80,6 +83,7 @@ STEPS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
     "extend": MemoryStore.extend,
     "revoke": MemoryStore.revoke,
     "decide_approval": MemoryStore.decide_approval,
+    "record": MemoryStore.record,
 }
 
 
@@ -136,12 +140,12 @@ def lock_data_dir(data_dir: Path) -> int:
 
 
 class LocalStore(Store):
-    def __init__(self, data_dir: Path, fsync: str = "everysec") -> None:
+    def __init__(self, data_dir: Path, fsync: str = "everysec", audit: AuditPolicy = KEEP_A_WEEK) -> None:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"AGENTCAPS_FSYNC must be everysec or always, got {fsync!r}")
         self.always = fsync == "always"
         self.path = data_dir / DB_FILE
-        self.memory = MemoryStore()
+        self.memory = MemoryStore(audit)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = lock_data_dir(data_dir)
         try:
@@ -242,9 +246,23 @@ class LocalStore(Store):
         await self._wait_durable()
         return state
 
-    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
-        self._step("revoke", token_id, prefix, expires_at_ms)
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int, now_ms: int = 0, event: str = "") -> None:
+        self._step("revoke", token_id, prefix, expires_at_ms, now_ms, event)
         await self._wait_durable()
+
+    async def record(self, token_id: str, now_ms: int, event: str, chain: ChainSeen | None = None) -> None:
+        self._step("record", token_id, now_ms, event, chain)
+        await self._wait_durable()
+
+    async def audit_events(
+        self, token_id: str | None, before: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, int, str]]:
+        self._check_open()
+        return await self.memory.audit_events(token_id, before, after, limit)  # reads only
+
+    async def chains_seen(self, token_id: str) -> list[ChainSeen]:
+        self._check_open()
+        return await self.memory.chains_seen(token_id)  # reads only
 
     async def inspect(
         self,
