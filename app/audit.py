@@ -10,14 +10,15 @@ its chain id, the same prefix semantics as revocation.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 
 from app.approvals import Credential
-from app.errors import BadRequest
+from app.errors import BadRequest, StoreUnavailable
 from app.schemas import VerifyRequest
 from app.store.base import ChainSeen, Store
 from app.token.verifier import VerifiedChain
@@ -28,6 +29,8 @@ from caveats.grammar import CaveatSyntaxError
 
 ARGS_LIMIT = 4096  # bytes of JSON an event keeps of a call's args; past it, whole top-level entries are left out
 MAX_LIMIT = 1000  # events one page answers at most
+STREAM_POLL = 0.5  # seconds between two looks of a live stream for new events
+KEEP_ALIVE = 15.0  # seconds of quiet after which a stream sends a comment (proxies close silent connections)
 SCAN_BUDGET = 100_000  # events one query reads at most before it answers with what it found and a `next`
 KINDS = ("verify", "settle", "release", "expire", "extend", "approval", "revoke", "mint")
 _encode = msgspec.json.Encoder().encode
@@ -133,7 +136,7 @@ class Query(msgspec.Struct, frozen=True):
             raise BadRequest(f"must be a whole number from 1 to {MAX_LIMIT}", "limit")
         for name, pattern in (
             ("token_id", r"[0-9a-f]{32}"),
-            ("chain", r"[0-9a-f]{64}"),
+            ("chain", r"[0-9a-f]{32}"),
             ("after", r"[0-9A-Za-z.:-]{1,128}"),
         ):
             value = params.get(name)
@@ -211,7 +214,7 @@ class AuditLog:
         return found, None
 
     async def since(
-        self, who: Credential, query: Query, cursor: str | None, chains: set[str] | None, root: str | None
+        self, query: Query, cursor: str | None, chains: set[str] | None, root: str | None
     ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         """Oldest first, newer than `cursor`: what a stream sends next, and the cursor after it."""
         out = []
@@ -222,6 +225,37 @@ class AuditLog:
             if (chains is None or event.get("chain") in chains) and query.matches(event):
                 out.append((event_id, event))
         return out, cursor
+
+    async def stream(self, who: Credential, query: Query, resume: str | None) -> AsyncIterator[bytes]:
+        """Server-Sent Events: from `resume` (an event id: every event kept after it), else from now; live after.
+        A `: caught up` comment marks each time the backlog is sent (a shipper without --follow stops there); a
+        token's view takes in chains derived from it as they are seen."""
+        root, chains = await self.visible(who, query)
+        cursor = resume
+        if cursor is None:
+            newest = await self.store.audit_events(root, None, None, 1)
+            cursor = newest[0][0] if newest else None
+        quiet, looked = 0.0, asyncio.get_running_loop().time()
+        try:
+            while True:
+                events, cursor = await self.since(query, cursor, chains, root)
+                for event_id, event in events:
+                    yield f"id: {event_id}\ndata: {_encode(event).decode()}\n\n".encode()
+                if events:
+                    quiet = 0.0
+                    continue
+                if quiet == 0.0:
+                    yield b": caught up\n\n"
+                await asyncio.sleep(STREAM_POLL)
+                quiet += STREAM_POLL
+                if quiet >= KEEP_ALIVE:
+                    yield b": keep-alive\n\n"
+                    quiet = STREAM_POLL
+                if chains is not None and asyncio.get_running_loop().time() - looked > KEEP_ALIVE:
+                    root, chains = await self.visible(who, query)
+                    looked = asyncio.get_running_loop().time()
+        except StoreUnavailable as e:
+            yield f": the store is unavailable ({e}); reconnect with Last-Event-ID\n\n".encode()
 
 
 def read(event_id: str, at_ms: int, raw: str) -> dict[str, Any]:

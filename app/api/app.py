@@ -17,11 +17,13 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
+from litestar.response import Stream
 
 from app.api import openapi
 from app.api.body import decode
 from app.api.metrics import Metrics
 from app.approvals import Approvals, Credential
+from app.audit import AuditLog, Query, Trails
 from app.authority import Authority, Kind
 from app.config import Settings
 from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
@@ -45,6 +47,7 @@ from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
+_NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # a proxy must pass events on as they come
 NOT_A_CREDENTIAL = "the credential presented is neither an admin key nor a live token of this service"
 NO_SUCH_APPROVAL = "no such approval that this credential may decide: unknown, expired, or not its to decide"
 RETRY_AFTER = "1"
@@ -93,13 +96,14 @@ def _refusal(presented: str | None, what: str) -> str:
 
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
     store = store or open_store(
-        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
+        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync, settings.audit
     )
     cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
     approvals = Approvals(
         store, settings.approval_ttl, settings.approval_webhook, settings.public_location.rstrip("/"), clock
     )
-    authority = Authority(settings.ring, store, settings.public_location, clock, approvals)
+    authority = Authority(settings.ring, store, settings.public_location, clock, approvals, Trails(settings.audit_args))
+    audit_log = AuditLog(store)
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
@@ -129,7 +133,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @post("/v1/tokens", status_code=201)
     async def mint_token(request: Request[Any, Any, Any]) -> Response[bytes]:
         require_admin(request)
-        return _json(authority.mint(decode(await request.body(), MintRequest)), 201)
+        return _json(await authority.mint(decode(await request.body(), MintRequest)), 201)
 
     @post("/v1/verify", status_code=200)
     async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -224,14 +228,29 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     async def deny(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
         return await decide(request, approval_id, False)
 
+    @get("/v1/audit")
+    async def audit(request: Request[Any, Any, Any]) -> Response[bytes]:
+        who = await approver(request, Unauthorized)
+        events, after = await audit_log.page(who, Query.parse(request.query_params))
+        return _json({"events": events, "next": after} if after else {"events": events})
+
+    @get("/v1/audit/stream")
+    async def audit_stream(request: Request[Any, Any, Any]) -> Stream:
+        who = await approver(request, Unauthorized)
+        query = Query.parse(request.query_params)
+        resume = request.headers.get("last-event-id") or query.after
+        return Stream(audit_log.stream(who, query, resume), media_type="text/event-stream", headers=_NO_CACHE)
+
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
         req = decode(await request.body(), RevokeRequest)
         if (req.token is None) == (req.token_id is None):
             raise BadRequest("give exactly one of token or token_id", "token")
+        if req.chain is not None and req.token_id is None:
+            raise BadRequest("a chain is revoked with the token_id of its root", "token_id")
         if req.token_id is not None:
             require_admin(request)
-            await authority.revoke_root(req.token_id)
+            await authority.revoke_root(req.token_id, req.chain)
             return _json(RevokeResponse(True, req.token_id))
         assert req.token is not None
         try:
@@ -302,6 +321,8 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             revoke,
             inspect,
             list_approvals,
+            audit,
+            audit_stream,
             get_approval,
             approve,
             deny,

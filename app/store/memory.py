@@ -449,7 +449,7 @@ class MemoryStore(Store):
     def _verify_event(self, d: Attempt, trail: Trail, outcome: Outcome) -> None:
         if trail.chain is not None:
             self._see(d.token_id, trail.chain)
-        seen = self.chains.get(d.token_id, {}).get(trail.chain.chain if trail.chain else "")
+        seen = self.chains.get(d.token_id, {}).get(d.revocation[-1] if d.revocation else "")  # the caller's chain
         members = outcome_members(d, trail, outcome, seen.denials if seen is not None else {})
         self._event(d.token_id, d.now_ms, event_json("verify", trail.head, members))
 
