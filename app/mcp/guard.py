@@ -475,11 +475,10 @@ def denial(code: str, reason: str, body: Denied | None = None, token: str | None
     # An agent reads the text, not _meta: say what an approval means for its next step in words of the guard's own.
     if code == "approval_required" and body.approval is not None:
         lines.append(
-            f"Approval {body.approval.id} is pending until {body.approval.expires_at}: a delegator must approve it; "
-            "retry this same call, with the same arguments, once it is approved, and it runs once."
+            f"To run it: a delegator approves {body.approval.id}, then retry this same call with the same arguments."
         )
     elif code == "approval_denied" and body.approval is not None:
-        lines.append(f"Approval {body.approval.id} was denied: this same call, retried, is denied again.")
+        lines.append("This same call, retried, is denied again.")  # the reason names the approval already
     return CallToolResult.model_validate(
         {
             "content": [TextContent(type="text", text=" ".join(lines))],
