@@ -567,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command][0](args)
-    except (UsageError, TokenError, ConfigError) as e:
+    except (UsageError, TokenError, ConfigError, ValueError) as e:  # ValueError: an input the SDK refused to send
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ApiError as e:

@@ -377,3 +377,9 @@ def test_approval_commands_refuse_hostile_input_in_plain_words(
     assert code == 2 and "not both" in err
     code, _, err = run(capsys, "approvals", "--admin-key", WRONG_ADMIN_KEY)
     assert code == 2 and err.startswith("agentcaps approvals: 401 ")
+
+
+def test_an_empty_id_is_bad_input_never_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["approve", "", "--admin-key", ADMIN_KEY], ["release", ""]):
+        code, _, err = run(capsys, *argv, "--url", "http://127.0.0.1:9")  # nothing listens: nothing is sent
+        assert code == 2 and err.endswith(": an id cannot be empty"), err
