@@ -31,6 +31,7 @@ log = logging.getLogger("agentcaps")
 WEBHOOK_TIMEOUT = 2.0  # seconds: a webhook that hangs longer is given up on (and logged), never waited for by a call
 POLL_S = 5.0  # a waiting call looks again this often even without a signal: a lost PUBLISH costs seconds, not the wait
 OPERATOR = "operator"
+LIST_LIMIT = 1000  # approvals one list answers, the newest
 _encode = msgspec.json.Encoder(order="sorted", decimal_format="number")
 
 
@@ -127,7 +128,8 @@ class Approvals:
             raise BadRequest(f"must be one of {', '.join(APPROVAL_STATES)}", "state")
         token_id = None if who.chain is None else who.chain.token_id
         found = await self.store.approvals_of(token_id, self._now_ms())
-        return [view(a) for a in found if self._may_decide(who, a) and state in (None, a.state)]
+        mine = [a for a in found if self._may_decide(who, a) and state in (None, a.state)]
+        return [view(a) for a in mine[:LIST_LIMIT]]
 
     async def get(self, who: Credential, approval_id: str) -> ApprovalView:
         approval = await self.store.approval(approval_id, self._now_ms())

@@ -29,7 +29,8 @@ MAX_OPEN_HOLDS = 10_000  # per root token id: what one root can make the store k
 PURGE_STEP = 256  # expired holds one store call releases at most: no call does unbounded work
 MAX_APPROVALS = 1000  # per root token id: approvals kept (alive, or ended and still listed); more is rate_limited
 APPROVAL_KEPT_MS = 3600 * 1000  # how long an ended approval (used, denied, expired) stays listed
-APPROVAL_INDEX_SIZE = 100_000  # Redis: the newest approvals of every root that the operator's list finds
+APPROVAL_INDEX_SIZE = 100_000  # Redis: the newest approvals of every root that the operator's index keeps
+APPROVAL_INDEX_READ = 10_000  # and the newest of those that one operator's list reads
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
 # other calls make meanwhile (each lives at least a second).
 MAX_STEPS = 4 * (MAX_OPEN_HOLDS // PURGE_STEP + 1)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
-    APPROVAL_INDEX_SIZE,
+    APPROVAL_INDEX_READ,
     APPROVAL_STATES,
     Approval,
     ApprovalStateName,
@@ -190,7 +190,7 @@ class RedisStore(Store):
         if token_id is not None:
             found = await self._approvals(token_id, now_ms, ())
         else:  # every root's: the newest of the operator's index, read root by root
-            ids = await self._run("index", "approvals", "read", APPROVAL_INDEX_SIZE)
+            ids = await self._run("index", "approvals", "read", APPROVAL_INDEX_READ)
             by_root: dict[str, list[str]] = {}
             for id_ in ids:
                 by_root.setdefault(hold_token_id(id_) or "", []).append(id_)

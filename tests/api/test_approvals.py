@@ -7,6 +7,7 @@ the buyer's own child, a sibling of the buyer and a token of another root are th
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
@@ -20,9 +21,12 @@ from litestar.testing import TestClient
 
 import app.store.memory as memory
 from app.api.app import create_app
-from app.approvals import WEBHOOK_TIMEOUT
+from app.approvals import WEBHOOK_TIMEOUT, Credential
+from app.authority import Authority
 from app.config import Settings
+from app.schemas import MintRequest, VerifyRequest
 from app.sdk import Token
+from app.token.keys import KeyRing, new_key_entry
 from tests.api.conftest import Api, ApiFactory, Clock, make_settings
 
 
@@ -321,3 +325,53 @@ def test_a_hanging_or_absent_webhook_never_holds_a_call(make_api: ApiFactory, tm
         assert "approval webhook failed" in caplog.text
     finally:
         hanging.close()
+
+
+@pytest.mark.parametrize("bad_id", ["x", "..", "../tokens", "%2F..%2Fv1%2Ftokens", "a" * 32 + "." + "0" * 32, "é"])
+def test_made_up_approval_ids_are_unknown(api: Api, bad_id: str) -> None:
+    for path in (f"/v1/approvals/{bad_id}", f"/v1/approvals/{bad_id}/approve", f"/v1/approvals/{bad_id}/deny"):
+        send = api.client.get if path.endswith(bad_id) else api.client.post
+        r = send(path, headers=api.admin)
+        assert r.status_code in (404, 405), (path, r.status_code, r.text)
+        assert r.status_code == 404 or ".." in bad_id  # a path that leaves the route is not an approval at all
+
+
+async def test_many_waiting_calls_sleep_until_their_decision(tmp_path: Any) -> None:
+    """100 calls wait at once: none polls the store more than its first look and one poll in POLL_S, and one
+    decision wakes exactly its own call."""
+    store = CountingStore()
+    ring = KeyRing(new_key_entry())
+    authority = Authority(ring, store, "http://test")
+    root = authority.mint(MintRequest("orchestrator", tools=["pay"])).token
+    buyer = str(Token.parse(root).attenuate(to="buyer", approval_tools=["pay"]))
+
+    def call(n: int, wait: float) -> VerifyRequest:
+        return VerifyRequest(buyer, "pay", args={"n": n}, wait=wait)
+
+    ids = [(await authority.verify(call(n, 0), None)).body.approval.id for n in range(100)]  # type: ignore[union-attr]
+    store.looks = 0
+    waiting = [asyncio.create_task(authority.verify(call(n, 30), None)) for n in range(100)]
+    await asyncio.sleep(1.0)
+    assert store.looks <= 2 * 100  # each: its decide and its first look, then it sleeps
+    assert not any(task.done() for task in waiting)
+    await authority.approvals.decide(Credential(), ids[7], True, None)
+    done, _ = await asyncio.wait(waiting, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {waiting[7]} and waiting[7].result().kind == "allowed"
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await authority.approvals.close()
+
+
+class CountingStore(memory.MemoryStore):
+    """A memory store that counts the calls a waiting verify makes."""
+
+    looks = 0
+
+    async def decide(self, d: Any) -> Any:
+        self.looks += 1
+        return await super().decide(d)
+
+    async def approval(self, approval_id: str, now_ms: int) -> Any:
+        self.looks += 1
+        return await super().approval(approval_id, now_ms)

@@ -38,6 +38,10 @@ KEY_ARGS = {
     "PEXPIRE": "first",
     "PEXPIREAT": "first",
     "PEXPIRETIME": "first",
+    "ZSCORE": "first",
+    "ZREVRANGE": "first",
+    "ZREMRANGEBYRANK": "first",
+    "PUBLISH": "none",  # a channel, not a key: a cluster carries it to every node
 }
 CALL = re.compile(r"redis\.p?call\(")
 ASSIGN = re.compile(r"(?<![=~<>.\w])(?:local\s+)?([A-Za-z_]\w*)(\[[^\]]*\])?\s*=(?!=)\s*([^\n]*)")
@@ -90,7 +94,7 @@ def key_names(text: str) -> tuple[set[str], set[str]]:
 
 
 def is_key(expr: str, scalars: set[str], tables: set[str]) -> bool:
-    if expr.startswith("key(") or expr == "HOLDS" or expr in scalars:
+    if expr.startswith("key(") or expr in ("HOLDS", "APPROVALS") or expr in scalars:
         return True
     m = re.fullmatch(r"unpack\((\w+)\)", expr)
     return m is not None and m.group(1) in tables
@@ -105,7 +109,7 @@ def test_every_key_a_script_touches_is_built_from_the_base_key(name: str) -> Non
     for args in found:
         command = args[0].strip("'\"").upper()
         assert command in KEY_ARGS, f"{name}: classify {command} in KEY_ARGS (which arguments are keys?)"
-        keys = args[1:] if KEY_ARGS[command] == "all" else args[1:2]
+        keys = {"all": args[1:], "first": args[1:2], "none": []}[KEY_ARGS[command]]
         for expr in keys:
             assert is_key(expr, scalars, tables), f"{name}: {command} on {expr!r}, not a key built from base"
 
@@ -115,6 +119,7 @@ def test_lib_builds_every_key_from_keys_1_and_never_names_the_fence() -> None:
     assert re.search(r"local base = KEYS\[1\]\n", lib)
     assert re.search(r"local function key\(kind, name\) return base \.\. ':' \.\. kind \.\. ':' \.\. name end", lib)
     assert re.search(r"local HOLDS = base \.\. ':holds'\n", lib)
+    assert re.search(r"local APPROVALS = base \.\. ':approvals'\n", lib)
     for name in FILES:
         text = source(name)
         # Only KEYS[1] is read: the second declared key (the fence) is never touched.
@@ -124,6 +129,6 @@ def test_lib_builds_every_key_from_keys_1_and_never_names_the_fence() -> None:
         for m in re.finditer(r"\bbase\b", text):
             line = text[text.rfind("\n", 0, m.start()) + 1 : text.find("\n", m.end())]
             assert "redis." not in line, f"{name}: base used directly in {line.strip()!r}"
-    # key(kind, name) always has two more segments, and HOLDS ends in ':holds': neither can be `base:fence`.
+    # key(kind, name) always has two more segments, HOLDS and APPROVALS end in their names: none is `base:fence`.
     kinds = {k for name in FILES for k in re.findall(r"key\('(\w+)'", source(name))}
     assert kinds and "fence" not in kinds

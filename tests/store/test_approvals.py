@@ -13,7 +13,7 @@ import pytest
 
 from app.errors import Conflict, NotFound
 from app.store.base import APPROVAL_KEPT_MS, MAX_APPROVALS, ApprovalSpec, Store
-from tests.store.conftest import T0, USD, budget, decision, tid
+from tests.store.conftest import REDIS_BACKENDS, T0, USD, Opener, budget, decision, tid
 
 TTL = 900_000
 LEVELS = (budget("b", 10 * USD),)
@@ -175,3 +175,34 @@ async def test_a_root_keeps_at_most_max_approvals(store: Store) -> None:
     assert (over.status, over.index, over.retry_after_ms) == ("rate_limited", -2, TTL + APPROVAL_KEPT_MS)
     later = await ask(store, root, gate("one-more"), now=T0 + TTL + APPROVAL_KEPT_MS)  # the first ones are gone
     assert later.status == "approval_required"
+
+
+@pytest.mark.parametrize("backend", REDIS_BACKENDS, indirect=True)
+async def test_every_process_hears_a_decision_made_in_another(open_backend: Opener) -> None:
+    """Two clients of one Redis (or cluster) play two service processes: the one that waits hears the other's
+    decision through approve.lua's PUBLISH, in well under a poll."""
+    waiter, decider = open_backend(), open_backend()
+    try:
+        root = tid()
+        pending = (await ask(waiter, root)).approval
+        heard: asyncio.Queue[str] = asyncio.Queue()
+
+        async def listen() -> None:
+            async for approval_id in waiter.decisions():
+                await heard.put(approval_id)
+
+        listening = asyncio.create_task(listen())
+        await asyncio.sleep(0.3)  # subscribed
+        await decider.decide_approval(pending.id, True, None, "operator", "", T0 + 1, TTL)
+        assert await asyncio.wait_for(heard.get(), 2) == pending.id
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+    finally:
+        await waiter.close()
+        await decider.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "local"], indirect=True)
+async def test_a_store_of_one_process_yields_no_decisions(store: Store) -> None:
+    """Its decisions are all made in the process, which wakes its waiters itself (app/approvals.py)."""
+    assert [approval_id async for approval_id in store.decisions()] == []

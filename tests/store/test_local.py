@@ -18,7 +18,7 @@ import pytest
 
 from app.errors import ConfigError, Conflict, NotFound, StoreUnavailable
 from app.store import open_store
-from app.store.base import RateSpec
+from app.store.base import ApprovalSpec, RateSpec
 from app.store.local import DB_FILE, LocalStore
 from app.store.memory import MemoryStore, _State
 from tests.store.conftest import T0, USD, budget, decision, tid
@@ -48,6 +48,14 @@ async def some_of_everything(store: LocalStore, root: str) -> dict[str, str]:
     await store.release(released, T0 + 2)
     await store.extend(kept, 900_000, T0 + 3)
     await store.revoke(root, "p1", 0)
+    other = tid()  # approvals: pending, approved, denied (the root above is revoked: nothing would be asked)
+    asked = [
+        (await store.decide(decision(other, 1, approval=ApprovalSpec(f"c{i}", ("p0",), 900_000, b"{}")))).approval
+        for i in range(3)
+    ]
+    assert all(asked)
+    await store.decide_approval(asked[1].id, True, "p0", "a (hop 0)", "", T0 + 4, 900_000)  # type: ignore[union-attr]
+    await store.decide_approval(asked[2].id, False, None, "operator", "no", T0 + 4, 900_000)  # type: ignore[union-attr]
     return {"kept": kept, "settled": settled, "released": released, "short": short}
 
 

@@ -2,7 +2,8 @@
 -- Returns, per approval still listed, its id then APPROVAL_FIELDS (state as of now), flat.
 local now = tonumber(ARGV[1])
 local ids = {}
-if #ARGV < 2 then ids = redis.call('ZRANGEBYSCORE', APPROVALS, '(' .. now, '+inf') end
+local still_listed = '(' .. now  -- scores after now: listed until later
+if #ARGV < 2 then ids = redis.call('ZRANGEBYSCORE', APPROVALS, still_listed, '+inf') end
 for j = 2, #ARGV do ids[#ids + 1] = ARGV[j] end
 local out = {}
 for _, id in ipairs(ids) do
