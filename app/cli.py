@@ -238,9 +238,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         text = f"denied {decision.code}: {decision.reason}"
         if decision.code == "approval_required" and decision.approval is not None:
+            # The command to run, with the id filled in: the reason says what an approval is, not how to give one.
             text += (
-                f"\napproval {decision.approval.id} is pending until {decision.approval.expires_at}: once a delegator "
-                "approves it (agentcaps approve ID), the same verify again is decided"
+                f"\nto run it: agentcaps approve {decision.approval.id} --token DELEGATOR_TOKEN (or with the admin "
+                "key), then this same verify again"
             )
     _out(args, decision, text)
     return 0 if isinstance(decision, Allowed) else EXIT_DENIED
@@ -341,7 +342,9 @@ def _approval_text(approval: ApprovalView) -> str:
 def cmd_approvals(args: argparse.Namespace) -> int:
     with _approver(args) as client:
         found = client.approvals(state=args.state)
-    text = "\n".join(_approval_text(a) for a in found) or f"no {args.state or ''} approvals".replace("  ", " ")
+    text = "\n".join(_approval_text(a) for a in found) or (
+        f"no {args.state} approvals" if args.state else "no approvals"
+    )
     _out(args, {"approvals": found}, text)
     return 0
 

@@ -329,7 +329,12 @@ def test_approvals_are_listed_approved_and_denied_from_the_cli(
     first = ask()
     code, out, _ = run(capsys, *pay)
     assert code == 3 and out.startswith("denied approval_required: ")
-    assert f"approval {first} is pending until " in out and "agentcaps approve" in out
+    assert out.endswith(
+        f"\nto run it: agentcaps approve {first} --token DELEGATOR_TOKEN (or with the admin key), "
+        "then this same verify again"
+    )
+    code, out, _ = run(capsys, "approvals", "--token", root, "--state", "denied")
+    assert (code, out) == (0, "no denied approvals")
     code, out, _ = run(capsys, "approvals", "--token", root, "--state", "pending")
     assert code == 0
     assert out.startswith(f'{first} pending: pay {{"to": "acme"}} costing 2.00 USD by buyer (orchestrator > buyer)')
