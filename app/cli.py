@@ -1,4 +1,5 @@
-"""`agentcaps`: serve | mint | attenuate | inspect | verify | settle | release | extend | revoke | keys | gateway.
+"""`agentcaps`: serve | mint | attenuate | inspect | verify | settle | release | extend | revoke | approvals |
+approve | deny | keys | gateway.
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
 offline; the others speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the local admin key in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -25,7 +27,7 @@ import msgspec
 
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
 from app.errors import AgentcapsError, ApiError, ConfigError, TokenError, UsageError
-from app.schemas import Allowed, HoldResponse
+from app.schemas import Allowed, ApprovalView, HoldResponse
 from app.sdk.client import Client
 from app.sdk.token import Token
 from app.token.keys import KeyRing, new_key_entry
@@ -217,6 +219,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"--args must be a JSON object: {e}") from None
     if call_args is not None and not isinstance(call_args, dict):
         raise UsageError("--args must be a JSON object, like '{\"amount\": 3}'")
+    if not (math.isfinite(args.wait) and 0 <= args.wait <= 60):
+        raise UsageError(f"--wait must be 0 to 60 seconds, got {args.wait}")
     with Client(_url(args), verifier_key=args.verifier_key) as client:
         decision = client.verify(
             _read_token(args.token),
@@ -227,11 +231,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
             request_id=args.request_id,
             mode="hold" if args.hold else "charge",
             hold_ttl=args.hold_ttl,
+            wait=args.wait,
         )
     if isinstance(decision, Allowed):
         text = f"allowed for {decision.holder}" + _spent(decision, args.cost)
     else:
         text = f"denied {decision.code}: {decision.reason}"
+        if decision.code == "approval_required" and decision.approval is not None:
+            # The command to run, with the id filled in: the reason says what an approval is, not how to give one.
+            text += (
+                f"\nto run it: agentcaps approve {decision.approval.id} --token DELEGATOR_TOKEN (or with the admin "
+                "key), then this same verify again"
+            )
     _out(args, decision, text)
     return 0 if isinstance(decision, Allowed) else EXIT_DENIED
 
@@ -300,6 +311,55 @@ def cmd_extend(args: argparse.Namespace) -> int:
     with Client(_url(args), verifier_key=args.verifier_key) as client:
         done = client.extend(args.hold_id, args.ttl)
     _out(args, done, _hold_text(done))
+    return 0
+
+
+def _approver(args: argparse.Namespace) -> Client:
+    """A client presenting what approval commands decide with: --token (a delegator's own token), else the admin
+    key."""
+    if args.token is not None and args.admin_key:
+        raise UsageError("give --admin-key or --token, not both")
+    if args.token is not None:
+        return Client(_url(args), token=_read_token(args.token))
+    try:
+        return Client(_url(args), admin_key=_admin_key(args))
+    except UsageError as e:
+        raise UsageError(f"{e}; or pass --token with a delegator's token") from None
+
+
+def _approval_text(approval: ApprovalView) -> str:
+    """`ID pending: pay {"to": "acme"} costing 2.00 USD by buyer (orchestrator > buyer), expires ...`."""
+    cost = f" costing {approval.cost.amount} {approval.cost.currency}" if approval.cost else ""
+    who = f"{approval.holder or '?'} ({' > '.join(approval.delegation)})"
+    text = f"{approval.id} {approval.state}: {approval.tool} {json.dumps(approval.args)}{cost} by {who}"
+    if approval.decided_by:
+        text += f", decided by {approval.decided_by}"
+    if approval.reason:
+        text += f" ({approval.reason})"
+    return text + f", expires {approval.expires_at}"
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    with _approver(args) as client:
+        found = client.approvals(state=args.state)
+    text = "\n".join(_approval_text(a) for a in found) or (
+        f"no {args.state} approvals" if args.state else "no approvals"
+    )
+    _out(args, {"approvals": found}, text)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    with _approver(args) as client:
+        done = client.approve(args.approval_id, args.reason)
+    _out(args, done, _approval_text(done) + "\nthe same call, retried (or still waiting), now runs once")
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    with _approver(args) as client:
+        done = client.deny(args.approval_id, args.reason)
+    _out(args, done, _approval_text(done))
     return 0
 
 
@@ -384,6 +444,13 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--request-id", help="makes the call idempotent: the same id again replays the first decision")
     p.add_argument("--hold", action="store_true", help="reserve the cost instead of charging it")
     p.add_argument("--hold-ttl", type=int, default=300, metavar="SECONDS", help="with --hold: until it is released")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="0 to 60: a call that needs approval waits this long for the decision (default 0: answer at once)",
+    )
     _verifier_key_flag(p)
     _service_flags(p)
 
@@ -423,12 +490,29 @@ def _revoke_args(p: argparse.ArgumentParser) -> None:
     _service_flags(p, admin=True)
 
 
+def _approver_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="decide as a delegator, with its own token ('-' reads stdin); else the admin key")
+    _service_flags(p, admin=True)
+
+
+def _approvals_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", choices=["pending", "approved", "denied", "used", "expired"], help="only these")
+    _approver_flags(p)
+
+
+def _decide_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("approval_id", metavar="ID", help="the approval id a denied call named (agentcaps approvals)")
+    p.add_argument("--reason", help="said to the caller (with deny, in its denial), up to 1024 characters")
+    _approver_flags(p)
+
+
 def _gateway_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "gateway_args",
         nargs=argparse.REMAINDER,
         help="--upstream CMD | --upstream-url URL [--costs FILE] [--verifier URL] [--verifier-key KEY] "
-        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--listen HOST:PORT [--max-agents N]] [--list-tools]",
+        "[--audience NAME] [--token TOKEN] [--hold-ttl SECONDS] [--approval-wait SECONDS] "
+        "[--listen HOST:PORT [--max-agents N]] [--list-tools]",
     )
 
 
@@ -450,6 +534,9 @@ COMMANDS: dict[str, Command] = {
     "release": (cmd_release, "release a hold: nothing is charged", _release_args),
     "extend": (cmd_extend, "keep a hold TTL more seconds from now (a tool that runs long)", _extend_args),
     "revoke": (cmd_revoke, "revoke a token and its descendants, or a whole root", _revoke_args),
+    "approvals": (cmd_approvals, "list the approvals the admin key or a delegator's token may decide", _approvals_args),
+    "approve": (cmd_approve, "approve a call waiting for approval: it runs once", _decide_args),
+    "deny": (cmd_deny, "deny a call waiting for approval, with a reason", _decide_args),
     "keys": (cmd_keys, "master keys: generate or rotate", _keys_args),
 }
 
@@ -483,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command][0](args)
-    except (UsageError, TokenError, ConfigError) as e:
+    except (UsageError, TokenError, ConfigError, ValueError) as e:  # ValueError: an input the SDK refused to send
         print(f"agentcaps {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ApiError as e:

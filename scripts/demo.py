@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The delegation demo (run it with scripts/demo): an orchestrator hands a researcher and a buyer smaller tokens,
 offline, and their tool calls go through real MCP clients to an example tool server, through `agentcaps gateway`
-and through a server guarded by itself. Prints each call with its delegation path, what it cost or why it was
-denied, then the budget tree; exits 1 if any expected allow or deny does not happen.
+and through a server guarded by itself. The buyer's payments over 1.00 USD wait in the gateway for the
+orchestrator's approval, which it gives (or refuses, with a reason) with its own token while the call waits.
+Prints each call with its delegation path, what it cost or why it was denied, then the budget tree; exits 1 if
+any expected allow or deny does not happen.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.mcp.example_server import COSTS  # noqa: E402
+from app.sdk import AsyncClient as AsyncAgentcaps  # noqa: E402
 from app.sdk import Client as Agentcaps  # noqa: E402
 from app.sdk import Token, TokenError  # noqa: E402
 
@@ -43,6 +46,15 @@ class Agent:
 
 
 @dataclass
+class Decision:
+    """What `approver` decides about the approval a call waits for, while it waits."""
+
+    approver: Agent
+    approve: bool
+    reason: str | None = None
+
+
+@dataclass
 class Demo:
     url: str
     failures: list[str]
@@ -53,15 +65,27 @@ class Demo:
             budgets = service.inspect(str(agent.token)).budgets or []
         return budgets[-1].spent if budgets else "0"  # a forged token has no budget to show
 
-    async def call(self, client: Client, agent: Agent, tool: str, args: dict[str, Any], expect: str) -> None:
+    async def call(
+        self,
+        client: Client,
+        agent: Agent,
+        tool: str,
+        args: dict[str, Any],
+        expect: str,
+        decision: Decision | None = None,
+    ) -> None:
         before = self.spent(agent)
-        result = await client.call_tool(tool, args, meta={"agentcaps/token": str(agent.token)})
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        print(f"  {agent.name:<12} {' > '.join(agent.token.delegation):<26} {tool}({shown})")
+        calling = client.call_tool(tool, args, meta={"agentcaps/token": str(agent.token)})
+        if decision is None:
+            result = await calling
+        else:  # the call waits in the gateway while the approver decides
+            result, _ = await asyncio.gather(calling, self.decide(decision))
         first = result.content[0] if result.content else None
         said = first.text if isinstance(first, TextContent) else str(first)
         denial = (result.meta or {}).get("agentcaps/denial")
         outcome = denial["code"] if denial else ("error" if result.is_error else "allowed")
-        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
-        print(f"  {agent.name:<12} {' > '.join(agent.token.delegation):<26} {tool}({shown})")
         if outcome == "allowed":
             charged = Decimal(self.spent(agent)) - Decimal(before)
             print(f"  {'':<12} allowed, charged {charged} USD at every hop: {said}")
@@ -69,6 +93,25 @@ class Demo:
             print(f"  {'':<12} {said}")
         if outcome != expect:
             self.failures.append(f"{agent.name} {tool}({shown}): expected {expect}, got {outcome}: {said[:160]}")
+
+    async def decide(self, decision: Decision) -> None:
+        """As the approver, with its own token: wait for the call's approval to be asked for, then decide it."""
+        async with AsyncAgentcaps(self.url, token=str(decision.approver.token)) as approver:
+            deadline = time.monotonic() + 15
+            while not (pending := await approver.approvals(state="pending")):
+                if time.monotonic() > deadline:
+                    self.failures.append(f"{decision.approver.name} was never asked for an approval")
+                    return
+                await asyncio.sleep(0.05)
+            asked = pending[0]
+            decide = approver.approve if decision.approve else approver.deny
+            decided = await decide(asked.id, decision.reason)
+        cost = f"{asked.cost.amount} {asked.cost.currency}" if asked.cost else "no cost"
+        why = f": {decided.reason!r}" if decided.reason else ""
+        print(
+            f"  {'':<12} waits for approval ...{asked.id[-8:]} ({asked.tool} {cost} by {asked.holder}); "
+            f"{decision.approver.name} {decided.state} it{why}"
+        )
 
 
 def free_port() -> int:
@@ -110,10 +153,15 @@ async def run(demo: Demo, costs_file: str) -> None:
     researcher = Agent(
         "researcher", root.token.attenuate(to="researcher", budget="2.00 USD", tools=["search"], max_depth=0)
     )
-    buyer = Agent("buyer", root.token.attenuate(to="buyer", budget="5.00 USD", tools=["pay"], args={"amount": "<= 3"}))
+    buyer = Agent(
+        "buyer",
+        root.token.attenuate(
+            to="buyer", budget="5.00 USD", tools=["pay"], args={"amount": "<= 3"}, approval_above="1.00 USD"
+        ),
+    )
     print("orchestrator mints a root token over HTTP: 10.00 USD, at most 2 further delegations")
     print("orchestrator -> researcher, offline: 2.00 USD, search only, no further delegation")
-    print("orchestrator -> buyer, offline:      5.00 USD, pay only, arg.amount <= 3")
+    print("orchestrator -> buyer, offline:      5.00 USD, pay only, arg.amount <= 3, over 1.00 USD with approval")
     try:
         researcher.token.attenuate(to="intern")
         demo.failures.append("the researcher could delegate to an intern")
@@ -133,9 +181,11 @@ async def run(demo: Demo, costs_file: str) -> None:
             print(f"  {agent.name:<12} tools/list: {', '.join(t.name for t in listed.tools)}")
         await demo.call(client, researcher, "search", {"query": "agent frameworks"}, "allowed")
         await demo.call(client, researcher, "pay", {"amount": 1, "to": "shop"}, "tool_not_allowed")
-        await demo.call(client, buyer, "pay", {"amount": 2.5, "to": "books"}, "allowed")
+        approve, refuse = Decision(root, True), Decision(root, False, "casino is not one of our vendors")
+        await demo.call(client, buyer, "pay", {"amount": 2.5, "to": "books"}, "allowed", approve)
         await demo.call(client, buyer, "pay", {"amount": 3.5, "to": "books"}, "arg_mismatch")
-        await demo.call(client, buyer, "pay", {"amount": 2, "to": "maps"}, "allowed")
+        await demo.call(client, buyer, "pay", {"amount": 2, "to": "casino"}, "approval_denied", refuse)
+        await demo.call(client, buyer, "pay", {"amount": 2, "to": "maps"}, "allowed", approve)
         await demo.call(client, buyer, "pay", {"amount": 1, "to": "maps"}, "budget_exceeded")
         await demo.call(client, buyer, "pay", {"to": "maps"}, "arg_mismatch")
         await demo.call(client, buyer, "search", {"query": "prices"}, "tool_not_allowed")

@@ -308,3 +308,83 @@ def test_holds_are_settled_released_and_extended_from_the_cli(
     assert code == 2 and "AMOUNT must be a decimal like 0.05" in err
     code, _, err = run(capsys, "extend", second, "0")
     assert code == 2 and "TTL must be 1 to 86400 seconds" in err
+
+
+def test_approvals_are_listed_approved_and_denied_from_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "10 USD", "--expires-in", "600")[1]
+    buyer = run(capsys, "attenuate", root, "--to", "buyer", "--approval-above", "1.00 USD")[1]
+    pay = ("verify", buyer, "--tool", "pay", "--cost", "2.00 USD", "--args", '{"to": "acme"}')
+
+    def ask() -> str:
+        code, out, _ = run(capsys, *pay, "--json")
+        assert code == 3 and json.loads(out)["code"] == "approval_required"
+        approval_id: str = json.loads(out)["approval"]["id"]
+        return approval_id
+
+    first = ask()
+    code, out, _ = run(capsys, *pay)
+    assert code == 3 and out.startswith("denied approval_required: ")
+    assert out.endswith(
+        f"\nto run it: agentcaps approve {first} --token DELEGATOR_TOKEN (or with the admin key), "
+        "then this same verify again"
+    )
+    code, out, _ = run(capsys, "approvals", "--token", root, "--state", "denied")
+    assert (code, out) == (0, "no denied approvals")
+    code, out, _ = run(capsys, "approvals", "--token", root, "--state", "pending")
+    assert code == 0
+    assert out.startswith(f'{first} pending: pay {{"to": "acme"}} costing 2.00 USD by buyer (orchestrator > buyer)')
+    code, out, _ = run(capsys, "approvals", "--token", buyer)  # the buyer may not decide its own calls
+    assert (code, out) == (0, "no approvals")
+    code, out, _ = run(capsys, "approve", first, "--token", root, "--reason", "acme is a vendor", "--json")
+    assert code == 0 and json.loads(out)["state"] == "approved"
+    assert json.loads(out)["decided_by"] == "orchestrator (hop 0)"
+    code, out, _ = run(capsys, *pay, "--wait", "2")
+    assert code == 0 and out.startswith("allowed for buyer: charged 2.00 USD")
+    second = ask()
+    code, out, _ = run(capsys, "deny", second, "--reason", "one payment is enough")  # with the admin key
+    assert code == 0 and out.startswith(f"{second} denied: pay ") and "(one payment is enough)" in out
+    code, out, _ = run(capsys, *pay)
+    assert code == 3 and out.startswith("denied approval_denied: ") and "one payment is enough" in out
+    code, out, _ = run(capsys, "approvals", "--json")
+    states = {a["id"]: a["state"] for a in json.loads(out)["approvals"]}
+    assert states == {first: "used", second: "denied"}
+    code, _, err = run(capsys, "approve", second, "--token", root)  # decided the other way already
+    assert code == 2 and err.startswith("agentcaps approve: 409 conflict: ")
+
+
+def test_approval_commands_refuse_hostile_input_in_plain_words(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> None:
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "10 USD", "--expires-in", "600")[1]
+    buyer = run(capsys, "attenuate", root, "--to", "buyer", "--approval-tools", "pay")[1]
+    code, out, _ = run(capsys, "verify", buyer, "--tool", "pay", "--json")
+    approval_id = json.loads(out)["approval"]["id"]
+    code, _, err = run(capsys, "deny", approval_id, "--reason", "no\nforged log line")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("agentcaps deny: 400 bad_request: ") and "(field reason)" in err
+    for crafted in ("..", ".", f"{approval_id}/approve", "?state=pending", "%2F"):
+        code, _, err = run(capsys, "deny", crafted)
+        assert code == 2 and err.startswith("agentcaps deny: 404 "), (crafted, err)
+    code, out, _ = run(capsys, "approvals", "--json")
+    assert [a["state"] for a in json.loads(out)["approvals"]] == ["pending"]  # nothing decided it
+    for wait in ("61", "nan", "inf", "-1"):
+        code, _, err = run(capsys, "verify", buyer, "--tool", "pay", "--wait", wait)
+        assert (code, err) == (2, f"agentcaps verify: --wait must be 0 to 60 seconds, got {float(wait)}")
+    code, _, err = run(capsys, "approvals", "--admin-key", ADMIN_KEY, "--token", root)
+    assert code == 2 and "not both" in err
+    code, _, err = run(capsys, "approvals", "--admin-key", WRONG_ADMIN_KEY)
+    assert code == 2 and err.startswith("agentcaps approvals: 401 ")
+
+
+def test_an_empty_id_is_bad_input_never_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["approve", "", "--admin-key", ADMIN_KEY], ["release", ""]):
+        code, _, err = run(capsys, *argv, "--url", "http://127.0.0.1:9")  # nothing listens: nothing is sent
+        assert code == 2 and err.endswith(": an id cannot be empty"), err

@@ -10,6 +10,7 @@ import argparse
 import ctypes
 import json
 import logging
+import math
 import os
 import shlex
 import stat
@@ -84,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
         help="the token for requests that carry none (default: $AGENTCAPS_TOKEN)",
     )
     p.add_argument("--hold-ttl", metavar="SECONDS", type=int, default=300, help="how long a call's cost is held")
+    p.add_argument(
+        "--approval-wait",
+        metavar="SECONDS",
+        type=float,
+        default=20,
+        help="0 to 60: how long a call that needs a human's approval waits for it before it is denied "
+        "approval_required (retried once approved, it runs) (default 20)",
+    )
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
@@ -175,7 +184,7 @@ async def serve(args: argparse.Namespace, costs: CostTable) -> bool:
     if args.listen is None and not _stdin_open():
         return False  # no agent at all: it has hung up already
     async with AsyncClient(args.verifier, verifier_key=args.verifier_key) as verifier:
-        guard = Guard(verifier, costs, args.audience, args.token, args.hold_ttl)
+        guard = Guard(verifier, costs, args.audience, args.token, args.hold_ttl, args.approval_wait)
         if args.listen is not None:
             await listen(Sessions(guard, lambda: upstream_transport(args), args.max_agents), args.listen)
             return False
@@ -232,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not 1 <= args.hold_ttl <= 86400:
             raise ValueError("--hold-ttl must be 1 to 86400 seconds")
+        if not (math.isfinite(args.approval_wait) and 0 <= args.approval_wait <= 60):
+            raise ValueError(f"--approval-wait must be 0 to 60 seconds, got {args.approval_wait}")
         if args.upstream is not None and not shlex.split(args.upstream):
             raise ValueError("--upstream is empty")
         costs = CostTable.load(args.costs)

@@ -10,6 +10,9 @@
   or the held cost charged if the call was cancelled while the tool ran (it may have acted). A denial is a normal
   tool result with `isError` whose text starts `agentcaps denied <code>:` and says what the holder can still do
   (a JSON-RPC error with the same text for other methods); the tool never runs then.
+- A call that needs a human's approval waits up to `approval_wait` seconds for the decision (the verify's
+  `wait`): approved meanwhile, it runs; still pending, it is denied `approval_required` naming the approval, and
+  the same call retried once it is approved runs.
 
 `Guard` is both an mcp SDK server middleware (`MCPServer(..., middleware=[guard])`) and, through `admit`, `keep`,
 `conclude`, `abandon`, `verifies` and `filter_listing`, the checks the gateway applies to raw JSON-RPC messages.
@@ -84,6 +87,7 @@ class Decider(Protocol):
         request_id: str | None = None,
         mode: Literal["charge", "hold"] = "charge",
         hold_ttl: int = 300,
+        wait: float = 0,
     ) -> Allowed | Denied: ...
 
     async def settle(self, hold_id: str, amount: str | None = None) -> HoldResponse: ...
@@ -154,10 +158,13 @@ class Guard:
     audience: str | None = None
     default_token: str | None = None  # for requests that carry none (the gateway's --token)
     hold_ttl: int = 300
+    approval_wait: float = 20  # seconds a call that needs approval waits for it before it is denied pending
 
     def __post_init__(self) -> None:
         if not 1 <= self.hold_ttl <= 86400:
             raise ValueError("hold_ttl must be 1 to 86400 seconds")
+        if not (math.isfinite(self.approval_wait) and 0 <= self.approval_wait <= 60):
+            raise ValueError("approval_wait must be 0 to 60 seconds")
 
     # -- the checks, on wire-shaped (JSON) params and results ------------------------------------------
     def take_token(self, params: Mapping[str, Any] | None, authorization: str | None = None) -> tuple[str | None, Any]:
@@ -207,7 +214,9 @@ class Guard:
             cost = self.costs.cost_of(tool, args)
         except CostError as e:
             return denial("arg_mismatch", str(e), token=token)
-        decision = await self._ask(token, tool, args=args, cost=cost, mode="hold", hold_ttl=self.hold_ttl)
+        decision = await self._ask(
+            token, tool, args=args, cost=cost, mode="hold", hold_ttl=self.hold_ttl, wait=self.approval_wait
+        )
         if isinstance(decision, Denied):
             return denial(decision.code, decision.reason, decision, token)
         return Admitted(token, tool, args, cost, decision.hold_id)
@@ -463,6 +472,13 @@ def denial(code: str, reason: str, body: Denied | None = None, token: str | None
         lines.append(f"Allowed tools: {', '.join(tools) or 'none'}.")
     elif body.budgets is not None:  # the service read the verified token: no tools caveat
         lines.append("Allowed tools: any.")
+    # An agent reads the text, not _meta: say what an approval means for its next step in words of the guard's own.
+    if code == "approval_required" and body.approval is not None:
+        lines.append(
+            f"To run it: a delegator approves {body.approval.id}, then retry this same call with the same arguments."
+        )
+    elif code == "approval_denied" and body.approval is not None:
+        lines.append("This same call, retried, is denied again.")  # the reason names the approval already
     return CallToolResult.model_validate(
         {
             "content": [TextContent(type="text", text=" ".join(lines))],

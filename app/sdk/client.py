@@ -28,6 +28,9 @@ import msgspec
 from app.errors import ApiError
 from app.schemas import (
     Allowed,
+    ApprovalList,
+    ApprovalView,
+    DecideRequest,
     Denied,
     ExtendRequest,
     HoldResponse,
@@ -46,6 +49,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
 RETRY_FOR = 10.0  # seconds a 503 is resent for: a Redis Cluster failover, 3-9 s (docs/operations.md)
+WAIT_MARGIN = 10.0  # seconds a verify's answer may take beyond its `wait`, before the client gives up on it
 FIRST_PAUSE, MAX_PAUSE = 0.1, 1.0  # seconds between resends: doubling, jittered, up to the service's Retry-After
 # Built once: a call only picks the decoder of its answer.
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -55,6 +59,18 @@ _minted = msgspec.json.Decoder(MintResponse)
 _held = msgspec.json.Decoder(HoldResponse)
 _revoked = msgspec.json.Decoder(RevokeResponse)
 _inspected = msgspec.json.Decoder(InspectResponse)
+_approval = msgspec.json.Decoder(ApprovalView)
+_approval_list = msgspec.json.Decoder(ApprovalList)
+Credential = Literal["verifier", "admin", "approver"]  # which of the client's keys a call presents
+ApprovalState = Literal["pending", "approved", "denied", "used", "expired"]
+
+
+class _ApprovalsDecoder:
+    """The list of `{"approvals": [...]}`: the caller wants the approvals, not their envelope."""
+
+    @staticmethod
+    def decode(content: bytes) -> list[ApprovalView]:
+        return _approval_list.decode(content).approvals
 
 
 def as_money(value: Money | str | None) -> Money | None:
@@ -70,10 +86,12 @@ class _Call(Generic[T]):
     path: str
     body: bytes | None
     decode: Any  # a msgspec Decoder for the 2xx (and, for verify, 403/429) body
-    admin: bool = False
+    credential: Credential = "verifier"
+    method: Literal["GET", "POST"] = "POST"
     denied: Any = None  # for verify: the decoder of a 403/429 denial, which is a result, not an error
     resend: bool = False  # a 503 is resent: settle, release and extend are idempotent; verify uses its request_id
     verify: VerifyRequest | None = None  # a verify, resent with the request_id its 503 names
+    wait: float = 0  # seconds the service may keep the answer open (a verify waiting for an approval)
 
     def again(self, response: httpx.Response) -> _Call[T] | None:
         """The call to resend after this answer, or None: answer it."""
@@ -170,7 +188,7 @@ class _Builder:
             rate,
             list(caveats) if caveats is not None else None,
         )
-        return _Call("/v1/tokens", _body(req), _minted, admin=True)
+        return _Call("/v1/tokens", _body(req), _minted, "admin")
 
     @staticmethod
     def verify(
@@ -183,9 +201,14 @@ class _Builder:
         request_id: str | None = None,
         mode: Literal["charge", "hold"] = "charge",
         hold_ttl: int = 300,
+        wait: float = 0,
     ) -> _Call[Allowed | Denied]:
+        """Decide one call. `wait` (0 to 60 seconds): a call that needs a human's approval keeps the answer open
+        that long for the decision, and is decided once it comes."""
         if args is not None:
             _refuse_non_finite(args, "args")
+        if not (isinstance(wait, int | float) and 0 <= wait <= 60):  # NaN fails this too
+            raise ValueError(f"wait must be 0 to 60 seconds, got {wait!r}")
         req = VerifyRequest(
             str(token),
             tool,
@@ -195,8 +218,9 @@ class _Builder:
             request_id,
             mode,
             hold_ttl,
+            wait,
         )
-        return _Call("/v1/verify", _body(req), _allowed, denied=_denied, resend=True, verify=req)
+        return _Call("/v1/verify", _body(req), _allowed, denied=_denied, resend=True, verify=req, wait=wait)
 
     @staticmethod
     def settle(hold_id: str, amount: str | None = None) -> _Call[HoldResponse]:
@@ -216,11 +240,35 @@ class _Builder:
     @staticmethod
     def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
         req = RevokeRequest(str(token) if token is not None else None, token_id)
-        return _Call("/v1/revoke", _body(req), _revoked, admin=token_id is not None)
+        return _Call("/v1/revoke", _body(req), _revoked, "admin" if token_id is not None else "verifier")
 
     @staticmethod
     def inspect(token: str) -> _Call[InspectResponse]:
         return _Call("/v1/inspect", _body(InspectRequest(str(token))), _inspected)
+
+    @staticmethod
+    def approvals(state: ApprovalState | None = None) -> _Call[list[ApprovalView]]:
+        """The approvals this client's credential may decide (the admin key: all), newest first; `state` picks
+        one state."""
+        query = f"?state={quote(state, safe='')}" if state is not None else ""
+        return _Call("/v1/approvals" + query, None, _ApprovalsDecoder, "approver", "GET")
+
+    @staticmethod
+    def approval(approval_id: str) -> _Call[ApprovalView]:
+        """One approval this client's credential may decide; ApiError 404 for any other."""
+        return _Call(_approval_path(approval_id), None, _approval, "approver", "GET")
+
+    @staticmethod
+    def approve(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
+        """Let the call waiting on this approval run, once. The same decision again is answered as the first;
+        the other one is ApiError 409."""
+        return _Call(_approval_path(approval_id, "approve"), _body(DecideRequest(reason)), _approval, "approver")
+
+    @staticmethod
+    def deny(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
+        """Refuse the call waiting on this approval: it and its retries are denied approval_denied, with
+        `reason`."""
+        return _Call(_approval_path(approval_id, "deny"), _body(DecideRequest(reason)), _approval, "approver")
 
 
 def _sends(build: Callable[P, _Call[T]]) -> Callable[Concatenate[Client, P], T]:
@@ -254,27 +302,55 @@ def _like(method: F, build: Callable[..., Any], owner: str) -> F:
     return method
 
 
+def _segment(value: str) -> str:
+    """An id as one path segment, whatever it holds: an id taken from a caller, such as `<id>/settle?`, must not
+    turn a release into a settle. `.` and `..` are escaped too (a URL would drop them, or step up a level), and an
+    empty id is refused (the path would name the collection)."""
+    if not value:
+        raise ValueError("an id cannot be empty")
+    escaped = quote(value, safe="")
+    return escaped.replace(".", "%2E") if escaped.strip(".") == "" else escaped
+
+
 def _hold_path(hold_id: str, action: str) -> str:
-    """The hold id as one path segment, whatever it holds: a hold id taken from a caller, such as
-    `<id>/settle?`, must not turn a release into a settle. The service answers 404 for an id that is none."""
-    return f"/v1/holds/{quote(hold_id, safe='')}/{action}"
+    """The service answers 404 for an id that is none."""
+    return f"/v1/holds/{_segment(hold_id)}/{action}"
+
+
+def _approval_path(approval_id: str, action: str | None = None) -> str:
+    """As `_hold_path`: an id that is none, or not this credential's to decide, is a 404, never another call."""
+    return f"/v1/approvals/{_segment(approval_id)}" + (f"/{action}" if action else "")
 
 
 class _Base:
     def __init__(
-        self, url: str, *, admin_key: str | None = None, verifier_key: str | None = None, retry_for: float = RETRY_FOR
+        self,
+        url: str,
+        *,
+        admin_key: str | None = None,
+        verifier_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retry_for: float = RETRY_FOR,
     ) -> None:
         self.url = url.rstrip("/")
         self.admin_key = admin_key
         self.verifier_key = verifier_key
+        self.token = str(token) if token is not None else None  # a Token too: approve as its holder
+        self.timeout = timeout
         self.retry_for = retry_for  # seconds to keep resending a call answered 503; 0: never resend
 
     def _headers(self, call: _Call[Any]) -> dict[str, str]:
-        key = self.admin_key if call.admin else self.verifier_key
+        keys = {"admin": self.admin_key, "verifier": self.verifier_key, "approver": self.admin_key or self.token}
+        key = keys[call.credential]
         headers = {"content-type": "application/json"}
         if key:
             headers["authorization"] = f"Bearer {key}"
         return headers
+
+    def _timeout(self, call: _Call[Any]) -> float:
+        """A verify that may wait for an approval is given that long, and more, to answer."""
+        return max(self.timeout, call.wait + WAIT_MARGIN) if call.wait else self.timeout
 
 
 class Client(_Base):
@@ -286,17 +362,26 @@ class Client(_Base):
         *,
         admin_key: str | None = None,
         verifier_key: str | None = None,
+        token: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         retry_for: float = RETRY_FOR,
     ) -> None:
-        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key, retry_for=retry_for)
+        super().__init__(
+            url, admin_key=admin_key, verifier_key=verifier_key, token=token, timeout=timeout, retry_for=retry_for
+        )
         self.http = httpx.Client(timeout=timeout, transport=transport)
 
     def _send(self, call: _Call[T]) -> T:
         deadline, resends = time.monotonic() + self.retry_for, 0
         while True:
-            response = self.http.post(self.url + call.path, content=call.body or b"", headers=self._headers(call))
+            response = self.http.request(
+                call.method,
+                self.url + call.path,
+                content=call.body or b"",
+                headers=self._headers(call),
+                timeout=self._timeout(call),
+            )
             again = call.again(response)
             pause = None if again is None else _pause(resends, deadline)
             if again is None or pause is None:
@@ -311,6 +396,10 @@ class Client(_Base):
     extend = _sends(_Builder.extend)
     revoke = _sends(_Builder.revoke)
     inspect = _sends(_Builder.inspect)
+    approvals = _sends(_Builder.approvals)
+    approval = _sends(_Builder.approval)
+    approve = _sends(_Builder.approve)
+    deny = _sends(_Builder.deny)
 
     def close(self) -> None:
         self.http.close()
@@ -331,18 +420,26 @@ class AsyncClient(_Base):
         *,
         admin_key: str | None = None,
         verifier_key: str | None = None,
+        token: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_for: float = RETRY_FOR,
     ) -> None:
-        super().__init__(url, admin_key=admin_key, verifier_key=verifier_key, retry_for=retry_for)
+        super().__init__(
+            url, admin_key=admin_key, verifier_key=verifier_key, token=token, timeout=timeout, retry_for=retry_for
+        )
         self.http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def _send(self, call: _Call[T]) -> T:
         deadline, resends = time.monotonic() + self.retry_for, 0
         while True:
-            headers = self._headers(call)
-            response = await self.http.post(self.url + call.path, content=call.body or b"", headers=headers)
+            response = await self.http.request(
+                call.method,
+                self.url + call.path,
+                content=call.body or b"",
+                headers=self._headers(call),
+                timeout=self._timeout(call),
+            )
             again = call.again(response)
             pause = None if again is None else _pause(resends, deadline)
             if again is None or pause is None:
@@ -357,6 +454,10 @@ class AsyncClient(_Base):
     extend = _awaits(_Builder.extend)
     revoke = _awaits(_Builder.revoke)
     inspect = _awaits(_Builder.inspect)
+    approvals = _awaits(_Builder.approvals)
+    approval = _awaits(_Builder.approval)
+    approve = _awaits(_Builder.approve)
+    deny = _awaits(_Builder.deny)
 
     async def aclose(self) -> None:
         await self.http.aclose()

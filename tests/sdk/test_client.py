@@ -23,7 +23,19 @@ from tests.processes import Service
 def test_each_client_method_takes_exactly_the_parameters_of_its_request_builder(client: type) -> None:
     """Before: mint and verify took `**kw`, hiding their parameters from users and type checkers."""
     calls = [name for name in vars(_Builder) if not name.startswith("_")]
-    assert calls == ["mint", "verify", "settle", "release", "extend", "revoke", "inspect"]
+    assert calls == [
+        "mint",
+        "verify",
+        "settle",
+        "release",
+        "extend",
+        "revoke",
+        "inspect",
+        "approvals",
+        "approval",
+        "approve",
+        "deny",
+    ]
     for name in calls:
         method, build = getattr(client, name), getattr(_Builder, name)
         self, *params = inspect.signature(method).parameters.values()
