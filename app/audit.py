@@ -177,6 +177,7 @@ class AuditLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.streams = 0  # live streams now: the API bounds them
 
     async def visible(self, who: Credential, query: Query) -> tuple[str | None, set[str] | None]:
         """The root to read (None: every root) and the chains the credential may see (None: all)."""
@@ -230,6 +231,14 @@ class AuditLog:
         """Server-Sent Events: from `resume` (an event id: every event kept after it), else from now; live after.
         A `: caught up` comment marks each time the backlog is sent (a shipper without --follow stops there); a
         token's view takes in chains derived from it as they are seen."""
+        self.streams += 1
+        try:
+            async for chunk in self._stream(who, query, resume):
+                yield chunk
+        finally:
+            self.streams -= 1
+
+    async def _stream(self, who: Credential, query: Query, resume: str | None) -> AsyncIterator[bytes]:
         root, chains = await self.visible(who, query)
         cursor = resume
         if cursor is None:

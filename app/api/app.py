@@ -26,7 +26,7 @@ from app.approvals import Approvals, Credential
 from app.audit import AuditLog, Query, Trails
 from app.authority import Authority, Kind
 from app.config import Settings
-from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
+from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, TooMany, Unauthorized
 from app.schemas import (
     ApprovalList,
     DecideRequest,
@@ -47,6 +47,7 @@ from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
+MAX_STREAMS = 100  # live audit streams one process serves: each looks at the store twice a second
 _NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # a proxy must pass events on as they come
 NOT_A_CREDENTIAL = "the credential presented is neither an admin key nor a live token of this service"
 NO_SUCH_APPROVAL = "no such approval that this credential may decide: unknown, expired, or not its to decide"
@@ -62,6 +63,7 @@ ANSWERS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    TooMany: (429, "too_many"),
 }
 
 
@@ -239,6 +241,8 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         who = await approver(request, Unauthorized)
         query = Query.parse(request.query_params)
         resume = request.headers.get("last-event-id") or query.after
+        if audit_log.streams >= MAX_STREAMS:
+            raise TooMany(f"this service process already serves {MAX_STREAMS} audit streams; retry later")
         return Stream(audit_log.stream(who, query, resume), media_type="text/event-stream", headers=_NO_CACHE)
 
     @post("/v1/revoke", status_code=200)
