@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import os
 import sqlite3
 import threading
@@ -87,14 +88,20 @@ STEPS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
 }
 
 
-def _arguments(step: Callable[..., Any]) -> Any:
-    """The tuple type of a step's arguments, from its annotations: what the journal decodes them as."""
+def _arguments(name: str, step: Callable[..., Any]) -> Any:
+    """A step's arguments as the journal decodes them: an array-like Struct from the step's annotations, so that
+    an entry journaled before a step took a new argument (one with a default, at the end) still decodes."""
     hints = typing.get_type_hints(step)
     hints.pop("return", None)
-    return tuple[tuple(hints.values())]  # type: ignore[misc]
+    parameters = inspect.signature(step).parameters
+    fields = [
+        (arg, hint) if parameters[arg].default is inspect.Parameter.empty else (arg, hint, parameters[arg].default)
+        for arg, hint in hints.items()
+    ]
+    return msgspec.defstruct(f"{name}_arguments", fields, array_like=True)
 
 
-_ARGUMENTS = {name: msgspec.msgpack.Decoder(_arguments(step)) for name, step in STEPS.items()}
+_ARGUMENTS = {name: msgspec.msgpack.Decoder(_arguments(name, step)) for name, step in STEPS.items()}
 _encode = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(list[tuple[str, msgspec.Raw]]).decode
 
@@ -205,7 +212,7 @@ class LocalStore(Store):
             for format_, steps in self._db.execute("SELECT format, steps FROM journal ORDER BY seq"):
                 self._check_format(format_)
                 for name, raw in _decode_batch(zlib.decompress(steps)):
-                    args = _ARGUMENTS[name].decode(raw)
+                    args = msgspec.structs.astuple(_ARGUMENTS[name].decode(raw))
                     with contextlib.suppress(Exception):  # it raised the same way when it first ran
                         run_now(STEPS[name](self.memory, *args))
                     replayed += 1
