@@ -268,10 +268,10 @@ def _spent(allowed: Allowed, cost: str | None) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    if (args.token is None) == (args.token_id is None):
-        raise UsageError("give a token, or --token-id with the admin key")
     if args.chain is not None and args.token_id is None:
         raise UsageError("--chain names a chain under a root: give its root's --token-id too")
+    if (args.token is None) == (args.token_id is None):
+        raise UsageError("give a token, or --token-id with the admin key")
     admin = _admin_key(args) if args.token_id else None
     with Client(_url(args), admin_key=admin) as client:
         token = _read_token(args.token) if args.token else None
