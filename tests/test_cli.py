@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import stat
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.cli import COMMANDS, main, parser
@@ -20,7 +22,7 @@ from app.sdk import Client
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from tests.keys import ADMIN_KEY, WRONG_ADMIN_KEY
-from tests.processes import Service
+from tests.processes import Service, free_port, wait_until
 
 
 @pytest.fixture
@@ -560,3 +562,56 @@ def test_revoke_one_chain_seen_in_the_log(
     assert run(capsys, "verify", root, "--tool", "search")[0] == 0
     code, _, err = run(capsys, "revoke", "--chain", str(seen["chain"]))
     assert code == 2 and "--chain names a chain under a root: give its root's --token-id too" in err
+
+
+def test_audit_follow_reconnects_after_the_last_event_when_the_service_restarts(tmp_path: Path) -> None:
+    """local:// keeps the log across a restart: the follower, cut off by a crash, picks up after what it printed."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AGENTCAPS_STORE": "local://",
+        "AGENTCAPS_DATA_DIR": str(tmp_path / "data"),
+        "AGENTCAPS_PORT": str(port),
+        "AGENTCAPS_ADMIN_KEYS": ADMIN_KEY,
+        "AGENTCAPS_LOG_LEVEL": "ERROR",
+        "AGENTCAPS_URL": url,
+    }
+
+    def serve() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_until(lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200, what="the service")
+        return process
+
+    service = serve()
+    cursor = tmp_path / "cursor"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "audit", "--follow", "--cursor-file", str(cursor)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [printed.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        with Client(url, admin_key=ADMIN_KEY) as admin:
+            token = admin.mint("orchestrator", expires_in=600).token
+            admin.verify(token, "before")
+        assert [json.loads(printed.get(timeout=20))["kind"] for _ in range(2)] == ["mint", "verify"]
+        service.kill()  # a crash: the stream is cut, not ended
+        service.wait(10)
+        service = serve()
+        with Client(url) as client:
+            client.verify(token, "after")
+        event = json.loads(printed.get(timeout=30))
+        assert event["tool"] == "after"  # nothing again, nothing skipped
+        # Saved once the service says the backlog is sent, just after the event.
+        wait_until(lambda: cursor.read_text().strip() == event["id"], 10, "the cursor to be saved")
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=10)
+        service.terminate()
+        service.wait(10)
+    assert "reconnecting in 1 s after " in err, err
+    assert printed.empty()
