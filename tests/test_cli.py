@@ -593,7 +593,12 @@ def test_audit_follow_reconnects_after_the_last_event_when_the_service_restarts(
         text=True,
     )
     printed: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [printed.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def pump() -> None:
+        for line in follower.stdout or ():
+            printed.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         with Client(url, admin_key=ADMIN_KEY) as admin:
             token = admin.mint("orchestrator", expires_in=600).token
