@@ -261,6 +261,23 @@ class _Builder:
         return _Call("/v1/approvals" + query, None, _ApprovalsDecoder, "approver", "GET")
 
     @staticmethod
+    def approval(approval_id: str) -> _Call[ApprovalView]:
+        """One approval this client's credential may decide; ApiError 404 for any other."""
+        return _Call(_approval_path(approval_id), None, _approval, "approver", "GET")
+
+    @staticmethod
+    def approve(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
+        """Let the call waiting on this approval run, once. The same decision again is answered as the first;
+        the other one is ApiError 409."""
+        return _Call(_approval_path(approval_id, "approve"), _body(DecideRequest(reason)), _approval, "approver")
+
+    @staticmethod
+    def deny(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
+        """Refuse the call waiting on this approval: it and its retries are denied approval_denied, with
+        `reason`."""
+        return _Call(_approval_path(approval_id, "deny"), _body(DecideRequest(reason)), _approval, "approver")
+
+    @staticmethod
     def audit(
         *,
         token_id: str | None = None,
@@ -289,23 +306,6 @@ class _Builder:
             after=after,
         )
         return _Call("/v1/audit" + query, None, _audit_page, "approver", "GET")
-
-    @staticmethod
-    def approval(approval_id: str) -> _Call[ApprovalView]:
-        """One approval this client's credential may decide; ApiError 404 for any other."""
-        return _Call(_approval_path(approval_id), None, _approval, "approver", "GET")
-
-    @staticmethod
-    def approve(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
-        """Let the call waiting on this approval run, once. The same decision again is answered as the first;
-        the other one is ApiError 409."""
-        return _Call(_approval_path(approval_id, "approve"), _body(DecideRequest(reason)), _approval, "approver")
-
-    @staticmethod
-    def deny(approval_id: str, reason: str | None = None) -> _Call[ApprovalView]:
-        """Refuse the call waiting on this approval: it and its retries are denied approval_denied, with
-        `reason`."""
-        return _Call(_approval_path(approval_id, "deny"), _body(DecideRequest(reason)), _approval, "approver")
 
 
 def _sends(build: Callable[P, _Call[T]]) -> Callable[Concatenate[Client, P], T]:
@@ -441,10 +441,10 @@ class Client(_Base):
     revoke = _sends(_Builder.revoke)
     inspect = _sends(_Builder.inspect)
     approvals = _sends(_Builder.approvals)
-    audit = _sends(_Builder.audit)
     approval = _sends(_Builder.approval)
     approve = _sends(_Builder.approve)
     deny = _sends(_Builder.deny)
+    audit = _sends(_Builder.audit)
 
     def close(self) -> None:
         self.http.close()
@@ -500,10 +500,10 @@ class AsyncClient(_Base):
     revoke = _awaits(_Builder.revoke)
     inspect = _awaits(_Builder.inspect)
     approvals = _awaits(_Builder.approvals)
-    audit = _awaits(_Builder.audit)
     approval = _awaits(_Builder.approval)
     approve = _awaits(_Builder.approve)
     deny = _awaits(_Builder.deny)
+    audit = _awaits(_Builder.audit)
 
     async def aclose(self) -> None:
         await self.http.aclose()
