@@ -498,7 +498,7 @@ def _stream_audit(args: argparse.Namespace, filters: dict[str, Any]) -> int:
     headers = {"authorization": f"Bearer {admin_key or token}"}
     url = _url(args).rstrip("/") + "/v1/audit/stream" + audit_query(**filters)
     shipper = _Shipper(cursor_file, start)
-    pause = FIRST_PAUSE
+    pause: float | None = None
     with httpx.Client(timeout=STREAM_TIMEOUT) as http:
         try:
             while True:
@@ -515,7 +515,8 @@ def _stream_audit(args: argparse.Namespace, filters: dict[str, Any]) -> int:
                     # The cursor holds what was printed: the next run resumes there.
                     print(f"agentcaps audit: {why}; the next run resumes after {shipper.last}", file=sys.stderr)
                     return EXIT_FAILED
-                pause = FIRST_PAUSE if shipper.last != seen else min(pause * 2, MAX_PAUSE)
+                # 1 s after a stream that printed something, doubling while nothing comes through
+                pause = FIRST_PAUSE if pause is None or shipper.last != seen else min(pause * 2, MAX_PAUSE)
                 after = f" after {shipper.last}" if shipper.last else ""
                 print(f"agentcaps audit: {why}; reconnecting in {pause:.0f} s{after}", file=sys.stderr)
                 time.sleep(pause)
