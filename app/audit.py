@@ -154,6 +154,13 @@ class Query(msgspec.Struct, frozen=True):
             params.get("after"),
         )
 
+    def for_stream(self, params: Any) -> Query:
+        """A stream has no pages and no end: limit, since and until are refused rather than ignored."""
+        for name in ("limit", "since", "until"):
+            if name in params:
+                raise BadRequest("a stream takes no limit, since or until: it starts after `after` (or now)", name)
+        return self
+
     def matches(self, event: dict[str, Any]) -> bool:
         return (
             (self.chain is None or event.get("chain") == self.chain)

@@ -239,7 +239,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @get("/v1/audit/stream")
     async def audit_stream(request: Request[Any, Any, Any]) -> Stream:
         who = await approver(request, Unauthorized)
-        query = Query.parse(request.query_params)
+        query = Query.parse(request.query_params).for_stream(request.query_params)
         resume = request.headers.get("last-event-id") or query.after
         if audit_log.streams >= MAX_STREAMS:
             raise TooMany(f"this service process already serves {MAX_STREAMS} audit streams; retry later")

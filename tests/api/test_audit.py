@@ -268,3 +268,10 @@ def test_live_streams_are_bounded(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(app_module, "MAX_STREAMS", 0)
     r = api.client.get("/v1/audit/stream", headers=api.admin)
     assert r.status_code == 429 and r.json()["code"] == "too_many"
+
+
+@pytest.mark.parametrize("name", ["limit", "since", "until"])
+def test_a_stream_refuses_what_it_cannot_apply(api: Api, name: str) -> None:
+    value = "5" if name == "limit" else "2026-01-01T00:00:00Z"
+    r = api.client.get("/v1/audit/stream", params={name: value}, headers=api.admin)
+    assert r.status_code == 400 and r.json()["field"] == name
