@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from app.api.server import GRACEFUL_SHUTDOWN_S
 from app.sdk import Token
 from tests.api.conftest import Api, ApiFactory, make_settings
 
@@ -275,3 +277,15 @@ def test_a_stream_refuses_what_it_cannot_apply(api: Api, name: str) -> None:
     value = "5" if name == "limit" else "2026-01-01T00:00:00Z"
     r = api.client.get("/v1/audit/stream", params={name: value}, headers=api.admin)
     assert r.status_code == 400 and r.json()["field"] == name
+
+
+def test_a_stop_does_not_wait_for_an_open_stream(service_factory: Any) -> None:
+    """A follower never hangs up by itself: the service stops all the same, within its graceful shutdown."""
+    service = service_factory("memory://")
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        with client.stream("GET", "/v1/audit/stream", headers=service.admin()) as stream:
+            assert next(stream.iter_lines()) == ": caught up"
+            started = time.monotonic()
+            service.process.terminate()
+            service.process.wait(GRACEFUL_SHUTDOWN_S + 5)
+    assert time.monotonic() - started < GRACEFUL_SHUTDOWN_S + 5
