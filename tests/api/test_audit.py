@@ -282,10 +282,12 @@ def test_a_stream_refuses_what_it_cannot_apply(api: Api, name: str) -> None:
 def test_a_stop_does_not_wait_for_an_open_stream(service_factory: Any) -> None:
     """A follower never hangs up by itself: the service stops all the same, within its graceful shutdown."""
     service = service_factory("memory://")
-    with httpx.Client(base_url=service.url, timeout=10) as client:
-        with client.stream("GET", "/v1/audit/stream", headers=service.admin()) as stream:
-            assert next(stream.iter_lines()) == ": caught up"
-            started = time.monotonic()
-            service.process.terminate()
-            service.process.wait(GRACEFUL_SHUTDOWN_S + 5)
+    with (
+        httpx.Client(base_url=service.url, timeout=10) as client,
+        client.stream("GET", "/v1/audit/stream", headers=service.admin()) as stream,
+    ):
+        assert next(stream.iter_lines()) == ": caught up"
+        started = time.monotonic()
+        service.process.terminate()
+        service.process.wait(GRACEFUL_SHUTDOWN_S + 5)
     assert time.monotonic() - started < GRACEFUL_SHUTDOWN_S + 5
