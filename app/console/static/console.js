@@ -378,7 +378,7 @@ function inspection(r) {
   fact("Revoked", r.revoked ? "yes" : "no");
   out.push(el("div", { class: "card" }, facts));
   out.push(el("h4", { text: "Hops and caveats" }));
-  const hops = el("ol", { start: 0 });
+  const hops = el("ul", { class: "hops" });
   for (const hop of r.hops) {
     const caveats = el("ul", { class: "caveats" });
     for (const c of hop.caveats) {
