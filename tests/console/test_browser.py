@@ -169,3 +169,19 @@ def test_inspect_shows_hops_budgets_and_what_denies(browser: WebDriver, service:
     text = browser.find_element(By.ID, "inspect-result").text
     assert "budget <= 10.00 USD" in text and "0.00 spent, 0.00 held, 10.00 remaining" in text
     assert "Nothing: a call within its caveats would be allowed." in text
+
+
+def test_every_page_fits_a_phone_width_without_sideways_scrolling(
+    browser: WebDriver, service: Service, http: httpx.Client
+) -> None:
+    mint(http, tools=["search"])
+    sign_in(browser, service, ADMIN_KEY)
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    try:
+        for name in ("approvals", "activity", "tokens", "inspect"):
+            open_page(browser, name)
+            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (name, overflow)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
