@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from app import console
 from app.api import openapi
 from app.api.body import decode
 from app.api.metrics import Metrics
@@ -193,15 +194,19 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
         return _json(await authority.extend(hold_id, decode(body, ExtendRequest).hold_ttl, name))
 
+    async def credential_of(presented: str) -> Credential | None:
+        """The admin key's operator, the holder of a live token, else None: the API's and the console's rule."""
+        if _match(presented, settings.admin_keys) is not None:
+            return Credential()
+        return await authority.credential(presented)
+
     async def approver(request: Request[Any, Any, Any], unknown: type[Exception]) -> Credential:
         """The admin key's operator, or the holder of a live token. Anything else presented raises `unknown`:
         NotFound where one approval is asked for (a forged token learns no more than one that may not decide)."""
         presented = _bearer(request)
         if presented is None:
             raise Unauthorized("this needs Authorization: Bearer <admin key or token>")
-        if _match(presented, settings.admin_keys) is not None:
-            return Credential()
-        found = await authority.credential(presented)
+        found = await credential_of(presented)
         if found is None:
             raise unknown(NOT_A_CREDENTIAL if unknown is Unauthorized else NO_SUCH_APPROVAL)
         return found
@@ -334,6 +339,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             readyz,
             metrics_endpoint,
             schema,
+            console.router(authority, approvals, audit_log, credential_of, MAX_STREAMS, settings.public_location),
         ],
         exception_handlers={Exception: on_error},
         request_max_body_size=MAX_BODY,
