@@ -86,8 +86,12 @@ async def test_a_replay_says_replayed_and_charges_nothing_and_a_conflict_writes_
     first = await store.decide(call(root, request_id="r1", fingerprint="f", mode="hold"))
     again = await store.decide(call(root, request_id="r1", fingerprint="f", mode="hold"))
     assert again.replayed and again.hold_id == first.hold_id
-    conflict = await store.decide(call(root, request_id="r1", fingerprint="other"))
+    other_chain = Trail(head(root), COST, chain("c9"))
+    conflict = await store.decide(
+        decision(root, CENT, revocation=("p0", "c9"), request_id="r1", fingerprint="other", trail=other_chain)
+    )
     assert conflict.status == "conflict"
+    assert [c.chain for c in await store.chains_seen(root)] == ["c1"]  # as it writes no event, it keeps no chain
     hold = f'"hold_id":"{first.hold_id}"'
     assert await events(store, root) == [
         event_json("verify", head(root), '"allowed":true', hold),  # a hold charges nothing yet

@@ -33,9 +33,9 @@ if not purge(now) then return 'purging,0,0,,0' end
 
 -- The verify event of every outcome but conflict and purging, as base.py outcome_members composes it.
 local head, charged_json, gate_at, chain = ARGV[4] or '', ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
-if head ~= '' and ARGV[8] and ARGV[8] ~= '' then see(chain, ARGV[8], {unpack(ARGV, 9)}) end
 local function verify_event(status, index, hold_id, approval_id, replay)
   if head == '' then return end
+  if ARGV[8] and ARGV[8] ~= '' then see(chain, ARGV[8], {unpack(ARGV, 9)}) end  -- kept first: its denials say it
   local out = {}
   if status == 'allowed' then
     out[1] = '"allowed":true'
