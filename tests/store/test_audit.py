@@ -16,6 +16,7 @@ import pytest
 from app.errors import Conflict
 from app.store.base import (
     MAX_CHAINS_SEEN,
+    PURGE_STEP,
     ApprovalSpec,
     AuditPolicy,
     ChainSeen,
@@ -282,3 +283,14 @@ async def test_200_concurrent_calls_write_200_events_and_50_allow(store: Store) 
     assert len(found) == 200 and all(e["kind"] == "verify" for e in found)
     assert sum(e["allowed"] is True for e in found) == 50
     assert sum(e.get("code") == "budget_exceeded" for e in found) == 150
+
+
+async def test_holds_past_a_purge_step_each_leave_their_expire_event(store: Store) -> None:
+    root = tid()
+    holds = await asyncio.gather(
+        *(store.decide(call(root, 0, mode="hold", hold_ttl_ms=1000, sent=False)) for _ in range(PURGE_STEP + 44))
+    )
+    await store.decide(call(root, 0, now=T0 + 2000, sent=False))  # two purge steps, then the call
+    expired = [json.loads(e) for e in await events(store, root) if '"kind":"expire"' in e]
+    assert sorted(e["hold_id"] for e in expired) == sorted(h.hold_id for h in holds if h.hold_id)
+    assert len(expired) == PURGE_STEP + 44

@@ -119,8 +119,13 @@ local function hold_members(hold_id, charged)
   return '"hold_id":"' .. hold_id .. '"'
 end
 
+-- Redis's clock stands still while a script runs: every entry one script appends has the same id ms, so trimming
+-- by age and the stream's TTL are set once per script (a purge may append PURGE_STEP expire events).
+local audit_aged = false
 local function append(now, event)
   local id = redis.call('XADD', AUDIT, 'MAXLEN', '~', audit_max, '*', 'e', event, 'at', string.format('%d', now))
+  if audit_aged then return end
+  audit_aged = true
   local ms = tonumber(string.match(id, '^%d+'))
   redis.call('XTRIM', AUDIT, 'MINID', '~', string.format('%d', ms - audit_keep))
   redis.call('PEXPIRE', AUDIT, audit_keep + GC_SLACK_MS)
