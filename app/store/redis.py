@@ -287,18 +287,21 @@ class RedisStore(Store):
         no older than the cursor by that margin, and only events SETTLE_LAG_MS older than Redis's now."""
         found: list[tuple[Position, int, str]] = []
         since = "-inf" if not newer or position is None else str(position[0] - INDEX_MARGIN_MS)
-        offset = 0
+        offset, until = 0, None
+        read: set[str] = set()
         while True:
             reply = await self._run(
                 "index", AUDIT_ROOTS, "roots", "asc" if newer else "desc", since, offset, ROOTS_PAGE
             )
             with _expected_reply("index"):
-                now_ms = int(reply[0])
+                if newer and until is None:  # one bound for every root read: none is read further than another
+                    until = int(reply[0]) - SETTLE_LAG_MS
                 roots = [(reply[i], float(reply[i + 1])) for i in range(1, len(reply), 2)]
-            if not newer:
-                full = len(found) >= limit
-                roots = [(r, ms) for r, ms in roots if not (full and ms + INDEX_MARGIN_MS < found[-1][0][0])]
-            until = now_ms - SETTLE_LAG_MS if newer else None
+            # A root whose entry moved while the pages are read may come twice: read once.
+            roots = [(r, ms) for r, ms in roots if r not in read]
+            read.update(r for r, _ in roots)
+            if not newer and len(found) >= limit:
+                roots = [(r, ms) for r, ms in roots if ms + INDEX_MARGIN_MS >= found[-1][0][0]]
             batches = await asyncio.gather(*(self._root_events(r, newer, position, limit, until) for r, _ in roots))
             found = sorted((e for batch in [found, *batches] for e in batch), reverse=not newer)[:limit]
             if len(reply) - 1 < 2 * ROOTS_PAGE:
