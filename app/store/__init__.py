@@ -17,7 +17,7 @@ def open_store(
     audit: AuditPolicy = KEEP_A_WEEK,
 ) -> Store:
     """`wait` is AGENTCAPS_REDIS_WAIT (`<replicas>[:timeout_ms]`), Settings.redis_wait; `fsync` is
-    AGENTCAPS_FSYNC ("" when unset), for local:// in `data_dir`; `audit` what the audit log keeps."""
+    AGENTCAPS_FSYNC ("" when unset), for local:// in `data_dir`; `audit`, what the audit log keeps."""
     scheme = url.partition("://")[0]
     if wait and scheme != "redis+cluster":
         raise ConfigError("AGENTCAPS_REDIS_WAIT is only supported with AGENTCAPS_STORE=redis+cluster://...")
@@ -38,12 +38,12 @@ def open_store(
         from app.store.redis import RedisStore
         from app.store.runner import NodeRunner
 
-        return RedisStore(NodeRunner(url, timeout))
+        return RedisStore(NodeRunner(url, timeout), audit)
     if scheme == "redis+cluster":
         from app.store.redis import RedisStore
         from app.store.redis_cluster import ClusterRunner, WaitPolicy
 
-        return RedisStore(ClusterRunner(url, timeout, WaitPolicy.parse(wait)))
+        return RedisStore(ClusterRunner(url, timeout, WaitPolicy.parse(wait)), audit)
     raise ConfigError(
         f"AGENTCAPS_STORE: unsupported store {url!r}; use local://, memory://, redis://host:port/db, rediss:// "
         "or redis+cluster://host:port[,host:port...]"
