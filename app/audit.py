@@ -28,6 +28,7 @@ from caveats.expires import format_instant, parse_instant
 from caveats.grammar import CaveatSyntaxError
 
 ARGS_LIMIT = 4096  # bytes of JSON an event keeps of a call's args; past it, whole top-level entries are left out
+CAVEAT_KEPT = 256  # characters of each caveat a chain seen keeps: what the store holds per chain stays small
 MAX_LIMIT = 1000  # events one page answers at most
 STREAM_POLL = 0.5  # seconds between two looks of a live stream for new events
 KEEP_ALIVE = 15.0  # seconds of quiet after which a stream sends a comment (proxies close silent connections)
@@ -81,14 +82,18 @@ class Trails:
             out["verifier"] = verifier
         return members(out)
 
-    def chain_once(self, chain: VerifiedChain, denials: Callable[[], dict[str, str]]) -> ChainSeen | None:
-        """The chain for the store to keep, the first time this process sends it; None after (the store has it).
-        `denials` is worked out only then: most calls come through a chain sent before."""
+    def unsent(self, chain: VerifiedChain, denials: Callable[[], dict[str, str]]) -> ChainSeen | None:
+        """The chain for the store to keep, until a store call that carried it succeeded (`sent`); None after.
+        `denials` is worked out only then: most calls come through a chain the store already has."""
         if self._sent.get(chain.chain_id):
             return None
-        self._sent.put(chain.chain_id, True, 256)
         analysis = chain.analysis
-        return ChainSeen(chain.prefixes, analysis.texts, analysis.hops, denials())
+        texts = tuple(t if len(t) <= CAVEAT_KEPT else t[: CAVEAT_KEPT - 1] + "…" for t in analysis.texts)
+        return ChainSeen(chain.prefixes, texts, analysis.hops, denials())
+
+    def sent(self, seen: ChainSeen | None) -> None:
+        if seen is not None:
+            self._sent.put(seen.chain, True, 256)
 
 
 def _cut_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import secrets
 import time
@@ -64,6 +65,7 @@ from caveats.money import Amount, format_micros, parse_micros
 from caveats.rate import Rate
 
 # Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
+log = logging.getLogger("agentcaps")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 _encode = msgspec.json.Encoder().encode
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
@@ -156,9 +158,11 @@ class Authority:
             raise BadRequest(str(e), "caveats") from None
         chain = self.verifier.verify(token)
         seen = ChainSeen(chain.prefixes, chain.analysis.texts, chain.analysis.hops, self._denials(chain))
-        await self.store.record(
-            token_id, int(self.clock() * 1000), event_json("mint", members(chain_members(chain))), seen
-        )
+        event = event_json("mint", members(chain_members(chain)))
+        try:  # the token is minted whatever the store says: without it, only the event is lost, and said
+            await self.store.record(token_id, int(self.clock() * 1000), event, seen)
+        except StoreUnavailable as e:
+            log.warning("audit event of the mint of %s not written: %s", token_id, e)
         exp = chain.analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
@@ -200,8 +204,12 @@ class Authority:
             # A denial the store did not decide is an event all the same: written, then answered.
             head = self.trails.head(chain, req, audience, verifier)
             event = event_json("verify", head, denial_members(denial))
-            seen = self.trails.chain_once(chain, lambda: self._denials(chain))
-            await self.store.record(chain.token_id, int(now * 1000), event, seen)
+            seen = self.trails.unsent(chain, lambda: self._denials(chain))
+            try:
+                await self.store.record(chain.token_id, int(now * 1000), event, seen)
+                self.trails.sent(seen)
+            except StoreUnavailable as e:  # the denial stands without the store; only its event is lost, and said
+                log.warning("audit event of a denial not written (%s): %s", e, denial.code)
             return Verdict("denied", await self._denied(chain, denial, now))
         # Every decision is stored under a request_id, the caller's or one made up here, in the same store call
         # that charges: a 503 that came after the store decided is then resent with it and replayed, never charged
@@ -212,7 +220,7 @@ class Authority:
         approval = spec_for(chain, gate, req, audience, self.approvals.ttl_s) if gate is not None else None
         head = self.trails.head(chain, req, audience, verifier)
         cost_json = _encode(req.cost).decode() if req.cost is not None else ""
-        trail = Trail(head, cost_json, self.trails.chain_once(chain, lambda: self._denials(chain)))
+        trail = Trail(head, cost_json, self.trails.unsent(chain, lambda: self._denials(chain)))
         decision = Attempt(
             token_id=chain.token_id,
             now_ms=int(now * 1000),
@@ -240,6 +248,7 @@ class Authority:
             trail=trail,
         )
         outcome = await _for_request(request_id, self.store.decide(decision))
+        self.trails.sent(trail.chain)
         return await self._verdict(chain, req, cost, outcome, now, gate)
 
     async def _verdict(

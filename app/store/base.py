@@ -31,7 +31,9 @@ MAX_APPROVALS = 1000  # per root token id: approvals kept (alive, or ended and s
 APPROVAL_KEPT_MS = 3600 * 1000  # how long an ended approval (used, denied, expired) stays listed
 APPROVAL_INDEX_SIZE = 100_000  # Redis: the newest approvals of every root that the operator's index keeps
 APPROVAL_INDEX_READ = 10_000  # and the newest of those that one operator's list reads
-MAX_CHAINS_SEEN = 10_000  # per root: chains kept for the audit log's views; past it, new ones are not kept
+# Per root: chains kept for the audit log's views and the console's tree (each at most 128 caveats of 256 characters
+# and their prefix ids: ~40 KiB at worst); past it, new ones are not kept, and their events are the operator's only.
+MAX_CHAINS_SEEN = 1000
 TRIM_STEP = 16  # audit events one append lets out at most: trimming never pauses a call
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
 # other calls make meanwhile (each lives at least a second).

@@ -189,13 +189,14 @@ class RedisStore(Store):
             raise NotFound("no such hold")
         held = "" if amount is None else amount
         reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier, ttl_ms, self.policy)
-        await self._note(token_id)
         with _expected_reply("hold"):
             first, second, third, fourth = [*list(reply), "", ""][:4]
             if first not in ("error", "held", "settled", "released"):
                 raise ValueError(first)
             state = None if first == "error" else HoldState(hold_id, first, int(second), third, int(fourth or 0))
         if state is not None:
+            # Only a hold that exists puts its root in the index: made-up hold ids must not fill it with roots.
+            await self._note(token_id)
             return state
         if second == "not_found":
             raise NotFound("the hold is unknown or expired")
