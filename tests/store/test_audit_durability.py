@@ -49,4 +49,4 @@ async def test_a_redis_killed_mid_run_loses_no_acknowledged_event(redis_server: 
     logged = {int(raw.split('"n":')[1].split(",")[0].rstrip("}")) for _, _, raw in kept}
     assert set(acknowledged) <= logged  # every answered call has its event; a call killed unanswered may too
     assert len(logged) <= len(acknowledged) + 8  # and no event of a call that did not happen: at most those in flight
-    assert spent == len(kept) == len(logged)  # each charge (1 micro-unit) with its event, and each event with its charge
+    assert spent == len(kept) == len(logged)  # each charge (1 micro-unit) with its event, each event with its charge
