@@ -83,6 +83,7 @@ def spec_for(chain: VerifiedChain, gate: Step, req: VerifyRequest, audience: str
         chain.prefixes[: gate.index + 1],
         ttl_s * 1000,
         _encode.encode(details),
+        _encode.encode({"caveat": gate.caveat, "hop": gate.hop}).decode()[1:-1],
     )
 
 
@@ -117,6 +118,7 @@ class Approvals:
         self.clock = clock
         self._events: dict[str, tuple[asyncio.Event, int]] = {}  # approval id -> (its event, how many wait)
         self._listener: asyncio.Task[None] | None = None
+        self._local_only = False  # the store said all its decisions are made in this process
         self._posts: set[asyncio.Task[None]] = set()
 
     def _now_ms(self) -> int:
@@ -180,6 +182,8 @@ class Approvals:
 
     def _listen(self) -> None:
         """Start following the store's decisions (Redis: its PUBLISHes), once, on the first wait."""
+        if self._local_only:
+            return
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._follow())
 
@@ -188,7 +192,8 @@ class Approvals:
             try:
                 async for approval_id in self.store.decisions():
                     self._wake(approval_id)
-                return  # a store whose decisions are all made here: _wake hears them
+                self._local_only = True  # a store whose decisions are all made here: _wake hears them
+                return
             except StoreUnavailable as e:
                 log.warning("not hearing approval decisions from the store (waiting calls poll): %s", e)
                 await asyncio.sleep(1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import secrets
 import time
@@ -19,7 +20,8 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from app.approvals import Approvals, Credential, spec_for
-from app.errors import BadRequest, Conflict, InvalidToken, StoreUnavailable
+from app.audit import Trails, chain_members, denial_members, members
+from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable
 from app.schemas import (
     Allowed,
     ApprovalRef,
@@ -40,10 +42,13 @@ from app.store.base import (
     Approval,
     Attempt,
     BudgetSpec,
+    ChainSeen,
     Inspection,
     Outcome,
     RateSpec,
     Store,
+    Trail,
+    event_json,
 )
 from app.token.keys import KeyRing
 from app.token.mint import mint
@@ -60,7 +65,9 @@ from caveats.money import Amount, format_micros, parse_micros
 from caveats.rate import Rate
 
 # Decimals as JSON numbers: as strings, the argument 7.0 and the argument "7.0" would be one request.
+log = logging.getLogger("agentcaps")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
+_encode = msgspec.json.Encoder().encode
 # Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
 _amounts: ByteLRU[int, str] = ByteLRU("amounts")
 AMOUNT_BYTES = 256  # an int key, a str of at most 19 digits and a point, the entry
@@ -107,6 +114,7 @@ class Authority:
         location: str,
         clock: Callable[[], float] = time.time,
         approvals: Approvals | None = None,
+        trails: Trails | None = None,
     ) -> None:
         self.ring = ring
         self.verifier = Verifier(ring)
@@ -114,9 +122,10 @@ class Authority:
         self.location = location
         self.clock = clock
         self.approvals = approvals or Approvals(store, 900, "", location, clock)
+        self.trails = trails or Trails()
 
     # -- mint -----------------------------------------------------------------------------------------
-    def mint(self, req: MintRequest) -> MintResponse:
+    async def mint(self, req: MintRequest) -> MintResponse:
         now = int(self.clock())
         if req.expires_in is not None and req.expires_at is not None:
             raise BadRequest("give expires_in or expires_at, not both", "expires_at")
@@ -147,7 +156,14 @@ class Authority:
             token, token_id = mint(self.ring, self.location, texts)
         except ValueError as e:  # over the token limits (docs/caveats.md), which the verifier would refuse
             raise BadRequest(str(e), "caveats") from None
-        exp = self.verifier.verify(token).analysis.expires_at
+        chain = self.verifier.verify(token)
+        seen = ChainSeen(chain.prefixes, chain.analysis.texts, chain.analysis.hops, self._denials(chain))
+        event = event_json("mint", members(chain_members(chain)))
+        try:  # the token is minted whatever the store says: without it, only the event is lost, and said
+            await self.store.record(token_id, int(self.clock() * 1000), event, seen)
+        except StoreUnavailable as e:
+            log.warning("audit event of the mint of %s not written: %s", token_id, e)
+        exp = chain.analysis.expires_at
         return MintResponse(token, token_id, format_instant(exp) if exp is not None else None, texts)
 
     # -- verify ---------------------------------------------------------------------------------------
@@ -185,6 +201,15 @@ class Authority:
                 stored = await _for_request(req.request_id, lookup)
                 if stored is not None:
                     return await self._verdict(chain, req, cost, stored, now)
+            # A denial the store did not decide is an event all the same: written, then answered.
+            head = self.trails.head(chain, req, audience, verifier)
+            event = event_json("verify", head, denial_members(denial))
+            seen = self.trails.unsent(chain, lambda: self._denials(chain))
+            try:
+                await self.store.record(chain.token_id, int(now * 1000), event, seen)
+                self.trails.sent(seen)
+            except StoreUnavailable as e:  # the denial stands without the store; only its event is lost, and said
+                log.warning("audit event of a denial not written (%s): %s", e, denial.code)
             return Verdict("denied", await self._denied(chain, denial, now))
         # Every decision is stored under a request_id, the caller's or one made up here, in the same store call
         # that charges: a 503 that came after the store decided is then resent with it and replayed, never charged
@@ -193,6 +218,9 @@ class Authority:
         charged = cost is not None
         gate = analysis.approval(ctx)
         approval = spec_for(chain, gate, req, audience, self.approvals.ttl_s) if gate is not None else None
+        head = self.trails.head(chain, req, audience, verifier)
+        cost_json = _encode(req.cost).decode() if req.cost is not None else ""
+        trail = Trail(head, cost_json, self.trails.unsent(chain, lambda: self._denials(chain)))
         decision = Attempt(
             token_id=chain.token_id,
             now_ms=int(now * 1000),
@@ -217,8 +245,10 @@ class Authority:
             verifier=verifier or "",
             made_up_id=req.request_id is None,
             approval=approval,
+            trail=trail,
         )
         outcome = await _for_request(request_id, self.store.decide(decision))
+        self.trails.sent(trail.chain)
         return await self._verdict(chain, req, cost, outcome, now, gate)
 
     async def _verdict(
@@ -272,6 +302,22 @@ class Authority:
             Code.BUDGET_EXCEEDED, f"the call costs {cost}, only {left} {spec.parsed.limit.currency} remain"
         ).at(spec.caveat, spec.hop)
         return Verdict("denied", await self._denied(chain, denial, now, outcome.balances, replayed))
+
+    def _denials(self, chain: VerifiedChain) -> dict[str, str]:
+        """How each denial the store may decide reads for this chain, for its audit events (ChainSeen.denials)."""
+        analysis = chain.analysis
+        out = {
+            "revoked": denial_members(Denial(Code.REVOKED, "this token, or one it derives from, was revoked")),
+            "rate_limited:-1": denial_members(_too_many_holds()),
+            "rate_limited:-2": denial_members(_too_many_approvals()),
+        }
+        for i, rate in enumerate(analysis.rates):
+            out[f"rate_limited:{i}"] = denial_members(_rate_limited(rate))
+        for i, b in enumerate(analysis.budgets):
+            limit = b.parsed.limit
+            said = f"the call costs more than remains of its {format_micros(limit.micros)} {limit.currency}"
+            out[f"budget_exceeded:{i}"] = denial_members(Denial(Code.BUDGET_EXCEEDED, said).at(b.caveat, b.hop))
+        return out
 
     async def _approval_verdict(
         self, chain: VerifiedChain, gate: Step, approval: Approval, new: bool, now: float
@@ -374,7 +420,10 @@ class Authority:
         """Revoke this exact chain and all its descendants (raises InvalidToken for a bad signature)."""
         chain = self.verifier.verify(token)
         exp = chain.analysis.expires_at
-        await self.store.revoke(chain.token_id, chain.chain_id, (exp + 3600) * 1000 if exp is not None else 0)
+        said = members({**chain_members(chain), "reason": "revoked by the holder of this token"})
+        now_ms = int(self.clock() * 1000)
+        ends = (exp + 3600) * 1000 if exp is not None else 0
+        await self.store.revoke(chain.token_id, chain.chain_id, ends, now_ms, event_json("revoke", said))
         return chain.token_id
 
     async def credential(self, token: str) -> Credential | None:
@@ -390,8 +439,18 @@ class Authority:
         found = await self.store.inspect(chain.token_id, chain.prefixes, (), int(now * 1000))
         return None if found.revoked_index is not None else Credential(chain)
 
-    async def revoke_root(self, token_id: str) -> None:
-        await self.store.revoke(token_id, "*", 0)
+    async def revoke_root(self, token_id: str, chain: str | None = None) -> None:
+        """The operator's revocation: the whole root, or one chain seen under it (NotFound for a chain never seen)."""
+        now_ms = int(self.clock() * 1000)
+        if chain is None:
+            said = members({"token_id": token_id, "chain": "*", "reason": "the operator revoked the whole root"})
+            await self.store.revoke(token_id, "*", 0, now_ms, event_json("revoke", said))
+            return
+        seen = next((c for c in await self.store.chains_seen(token_id) if c.chain == chain), None)
+        if seen is None:
+            raise NotFound("no chain with that id was seen under this root token id")
+        said = members({"token_id": token_id, "chain": chain, "reason": "the operator revoked this chain"})
+        await self.store.revoke(token_id, chain, 0, now_ms, event_json("revoke", said))
 
     async def inspect(self, token: str) -> InspectResponse:
         try:

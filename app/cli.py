@@ -1,5 +1,5 @@
 """`agentcaps`: serve | mint | attenuate | inspect | verify | settle | release | extend | revoke | approvals |
-approve | deny | keys | gateway.
+approve | deny | audit | keys | gateway.
 
 One small function per subcommand, registered in COMMANDS with its arguments. `attenuate` and `inspect` work
 offline; the others speak to the service (AGENTCAPS_URL, else http://HOST:PORT) and find the local admin key in
@@ -14,7 +14,10 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +31,7 @@ import msgspec
 from app.config import ADMIN_KEY_FILE, MASTER_KEYS_FILE, Settings, load_or_create_ring, save_ring
 from app.errors import AgentcapsError, ApiError, ConfigError, TokenError, UsageError
 from app.schemas import Allowed, ApprovalView, HoldResponse
-from app.sdk.client import Client
+from app.sdk.client import Client, audit_query
 from app.sdk.token import Token
 from app.token.keys import KeyRing, new_key_entry
 from caveats.grammar import CaveatSyntaxError
@@ -265,15 +268,20 @@ def _spent(allowed: Allowed, cost: str | None) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    if args.chain is not None and args.token_id is None:
+        raise UsageError("--chain names a chain under a root: give its root's --token-id too")
     if (args.token is None) == (args.token_id is None):
         raise UsageError("give a token, or --token-id with the admin key")
     admin = _admin_key(args) if args.token_id else None
     with Client(_url(args), admin_key=admin) as client:
-        done = client.revoke(_read_token(args.token) if args.token else None, token_id=args.token_id)
+        token = _read_token(args.token) if args.token else None
+        done = client.revoke(token, token_id=args.token_id, chain=args.chain)
     if args.token:
-        token = Token.parse(_read_token(args.token)) if args.token != "-" else None
-        who = f"the token held by {token.holder} ({' > '.join(token.delegation)})" if token else "the token"
+        parsed = Token.parse(token) if token and args.token != "-" else None
+        who = f"the token held by {parsed.holder} ({' > '.join(parsed.delegation)})" if parsed else "the token"
         text = f"revoked {who} and every token derived from it; its ancestors and siblings still work"
+    elif args.chain:
+        text = f"revoked chain {args.chain} of root {done.token_id} and every token derived from it"
     else:
         text = f"revoked the whole root {done.token_id} and every token derived from it"
     _out(args, done, text)
@@ -314,17 +322,22 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approver(args: argparse.Namespace) -> Client:
-    """A client presenting what approval commands decide with: --token (a delegator's own token), else the admin
-    key."""
+def _credential(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """What approval and audit commands present, (admin key, token), one of them: --token (a token of the tree:
+    what it may decide or read), else the admin key."""
     if args.token is not None and args.admin_key:
         raise UsageError("give --admin-key or --token, not both")
     if args.token is not None:
-        return Client(_url(args), token=_read_token(args.token))
+        return None, _read_token(args.token)
     try:
-        return Client(_url(args), admin_key=_admin_key(args))
+        return _admin_key(args), None
     except UsageError as e:
-        raise UsageError(f"{e}; or pass --token with a delegator's token") from None
+        raise UsageError(f"{e}; or pass --token with a token of the tree") from None
+
+
+def _approver(args: argparse.Namespace) -> Client:
+    admin_key, token = _credential(args)
+    return Client(_url(args), admin_key=admin_key, token=token)
 
 
 def _approval_text(approval: ApprovalView) -> str:
@@ -361,6 +374,188 @@ def cmd_deny(args: argparse.Namespace) -> int:
         done = client.deny(args.approval_id, args.reason)
     _out(args, done, _approval_text(done))
     return 0
+
+
+# -- audit --------------------------------------------------------------------------------------------------
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # the service sends a keep-alive every 15 s: 60 s of silence is a drop
+SAVE_EVERY = 1000  # events between two cursor saves in a long backlog (and at each `: caught up`)
+FIRST_PAUSE, MAX_PAUSE = 1.0, 30.0  # seconds before a --follow reconnects: doubling, reset by a working stream
+# An event id as the service gives them out (`00000000000000000042`, `1764763200000-0.<token id>`): digits first.
+CURSOR_RE = re.compile(r"[0-9][0-9A-Za-z.:-]{0,127}")
+FROM_THE_OLDEST = "0"  # an id before every id a store gives out: the stream resumes from the oldest event kept
+
+
+def _audit_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters the page and the stream share, as Client.audit's arguments; checked here so that a typo is named
+    before any network call."""
+    if args.allowed not in (None, "true", "false"):
+        raise UsageError(f"--allowed must be true or false, got {args.allowed!r}")
+    return {
+        "token_id": args.token_id,
+        "chain": args.chain,
+        "tool": args.tool,
+        "allowed": None if args.allowed is None else args.allowed == "true",
+        "kind": args.kind,
+    }
+
+
+def _print_event(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()  # a tail or a shipper reading the pipe sees each event as it comes
+
+
+def _read_cursor(path: Path) -> str | None:
+    """The id the last run stopped at; None when there is none yet (no file, or an empty one)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if text and not CURSOR_RE.fullmatch(text):
+        # Guessing would resend or skip events: the operator decides (delete the file to start from the oldest).
+        raise UsageError(f"--cursor-file {path} does not hold an event id (got {text[:40]!r}); fix or remove it")
+    return text or None
+
+
+def _save_cursor(path: Path, event_id: str) -> None:
+    """Written whole or not at all: a crash leaves the previous id, never half of one."""
+    fd, temp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(event_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class _Shipper:
+    """Prints the stream's events and remembers the last one printed (in the cursor file, if any), always after
+    printing: a crash between the two resends one event, never loses one."""
+
+    def __init__(self, cursor_file: Path | None, last: str | None) -> None:
+        self.cursor_file = cursor_file
+        self.last = last
+        self.saved = last
+        self.unsaved = 0
+
+    def event(self, event_id: str, data: str) -> None:
+        _print_event(data)
+        self.last, self.unsaved = event_id, self.unsaved + 1
+        if self.unsaved >= SAVE_EVERY:
+            self.save()
+
+    def save(self) -> None:
+        if self.cursor_file is not None and self.last is not None and self.last != self.saved:
+            _save_cursor(self.cursor_file, self.last)
+            self.saved = self.last
+        self.unsaved = 0
+
+
+def _read_stream(http: httpx.Client, url: str, headers: dict[str, str], shipper: _Shipper, follow: bool) -> bool:
+    """One connection to the stream, from the shipper's last id. True when it stopped at `: caught up` (without
+    --follow); False when the service ended the stream (a store that stopped answering says so first)."""
+    resume = {"last-event-id": shipper.last} if shipper.last else {}
+    with http.stream("GET", url, headers={**headers, **resume}, timeout=STREAM_TIMEOUT) as response:
+        if response.status_code != 200:
+            response.read()
+            raise _http_error(response)
+        event_id, data = None, None
+        for line in response.iter_lines():
+            if line == "":  # the blank line that ends an event
+                if event_id is not None and data is not None:
+                    shipper.event(event_id, data)
+                event_id, data = None, None
+            elif line.startswith("id:"):
+                event_id = line[3:].removeprefix(" ")
+            elif line.startswith("data:"):
+                data = line[5:].removeprefix(" ")
+            elif line == ": caught up":
+                shipper.save()
+                if not follow:
+                    return True
+            elif line.startswith(": the store is unavailable"):
+                print(f"agentcaps audit: the service said{line[1:]}", file=sys.stderr)
+    shipper.save()
+    return False
+
+
+def _http_error(response: httpx.Response) -> ApiError:
+    """The stream's refusal (a bad filter, a rejected credential) in the words the service used."""
+    try:
+        body = response.json()
+        return ApiError(response.status_code, body["code"], body["reason"], body.get("field"))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(response.status_code, "http_error", response.text[:200] or response.reason_phrase)
+
+
+def _stream_audit(args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    cursor_file = Path(args.cursor_file) if args.cursor_file else None
+    # A first run ships every event still kept; --follow alone starts from now.
+    start = (_read_cursor(cursor_file) or FROM_THE_OLDEST) if cursor_file is not None else None
+    admin_key, token = _credential(args)
+    headers = {"authorization": f"Bearer {admin_key or token}"}
+    url = _url(args).rstrip("/") + "/v1/audit/stream" + audit_query(**filters)
+    shipper = _Shipper(cursor_file, start)
+    pause: float | None = None
+    with httpx.Client(timeout=STREAM_TIMEOUT) as http:
+        try:
+            while True:
+                seen = shipper.last
+                try:
+                    if _read_stream(http, url, headers, shipper, args.follow):
+                        return 0
+                    why = "the service ended the stream"
+                except (httpx.TransportError, ApiError) as e:
+                    if isinstance(e, ApiError) and e.status < 500:
+                        raise  # a refusal: reconnecting would be refused again
+                    why = str(e) or type(e).__name__
+                if not args.follow:
+                    # The cursor holds what was printed: the next run resumes there.
+                    print(f"agentcaps audit: {why}; the next run resumes after {shipper.last}", file=sys.stderr)
+                    return EXIT_FAILED
+                # 1 s after a stream that printed something, doubling while nothing comes through
+                pause = FIRST_PAUSE if pause is None or shipper.last != seen else min(pause * 2, MAX_PAUSE)
+                after = f" after {shipper.last}" if shipper.last else ""
+                print(f"agentcaps audit: {why}; reconnecting in {pause:.0f} s{after}", file=sys.stderr)
+                time.sleep(pause)
+        finally:
+            shipper.save()
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds through the shipper's last save, as Ctrl-C does
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    filters = _audit_filters(args)
+    if args.limit is not None and not 1 <= args.limit <= 1000:
+        raise UsageError(f"--limit must be 1 to 1000, got {args.limit}")
+    if not (args.follow or args.cursor_file):
+        with _approver(args) as client:
+            page = client.audit(**filters, since=args.since, until=args.until, limit=args.limit)
+        for event in reversed(page["events"]):  # oldest first: the order a log is read in
+            _print_event(msgspec.json.encode(event).decode())
+        if page.get("next"):
+            print(
+                f"agentcaps audit: older events than these remain (up to {args.limit or 100} are shown: raise "
+                "--limit, narrow with --since, or ship them all with --cursor-file)",
+                file=sys.stderr,
+            )
+        return 0
+    for flag, value in (("--limit", args.limit), ("--since", args.since), ("--until", args.until)):
+        if value is not None:
+            raise UsageError(f"{flag} picks one page: it does not go with --follow or --cursor-file")
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    before = signal.signal(signal.SIGTERM, _stop_on_sigterm) if on_main_thread else None
+    try:
+        return _stream_audit(args, filters)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, before)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -487,6 +682,7 @@ def _extend_args(p: argparse.ArgumentParser) -> None:
 def _revoke_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", nargs="?", help="revoke this token and everything derived from it")
     p.add_argument("--token-id", help="revoke a whole root (needs the admin key)")
+    p.add_argument("--chain", help="with --token-id: revoke only this chain (an id from agentcaps audit) and below")
     _service_flags(p, admin=True)
 
 
@@ -504,6 +700,25 @@ def _decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("approval_id", metavar="ID", help="the approval id a denied call named (agentcaps approvals)")
     p.add_argument("--reason", help="said to the caller (with deny, in its denial), up to 1024 characters")
     _approver_flags(p)
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token-id", help="only this root's events")
+    p.add_argument("--chain", help="only this chain's events")
+    p.add_argument("--tool", help="only calls of this tool")
+    p.add_argument("--allowed", metavar="true|false", help="only allowed, or only denied, decisions")
+    p.add_argument("--kind", choices=["verify", "settle", "release", "expire", "extend", "approval", "revoke", "mint"])
+    p.add_argument("--since", metavar="RFC3339", help="one page: events at or after this instant")
+    p.add_argument("--until", metavar="RFC3339", help="one page: events at or before this instant")
+    p.add_argument("--limit", type=int, help="one page: at most this many events, 1 to 1000 (default 100)")
+    p.add_argument("--follow", action="store_true", help="keep printing events as they happen (reconnects)")
+    p.add_argument(
+        "--cursor-file",
+        metavar="FILE",
+        help="resume after the id in FILE (none: from the oldest event kept), print up to now, save the last id",
+    )
+    p.add_argument("--token", help="read as this token: its own chain's events and below ('-' reads stdin)")
+    _service_flags(p, admin=True)
 
 
 def _gateway_args(p: argparse.ArgumentParser) -> None:
@@ -537,6 +752,7 @@ COMMANDS: dict[str, Command] = {
     "approvals": (cmd_approvals, "list the approvals the admin key or a delegator's token may decide", _approvals_args),
     "approve": (cmd_approve, "approve a call waiting for approval: it runs once", _decide_args),
     "deny": (cmd_deny, "deny a call waiting for approval, with a reason", _decide_args),
+    "audit": (cmd_audit, "print the audit log as JSON lines, oldest first; --follow, --cursor-file", _audit_args),
     "keys": (cmd_keys, "master keys: generate or rotate", _keys_args),
 }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.errors import ConfigError
+from app.store.base import AuditPolicy
 from app.token.keys import KeyRing, new_key_entry
 
 MASTER_KEYS_FILE = "master_keys"
@@ -26,6 +27,7 @@ ADMIN_KEY_FILE = "admin_key"
 T = TypeVar("T")
 MIN_SECRET_CHARS = 32  # admin and verifier keys: guessing one must be out of reach
 MAX_APPROVAL_TTL = 7 * 86400
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _VERIFIER_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}):(\S+)")
 
 
@@ -45,6 +47,13 @@ class Settings:
     cache_mb: int = 64  # AGENTCAPS_CACHE_MB: what the verifier's caches may hold in all (caveats.cache)
     approval_ttl: int = 900  # AGENTCAPS_APPROVAL_TTL: seconds an approval waits, and an approved one stays usable
     approval_webhook: str = ""  # AGENTCAPS_APPROVAL_WEBHOOK: where each new pending approval is POSTed
+    audit_retention: int = 7 * 86400  # AGENTCAPS_AUDIT_RETENTION, in seconds: how long audit events are kept
+    audit_max_events: int = 1_000_000  # AGENTCAPS_AUDIT_MAX_EVENTS: how many are kept at most
+    audit_args: str = "full"  # AGENTCAPS_AUDIT_ARGS: full (cut at 4 KiB) or none
+
+    @property
+    def audit(self) -> AuditPolicy:
+        return AuditPolicy(self.audit_retention * 1000, self.audit_max_events)
 
     @property
     def public_location(self) -> str:
@@ -76,6 +85,19 @@ class Settings:
         webhook = env.get("AGENTCAPS_APPROVAL_WEBHOOK", "")
         if webhook and not re.fullmatch(r"https?://[^\s]+", webhook):
             raise ConfigError(f"AGENTCAPS_APPROVAL_WEBHOOK must be an http:// or https:// URL, got {webhook!r}")
+        retention_text = env.get("AGENTCAPS_AUDIT_RETENTION", "7d")
+        found = re.fullmatch(r"([1-9][0-9]{0,6})([smhd])", retention_text)
+        if found is None or int(found[1]) * _UNIT[found[2]] > 3650 * 86400:
+            raise ConfigError(
+                f"AGENTCAPS_AUDIT_RETENTION must be a duration like 7d, 12h, 30m or 3600s (at most 10 years), got "
+                f"{retention_text!r}"
+            )
+        max_text = env.get("AGENTCAPS_AUDIT_MAX_EVENTS", "1000000")
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", max_text):
+            raise ConfigError(f"AGENTCAPS_AUDIT_MAX_EVENTS must be a whole number, 1 or more, got {max_text!r}")
+        audit_args = env.get("AGENTCAPS_AUDIT_ARGS", "full")
+        if audit_args not in ("full", "none"):
+            raise ConfigError(f"AGENTCAPS_AUDIT_ARGS must be full or none, got {audit_args!r}")
         values: dict[str, object] = {
             "store": env.get("AGENTCAPS_STORE", "local://"),
             "data_dir": data_dir,
@@ -88,6 +110,9 @@ class Settings:
             "cache_mb": int(cache_text),
             "approval_ttl": int(ttl_text),
             "approval_webhook": webhook,
+            "audit_retention": int(found[1]) * _UNIT[found[2]],
+            "audit_max_events": int(max_text),
+            "audit_args": audit_args,
         }
         values.update(overrides)
         master = env.get("AGENTCAPS_MASTER_KEYS")

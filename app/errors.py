@@ -5,8 +5,9 @@ refused call is a Denial, a value, not one of these. Each line says when it is r
     ├── BadRequest        a request that cannot be acted on, naming its field (a ValueError) — 400 bad_request
     ├── Unauthorized      no admin or verifier key, a wrong one, or a body naming another audience — 401 unauthorized
     ├── InvalidToken      undecodable, over a limit, unknown key id, bad signature — 403 invalid_token denial
-    ├── NotFound          no such hold, an expired one, or another verifier's — 404 not_found
+    ├── NotFound          no such hold or approval, an expired one, another verifier's — 404 not_found
     ├── Conflict          a hold concluded otherwise, a request_id reused for another request — 409 conflict
+    ├── TooMany           more live audit streams than one process serves — 429 too_many
     ├── StoreUnavailable  the counter store did not answer for sure: fail closed — 503 store_unavailable
     ├── ConfigError       settings that cannot be used, said in plain words — the service does not start
     ├── UsageError        a CLI command given what it cannot use — exit code 2
@@ -47,6 +48,10 @@ class NotFound(AgentcapsError):
 
 class Conflict(AgentcapsError):
     pass
+
+
+class TooMany(AgentcapsError):
+    """The caller asks the service to hold more of something than it holds for anyone (live audit streams): 429."""
 
 
 class StoreUnavailable(AgentcapsError):

@@ -130,6 +130,7 @@ class HoldResponse(Strict):
 class RevokeRequest(Strict):
     token: TokenText | None = None
     token_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")] | None = None
+    chain: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")] | None = None  # with token_id: one chain seen under it
 
 
 class RevokeResponse(Strict):

@@ -48,6 +48,15 @@ ensure_redis_server_binary() {
   fi
 }
 
+ensure_chromium() {  # Debian's Chromium and its driver, for the console's browser tests (tests/console/)
+  if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    echo "installing Debian's chromium and chromium-driver ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+      || { as_root apt-get update -q >/dev/null \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }
+  fi
+}
+
 ensure_redis() {  # a Redis on 127.0.0.1:6379, started here (AOF on, noeviction) if none answers
   redis_answers 6379 && return 0
   ensure_redis_server_binary

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.cli import COMMANDS, main, parser
 from app.config import MASTER_KEYS_FILE, load_or_create_ring
+from app.sdk import Client
 from app.token.keys import KeyRing
 from app.token.mint import mint
 from tests.keys import ADMIN_KEY, WRONG_ADMIN_KEY
-from tests.processes import Service
+from tests.processes import Service, free_port, wait_until
 
 
 @pytest.fixture
@@ -388,3 +393,230 @@ def test_an_empty_id_is_bad_input_never_sent(capsys: pytest.CaptureFixture[str])
     for argv in (["approve", "", "--admin-key", ADMIN_KEY], ["release", ""]):
         code, _, err = run(capsys, *argv, "--url", "http://127.0.0.1:9")  # nothing listens: nothing is sent
         assert code == 2 and err.endswith(": an id cannot be empty"), err
+
+
+# -- audit ------------------------------------------------------------------------------------------------
+def audit_lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line]
+
+
+@pytest.fixture
+def audited(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+) -> tuple[Service, str, str, str]:
+    """A service with a root (orchestrator) and two children (a, b), each of which made a call: (service, root,
+    a, b)."""
+    service: Service = service_factory("memory://")  # type: ignore[operator]
+    monkeypatch.setenv("AGENTCAPS_URL", service.url)
+    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "1 USD", "--expires-in", "600")[1]
+    a = run(capsys, "attenuate", root, "--to", "a")[1]
+    b = run(capsys, "attenuate", root, "--to", "b")[1]
+    assert run(capsys, "verify", a, "--tool", "search")[0] == 0
+    assert run(capsys, "verify", b, "--tool", "pay", "--cost", "5 USD")[0] == 3
+    return service, root, a, b
+
+
+def test_audit_prints_one_page_oldest_first_as_json_lines(
+    capsys: pytest.CaptureFixture[str], audited: tuple[Service, str, str, str]
+) -> None:
+    code, out, err = run(capsys, "audit")
+    events = audit_lines(out)
+    assert (code, err) == (0, "")
+    assert [(e["kind"], e.get("holder"), e.get("allowed")) for e in events] == [
+        ("mint", "orchestrator", None),
+        ("verify", "a", True),
+        ("verify", "b", False),
+    ]
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)  # type: ignore[type-var]
+    code, out, _ = run(capsys, "audit", "--allowed", "false", "--tool", "pay", "--kind", "verify")
+    assert [e["code"] for e in audit_lines(out)] == ["budget_exceeded"]
+    code, out, err = run(capsys, "audit", "--limit", "2")
+    assert [e["holder"] for e in audit_lines(out)] == ["a", "b"]  # the newest two, still oldest first
+    assert err.startswith("agentcaps audit: older events than these remain")
+    code, out, _ = run(capsys, "audit", "--since", "2999-01-01T00:00:00Z")
+    assert (code, out) == (0, "")
+
+
+def test_audit_with_a_cursor_file_prints_each_event_once_across_runs(
+    capsys: pytest.CaptureFixture[str], audited: tuple[Service, str, str, str], tmp_path: Path
+) -> None:
+    _, _, a, _ = audited
+    cursor = tmp_path / "cursor"
+    code, first, _ = run(capsys, "audit", "--cursor-file", str(cursor))
+    assert code == 0 and len(audit_lines(first)) == 3  # no file yet: every event still kept
+    assert cursor.read_text().strip() == audit_lines(first)[-1]["id"]
+    for _ in range(2):
+        assert run(capsys, "verify", a, "--tool", "search")[0] == 0
+    code, second, _ = run(capsys, "audit", "--cursor-file", str(cursor))
+    assert code == 0 and [e["holder"] for e in audit_lines(second)] == ["a", "a"]
+    code, third, _ = run(capsys, "audit", "--cursor-file", str(cursor))
+    assert (code, third) == (0, "")  # nothing new: nothing printed
+    shipped = [e["id"] for e in audit_lines(first) + audit_lines(second)]
+    page = [e["id"] for e in audit_lines(run(capsys, "audit")[1])]
+    assert shipped == page  # every event, once, in order
+    assert cursor.read_text().strip() == page[-1]
+    assert [p.name for p in tmp_path.iterdir()] == ["cursor"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("garbage", ["not an id!", "junk", "1\n2", "x" * 200])
+def test_a_cursor_file_that_holds_no_event_id_is_an_error_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, garbage: str
+) -> None:
+    # Resending everything or skipping to now would both be silent; the operator decides. Nothing is sent.
+    cursor = tmp_path / "cursor"
+    cursor.write_text(garbage)
+    code, out, err = run(capsys, "audit", "--cursor-file", str(cursor), "--admin-key", ADMIN_KEY, "--url", DOWN)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"agentcaps audit: --cursor-file {cursor} does not hold an event id")
+    assert cursor.read_text() == garbage
+
+
+DOWN = "http://127.0.0.1:9"  # nothing listens: a refusal there was made before anything was sent
+ONE_PAGE = "picks one page: it does not go with --follow or --cursor-file"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--allowed", "maybe"], "--allowed must be true or false, got 'maybe'"),
+        (["--limit", "0"], "--limit must be 1 to 1000, got 0"),
+        (["--limit", "1001"], "--limit must be 1 to 1000, got 1001"),
+        (["--follow", "--limit", "5"], f"--limit {ONE_PAGE}"),
+        (["--cursor-file", "c", "--since", "2026-01-01T00:00:00Z"], f"--since {ONE_PAGE}"),
+        (["--token", "t"], "give --admin-key or --token, not both"),
+    ],
+)
+def test_audit_refuses_bad_flags_before_sending_anything(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "audit", *argv, "--admin-key", ADMIN_KEY, "--url", DOWN)
+    assert (code, out) == (2, "")
+    assert err == f"agentcaps audit: {message}"
+
+
+def test_the_service_names_a_bad_filter(
+    capsys: pytest.CaptureFixture[str], audited: tuple[Service, str, str, str]
+) -> None:
+    code, _, err = run(capsys, "audit", "--token-id", "xyz")
+    assert code == 2 and err.startswith("agentcaps audit: 400 bad_request: ") and "token_id" in err
+    code, _, err = run(capsys, "audit", "--token-id", "xyz", "--follow")  # the stream's refusal: never retried
+    assert code == 2 and err.startswith("agentcaps audit: 400 bad_request: ") and "token_id" in err
+
+
+def test_audit_follow_prints_live_events(audited: tuple[Service, str, str, str]) -> None:
+    service, _, a, _ = audited
+    env = {**os.environ, "AGENTCAPS_URL": service.url, "AGENTCAPS_ADMIN_KEYS": ADMIN_KEY}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "audit", "--follow", "--tool", "fetch"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(follower.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        deadline = time.monotonic() + 20
+        while reader.is_alive() and time.monotonic() < deadline:  # the follower may not be connected yet
+            with Client(service.url) as client:
+                client.verify(a, "fetch")
+            reader.join(0.5)
+        assert lines and lines[0], "no live event within 20 s"
+        event = json.loads(lines[0])
+        assert (event["kind"], event["tool"], event["holder"]) == ("verify", "fetch", "a")
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=10)
+    assert follower.returncode == 0, err  # SIGTERM is a clean stop
+
+
+def test_a_token_reads_only_its_own_subtree_through_the_cli(
+    capsys: pytest.CaptureFixture[str], audited: tuple[Service, str, str, str], tmp_path: Path
+) -> None:
+    _, root, a, b = audited
+    root_id = json.loads(run(capsys, "inspect", root, "--json")[1])["token_id"]
+    other = run(capsys, "mint", "--subject", "elsewhere", "--expires-in", "600")[1]
+    for argv in ([], ["--cursor-file", str(tmp_path / "a-cursor")]):
+        code, out, _ = run(capsys, "audit", "--token", a, *argv)
+        assert code == 0 and [e["holder"] for e in audit_lines(out)] == ["a"], argv
+    code, out, _ = run(capsys, "audit", "--token", b, "--allowed", "true")
+    assert (code, out) == (0, "")  # b's only call was denied; a's allowed one is not b's to see
+    code, out, _ = run(capsys, "audit", "--token", other, "--token-id", root_id)
+    assert (code, out) == (0, "")  # another root's token asks for this root by id: nothing
+    code, out, _ = run(capsys, "audit", "--token", a[:-4] + ("AAAA" if not a.endswith("AAAA") else "BBBB"))
+    assert code == 2 and out == ""
+
+
+def test_revoke_one_chain_seen_in_the_log(
+    capsys: pytest.CaptureFixture[str], audited: tuple[Service, str, str, str]
+) -> None:
+    _, root, a, b = audited
+    seen = next(e for e in audit_lines(run(capsys, "audit", "--token", a)[1]))
+    code, out, err = run(capsys, "revoke", "--token-id", str(seen["token_id"]), "--chain", str(seen["chain"]))
+    assert code == 0, err
+    assert out == f"revoked chain {seen['chain']} of root {seen['token_id']} and every token derived from it"
+    assert run(capsys, "verify", a, "--tool", "search")[1].startswith("denied revoked")
+    assert run(capsys, "verify", b, "--tool", "search")[0] == 0  # its sibling still works
+    assert run(capsys, "verify", root, "--tool", "search")[0] == 0
+    code, _, err = run(capsys, "revoke", "--chain", str(seen["chain"]))
+    assert code == 2 and "--chain names a chain under a root: give its root's --token-id too" in err
+
+
+def test_audit_follow_reconnects_after_the_last_event_when_the_service_restarts(tmp_path: Path) -> None:
+    """local:// keeps the log across a restart: the follower, cut off by a crash, picks up after what it printed."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AGENTCAPS_STORE": "local://",
+        "AGENTCAPS_DATA_DIR": str(tmp_path / "data"),
+        "AGENTCAPS_PORT": str(port),
+        "AGENTCAPS_ADMIN_KEYS": ADMIN_KEY,
+        "AGENTCAPS_LOG_LEVEL": "ERROR",
+        "AGENTCAPS_URL": url,
+    }
+
+    def serve() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_until(lambda: httpx.get(url + "/healthz", timeout=1).status_code == 200, what="the service")
+        return process
+
+    service = serve()
+    cursor = tmp_path / "cursor"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "audit", "--follow", "--cursor-file", str(cursor)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in follower.stdout or ():
+            printed.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        with Client(url, admin_key=ADMIN_KEY) as admin:
+            token = admin.mint("orchestrator", expires_in=600).token
+            admin.verify(token, "before")
+        assert [json.loads(printed.get(timeout=20))["kind"] for _ in range(2)] == ["mint", "verify"]
+        service.kill()  # a crash: the stream is cut, not ended
+        service.wait(10)
+        service = serve()
+        with Client(url) as client:
+            client.verify(token, "after")
+        event = json.loads(printed.get(timeout=30))
+        assert event["tool"] == "after"  # nothing again, nothing skipped
+        # Saved once the service says the backlog is sent, just after the event.
+        wait_until(lambda: cursor.read_text().strip() == event["id"], 10, "the cursor to be saved")
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=10)
+        service.terminate()
+        service.wait(10)
+    assert "reconnecting in 1 s after " in err, err
+    assert printed.empty()

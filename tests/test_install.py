@@ -3,9 +3,11 @@ and the server and MCP parts come as extras that say so when they are missing.""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -74,3 +76,20 @@ def test_the_extras_bring_the_modules_the_cli_names() -> None:
     assert {"litestar", "uvicorn", "redis", "hiredis", "prometheus-client"} == server
     assert {Requirement(r).name for r in extras["mcp"]} == {"mcp"}
     assert "agentcaps" in {Requirement(r).name for r in extras["dev"]}  # dev installs both parts
+
+
+def test_the_wheel_carries_the_consoles_files_and_the_lua_scripts(tmp_path: Path) -> None:
+    """The console is served from package data: a wheel without its HTML, CSS and JS would serve 500s."""
+    source = tmp_path / "src"  # a copy: a build in the checkout would leave build/ there
+    for folder in ("app", "caveats"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / file, source / file)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)]
+    done = subprocess.run(build, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "dist").glob("agentcaps-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = {f"app/console/static/{name}" for name in ("index.html", "console.js", "console.css")}
+    assert console <= names, sorted(console - names)
+    assert "app/store/lua/decide.lua" in names

@@ -17,14 +17,17 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
+from litestar.response import Stream
 
+from app import console
 from app.api import openapi
 from app.api.body import decode
 from app.api.metrics import Metrics
 from app.approvals import Approvals, Credential
+from app.audit import AuditLog, Query, Trails
 from app.authority import Authority, Kind
 from app.config import Settings
-from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, Unauthorized
+from app.errors import BadRequest, Conflict, InvalidToken, NotFound, StoreUnavailable, TooMany, Unauthorized
 from app.schemas import (
     ApprovalList,
     DecideRequest,
@@ -45,6 +48,8 @@ from caveats import cache
 from caveats.denial import Code
 
 MAX_BODY = 64 * 1024
+MAX_STREAMS = 100  # live audit streams one process serves: each looks at the store twice a second
+_NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}  # a proxy must pass events on as they come
 NOT_A_CREDENTIAL = "the credential presented is neither an admin key nor a live token of this service"
 NO_SUCH_APPROVAL = "no such approval that this credential may decide: unknown, expired, or not its to decide"
 RETRY_AFTER = "1"
@@ -59,6 +64,7 @@ ANSWERS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    TooMany: (429, "too_many"),
 }
 
 
@@ -93,13 +99,14 @@ def _refusal(presented: str | None, what: str) -> str:
 
 def create_app(settings: Settings, store: Store | None = None, clock: Callable[[], float] = time.time) -> Litestar:
     store = store or open_store(
-        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync
+        settings.store, settings.store_timeout, settings.redis_wait, settings.data_dir, settings.fsync, settings.audit
     )
     cache.configure(settings.cache_mb * cache.MIB)  # one total for the process's caches, whatever app set it last
     approvals = Approvals(
         store, settings.approval_ttl, settings.approval_webhook, settings.public_location.rstrip("/"), clock
     )
-    authority = Authority(settings.ring, store, settings.public_location, clock, approvals)
+    authority = Authority(settings.ring, store, settings.public_location, clock, approvals, Trails(settings.audit_args))
+    audit_log = AuditLog(store)
     metrics = Metrics()
 
     def require_admin(request: Request[Any, Any, Any]) -> None:
@@ -129,7 +136,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @post("/v1/tokens", status_code=201)
     async def mint_token(request: Request[Any, Any, Any]) -> Response[bytes]:
         require_admin(request)
-        return _json(authority.mint(decode(await request.body(), MintRequest)), 201)
+        return _json(await authority.mint(decode(await request.body(), MintRequest)), 201)
 
     @post("/v1/verify", status_code=200)
     async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -187,15 +194,19 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
         return _json(await authority.extend(hold_id, decode(body, ExtendRequest).hold_ttl, name))
 
+    async def credential_of(presented: str) -> Credential | None:
+        """The admin key's operator, the holder of a live token, else None: the API's and the console's rule."""
+        if _match(presented, settings.admin_keys) is not None:
+            return Credential()
+        return await authority.credential(presented)
+
     async def approver(request: Request[Any, Any, Any], unknown: type[Exception]) -> Credential:
         """The admin key's operator, or the holder of a live token. Anything else presented raises `unknown`:
         NotFound where one approval is asked for (a forged token learns no more than one that may not decide)."""
         presented = _bearer(request)
         if presented is None:
             raise Unauthorized("this needs Authorization: Bearer <admin key or token>")
-        if _match(presented, settings.admin_keys) is not None:
-            return Credential()
-        found = await authority.credential(presented)
+        found = await credential_of(presented)
         if found is None:
             raise unknown(NOT_A_CREDENTIAL if unknown is Unauthorized else NO_SUCH_APPROVAL)
         return found
@@ -224,14 +235,31 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     async def deny(request: Request[Any, Any, Any], approval_id: FromPath[str]) -> Response[bytes]:
         return await decide(request, approval_id, False)
 
+    @get("/v1/audit")
+    async def audit(request: Request[Any, Any, Any]) -> Response[bytes]:
+        who = await approver(request, Unauthorized)
+        events, after = await audit_log.page(who, Query.parse(request.query_params))
+        return _json({"events": events, "next": after} if after else {"events": events})
+
+    @get("/v1/audit/stream")
+    async def audit_stream(request: Request[Any, Any, Any]) -> Stream:
+        who = await approver(request, Unauthorized)
+        query = Query.parse(request.query_params).for_stream(request.query_params)
+        resume = request.headers.get("last-event-id") or query.after
+        if audit_log.streams >= MAX_STREAMS:
+            raise TooMany(f"this service process already serves {MAX_STREAMS} audit streams; retry later")
+        return Stream(audit_log.stream(who, query, resume), media_type="text/event-stream", headers=_NO_CACHE)
+
     @post("/v1/revoke", status_code=200)
     async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
         req = decode(await request.body(), RevokeRequest)
         if (req.token is None) == (req.token_id is None):
             raise BadRequest("give exactly one of token or token_id", "token")
+        if req.chain is not None and req.token_id is None:
+            raise BadRequest("a chain is revoked with the token_id of its root", "token_id")
         if req.token_id is not None:
             require_admin(request)
-            await authority.revoke_root(req.token_id)
+            await authority.revoke_root(req.token_id, req.chain)
             return _json(RevokeResponse(True, req.token_id))
         assert req.token is not None
         try:
@@ -302,6 +330,8 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             revoke,
             inspect,
             list_approvals,
+            audit,
+            audit_stream,
             get_approval,
             approve,
             deny,
@@ -309,6 +339,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
             readyz,
             metrics_endpoint,
             schema,
+            console.router(authority, approvals, audit_log, credential_of, MAX_STREAMS, settings.public_location),
         ],
         exception_handlers={Exception: on_error},
         request_max_body_size=MAX_BODY,

@@ -170,6 +170,8 @@ def serve(settings: Settings, workers: int = 1) -> None:
             log_level="warning",
             access_log=False,
             server_header=False,
+            # Live audit streams never end by themselves: a stop waits this long for them, then closes them.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
 
 
@@ -179,6 +181,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
 # Only those uvicorn handles itself while it serves (its supervisor takes SIGHUP to restart the workers too): a
 # handler of ours that raised inside its event loop would be logged as a transport error, not stop anything.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+GRACEFUL_SHUTDOWN_S = 5
 
 
 class _Stop(BaseException):

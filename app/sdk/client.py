@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from inspect import Parameter, signature
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
@@ -61,8 +61,11 @@ _revoked = msgspec.json.Decoder(RevokeResponse)
 _inspected = msgspec.json.Decoder(InspectResponse)
 _approval = msgspec.json.Decoder(ApprovalView)
 _approval_list = msgspec.json.Decoder(ApprovalList)
-Credential = Literal["verifier", "admin", "approver"]  # which of the client's keys a call presents
+_audit_page = msgspec.json.Decoder(dict[str, Any])
+# Which of the client's keys a call presents; "approver" is the admin key, else the token (approvals, the audit log).
+Credential = Literal["verifier", "admin", "approver"]
 ApprovalState = Literal["pending", "approved", "denied", "used", "expired"]
+AuditKind = Literal["verify", "settle", "release", "expire", "extend", "approval", "revoke", "mint"]
 
 
 class _ApprovalsDecoder:
@@ -238,8 +241,12 @@ class _Builder:
         return _Call(_hold_path(hold_id, "extend"), body, _held, resend=True)
 
     @staticmethod
-    def revoke(token: str | None = None, *, token_id: str | None = None) -> _Call[RevokeResponse]:
-        req = RevokeRequest(str(token) if token is not None else None, token_id)
+    def revoke(
+        token: str | None = None, *, token_id: str | None = None, chain: str | None = None
+    ) -> _Call[RevokeResponse]:
+        """Revoke a token and everything derived from it; with the admin key, `token_id` revokes a whole root, and
+        `token_id` with `chain` (a chain id from the audit log) that one chain and everything derived from it."""
+        req = RevokeRequest(str(token) if token is not None else None, token_id, chain)
         return _Call("/v1/revoke", _body(req), _revoked, "admin" if token_id is not None else "verifier")
 
     @staticmethod
@@ -269,6 +276,36 @@ class _Builder:
         """Refuse the call waiting on this approval: it and its retries are denied approval_denied, with
         `reason`."""
         return _Call(_approval_path(approval_id, "deny"), _body(DecideRequest(reason)), _approval, "approver")
+
+    @staticmethod
+    def audit(
+        *,
+        token_id: str | None = None,
+        chain: str | None = None,
+        tool: str | None = None,
+        allowed: bool | None = None,
+        kind: AuditKind | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> _Call[dict[str, Any]]:
+        """One page of the audit log this client's credential may read (the admin key: every event; a token: its
+        own chain's and those derived from it), newest first: `{"events": [...], "next": id}`, `next` only when
+        there may be more; pass it as `after` for the next, older page. `since`/`until` are RFC 3339 instants like
+        2026-12-01T00:00:00Z; `limit` is 1 to 1000 (default 100)."""
+        query = audit_query(
+            token_id=token_id,
+            chain=chain,
+            tool=tool,
+            allowed=allowed,
+            kind=kind,
+            since=since,
+            until=until,
+            limit=limit,
+            after=after,
+        )
+        return _Call("/v1/audit" + query, None, _audit_page, "approver", "GET")
 
 
 def _sends(build: Callable[P, _Call[T]]) -> Callable[Concatenate[Client, P], T]:
@@ -300,6 +337,13 @@ def _like(method: F, build: Callable[..., Any], owner: str) -> F:
         parameters=[self, *signature(build).parameters.values()], return_annotation=answer
     )
     return method
+
+
+def audit_query(**filters: str | int | bool | None) -> str:
+    """`?tool=pay&allowed=false`: the audit log's filters as a query string, the unset ones left out (the page and
+    the stream take the same filters)."""
+    given = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in filters.items() if v is not None}
+    return "?" + urlencode(given) if given else ""
 
 
 def _segment(value: str) -> str:
@@ -400,6 +444,7 @@ class Client(_Base):
     approval = _sends(_Builder.approval)
     approve = _sends(_Builder.approve)
     deny = _sends(_Builder.deny)
+    audit = _sends(_Builder.audit)
 
     def close(self) -> None:
         self.http.close()
@@ -458,6 +503,7 @@ class AsyncClient(_Base):
     approval = _awaits(_Builder.approval)
     approve = _awaits(_Builder.approve)
     deny = _awaits(_Builder.deny)
+    audit = _awaits(_Builder.audit)
 
     async def aclose(self) -> None:
         await self.http.aclose()

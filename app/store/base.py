@@ -31,6 +31,10 @@ MAX_APPROVALS = 1000  # per root token id: approvals kept (alive, or ended and s
 APPROVAL_KEPT_MS = 3600 * 1000  # how long an ended approval (used, denied, expired) stays listed
 APPROVAL_INDEX_SIZE = 100_000  # Redis: the newest approvals of every root that the operator's index keeps
 APPROVAL_INDEX_READ = 10_000  # and the newest of those that one operator's list reads
+# Per root: chains kept for the audit log's views and the console's tree (each at most 128 caveats of 256 characters
+# and their prefix ids: ~40 KiB at worst); past it, new ones are not kept, and their events are the operator's only.
+MAX_CHAINS_SEEN = 1000
+TRIM_STEP = 16  # audit events one append lets out at most: trimming never pauses a call
 # Steps one decide or inspect may take: enough for MAX_OPEN_HOLDS ending at once, with room for holds that
 # other calls make meanwhile (each lives at least a second).
 MAX_STEPS = 4 * (MAX_OPEN_HOLDS // PURGE_STEP + 1)
@@ -49,6 +53,42 @@ class RateSpec(msgspec.Struct, frozen=True, array_like=True):
     window_ms: int
 
 
+class ChainSeen(msgspec.Struct, frozen=True, array_like=True):
+    """A chain as the service verified it, kept per root (the audit log's subtree views, the console's tree): its
+    prefix ids (`prefixes[i]`: the chain through caveat i-1; the last is the chain's id), its caveat texts and their
+    hops, and `denials`: what each denial the store decides says of this chain, as JSON members (`"allowed":false,
+    "code":...`), by `status` or `status:index` (index into the Attempt's rates or budgets)."""
+
+    prefixes: tuple[str, ...]
+    caveats: tuple[str, ...]
+    hops: tuple[int, ...]
+    denials: dict[str, str]
+
+    @property
+    def chain(self) -> str:
+        return self.prefixes[-1]
+
+
+class Trail(msgspec.Struct, frozen=True, array_like=True):
+    """The audit event a store step writes with what it decides (docs/audit.md). `head`: the JSON members every
+    outcome shares (kind, root, chain, delegation, the call); `charged`: the cost as JSON, for an allowed charge;
+    `chain`: the caller's chain, to be kept if the store does not have it yet."""
+
+    head: str
+    charged: str = ""
+    chain: ChainSeen | None = None
+
+
+class AuditPolicy(msgspec.Struct, frozen=True):
+    """What the audit log keeps: events younger than `retention_ms`, at most `max_events` (oldest out first)."""
+
+    retention_ms: int = 7 * 86400 * 1000
+    max_events: int = 1_000_000
+
+
+KEEP_A_WEEK = AuditPolicy()  # the defaults of docs/configuration.md
+
+
 class ApprovalSpec(msgspec.Struct, frozen=True, array_like=True):
     """A call that an `approval` caveat gates, as the store keeps it until someone decides (docs/approvals.md).
 
@@ -61,6 +101,7 @@ class ApprovalSpec(msgspec.Struct, frozen=True, array_like=True):
     approvers: tuple[str, ...]
     ttl_ms: int
     details: bytes
+    at: str = ""  # the gating caveat as JSON members (`"caveat":...,"hop":n`), for the audit events
 
 
 ApprovalStateName = Literal["pending", "approved", "denied", "used", "expired"]
@@ -100,6 +141,7 @@ class Attempt(msgspec.Struct, frozen=True):
     made_up_id: bool = False  # the service made request_id up for this call: its answer is kept MADE_UP_ID_TTL_MS
     verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
     approval: ApprovalSpec | None = None  # an `approval` caveat gates this call: decided last, with the rest
+    trail: Trail | None = None  # the audit event this decision writes (None: none, as in the store's own tests)
 
 
 Status = Literal[
@@ -148,6 +190,53 @@ class Inspection(msgspec.Struct):
 
 
 T = TypeVar("T")
+_json = msgspec.json.Encoder().encode
+
+
+# -- audit events: how every store writes one (app/store/lua/lib.lua does the same in Lua) -------------------------
+def event_json(kind: str, head: str, *members: str) -> str:
+    """One event's JSON: its kind, the head its call shares, then what this step adds (empty members skipped)."""
+    return "{" + ",".join((f'"kind":"{kind}"', head, *(m for m in members if m))) + "}"
+
+
+def money_json(micros: int, currency: str) -> str:
+    from caveats.money import format_micros  # the store's only use of the caveat language: the event's amounts
+
+    return f'{{"amount":"{format_micros(micros)}","currency":"{currency}"}}'
+
+
+def hold_members(hold_id: str, charged: str = "") -> str:
+    return f'"hold_id":"{hold_id}"' + (f',"charged":{charged}' if charged else "")
+
+
+def decision_members(approval_id: str, approve: bool, decided_by: str, reason: str) -> str:
+    said = f"{'approved' if approve else 'denied'} by {decided_by}" + (f": {reason}" if reason else "")
+    return f'"approval_id":"{approval_id}","allowed":{"true" if approve else "false"},"reason":{_json(said).decode()}'
+
+
+def outcome_members(d: Attempt, trail: Trail, outcome: Outcome, denials: dict[str, str]) -> str:
+    """What a verify's event adds for its outcome: allowed (charged, hold, approval used, replayed), or the denial
+    as the chain's `denials` say it (ChainSeen), or approval_required/approval_denied with the gating caveat."""
+    status = outcome.status
+    out: list[str] = []
+    if status == "allowed":
+        out.append('"allowed":true')
+        if d.mode == "charge" and trail.charged and not outcome.replayed:
+            out.append(f'"charged":{trail.charged}')
+        if outcome.hold_id:
+            out.append(f'"hold_id":"{outcome.hold_id}"')
+    elif status in ("approval_required", "approval_denied"):
+        out.append(f'"allowed":false,"code":"{status}"')
+        if d.approval is not None and d.approval.at:
+            out.append(d.approval.at)
+    else:
+        said = denials.get(f"{status}:{outcome.index}") or denials.get(status)
+        out.append(said or f'"allowed":false,"code":"{status}"')
+    if outcome.approval is not None:
+        out.append(f'"approval_id":"{outcome.approval.id}"')
+    if outcome.replayed:
+        out.append('"replayed":true')
+    return ",".join(out)
 
 
 def approval_state(approval: Approval, now_ms: int) -> ApprovalStateName:
@@ -215,7 +304,25 @@ class Store(ABC):
         settle; Conflict for a settled or released hold, which has nothing left to keep."""
 
     @abstractmethod
-    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None: ...
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int, now_ms: int = 0, event: str = "") -> None:
+        """Mark `prefix` (ROOT: the whole root) revoked until expires_at_ms (0: forever); `event`, if given, is the
+        audit event (event_json) written with it."""
+
+    @abstractmethod
+    async def record(self, token_id: str, now_ms: int, event: str, chain: ChainSeen | None = None) -> None:
+        """Write one audit event (event_json) that no other step writes: a mint, a denial decided without the
+        store; and keep `chain` among the root's chains seen if it is not yet."""
+
+    @abstractmethod
+    async def audit_events(
+        self, token_id: str | None, before: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, int, str]]:
+        """Audit events (id, at ms, JSON) of one root, or of all: newest first older than the id `before`, or oldest
+        first newer than `after`, at most `limit`. Ids are the store's own, ordered as the events were written."""
+
+    @abstractmethod
+    async def chains_seen(self, token_id: str) -> list[ChainSeen]:
+        """The chains of this root the service has seen (at most MAX_CHAINS_SEEN)."""
 
     @abstractmethod
     async def inspect(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import os
 import sqlite3
 import threading
@@ -48,8 +49,11 @@ import msgspec
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.base import (
+    KEEP_A_WEEK,
     Approval,
     Attempt,
+    AuditPolicy,
+    ChainSeen,
     HoldState,
     Inspection,
     Outcome,
@@ -80,17 +84,24 @@ STEPS: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
     "extend": MemoryStore.extend,
     "revoke": MemoryStore.revoke,
     "decide_approval": MemoryStore.decide_approval,
+    "record": MemoryStore.record,
 }
 
 
-def _arguments(step: Callable[..., Any]) -> Any:
-    """The tuple type of a step's arguments, from its annotations: what the journal decodes them as."""
+def _arguments(name: str, step: Callable[..., Any]) -> Any:
+    """A step's arguments as the journal decodes them: an array-like Struct from the step's annotations, so that
+    an entry journaled before a step took a new argument (one with a default, at the end) still decodes."""
     hints = typing.get_type_hints(step)
     hints.pop("return", None)
-    return tuple[tuple(hints.values())]  # type: ignore[misc]
+    parameters = inspect.signature(step).parameters
+    fields = [
+        (arg, hint) if parameters[arg].default is inspect.Parameter.empty else (arg, hint, parameters[arg].default)
+        for arg, hint in hints.items()
+    ]
+    return msgspec.defstruct(f"{name}_arguments", fields, array_like=True)
 
 
-_ARGUMENTS = {name: msgspec.msgpack.Decoder(_arguments(step)) for name, step in STEPS.items()}
+_ARGUMENTS = {name: msgspec.msgpack.Decoder(_arguments(name, step)) for name, step in STEPS.items()}
 _encode = msgspec.msgpack.Encoder().encode
 _decode_batch = msgspec.msgpack.Decoder(list[tuple[str, msgspec.Raw]]).decode
 
@@ -136,12 +147,12 @@ def lock_data_dir(data_dir: Path) -> int:
 
 
 class LocalStore(Store):
-    def __init__(self, data_dir: Path, fsync: str = "everysec") -> None:
+    def __init__(self, data_dir: Path, fsync: str = "everysec", audit: AuditPolicy = KEEP_A_WEEK) -> None:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"AGENTCAPS_FSYNC must be everysec or always, got {fsync!r}")
         self.always = fsync == "always"
         self.path = data_dir / DB_FILE
-        self.memory = MemoryStore()
+        self.memory = MemoryStore(audit)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = lock_data_dir(data_dir)
         try:
@@ -201,7 +212,7 @@ class LocalStore(Store):
             for format_, steps in self._db.execute("SELECT format, steps FROM journal ORDER BY seq"):
                 self._check_format(format_)
                 for name, raw in _decode_batch(zlib.decompress(steps)):
-                    args = _ARGUMENTS[name].decode(raw)
+                    args = msgspec.structs.astuple(_ARGUMENTS[name].decode(raw))
                     with contextlib.suppress(Exception):  # it raised the same way when it first ran
                         run_now(STEPS[name](self.memory, *args))
                     replayed += 1
@@ -242,9 +253,23 @@ class LocalStore(Store):
         await self._wait_durable()
         return state
 
-    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
-        self._step("revoke", token_id, prefix, expires_at_ms)
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int, now_ms: int = 0, event: str = "") -> None:
+        self._step("revoke", token_id, prefix, expires_at_ms, now_ms, event)
         await self._wait_durable()
+
+    async def record(self, token_id: str, now_ms: int, event: str, chain: ChainSeen | None = None) -> None:
+        self._step("record", token_id, now_ms, event, chain)
+        await self._wait_durable()
+
+    async def audit_events(
+        self, token_id: str | None, before: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, int, str]]:
+        self._check_open()
+        return await self.memory.audit_events(token_id, before, after, limit)  # reads only
+
+    async def chains_seen(self, token_id: str) -> list[ChainSeen]:
+        self._check_open()
+        return await self.memory.chains_seen(token_id)  # reads only
 
     async def inspect(
         self,

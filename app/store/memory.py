@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -12,21 +13,32 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.store.base import (
     APPROVAL_KEPT_MS,
     IDEMPOTENCY_TTL_MS,
+    KEEP_A_WEEK,
     MAX_APPROVALS,
+    MAX_CHAINS_SEEN,
     MAX_OPEN_HOLDS,
     PURGE_STEP,
     ROOT,
     SETTLED_HOLD_TTL_MS,
+    TRIM_STEP,
     Approval,
     ApprovalSpec,
     Attempt,
+    AuditPolicy,
+    ChainSeen,
     HoldState,
     Inspection,
     Outcome,
     RateSpec,
     Store,
+    Trail,
     approval_state,
+    decision_members,
+    event_json,
+    hold_members,
     hold_token_id,
+    money_json,
+    outcome_members,
     refuse_bad_ttl,
     refuse_negative,
     stepwise,
@@ -48,6 +60,7 @@ class _Hold:
     verifier: str = ""
     state: str = "held"
     settled: int = 0
+    head: str = ""  # its verify's audit event head: the settle, release, extend or expire event says the same
 
 
 @dataclass(slots=True)
@@ -58,6 +71,7 @@ class _Approval:
     binding: str
     approval: Approval
     ends_ms: int = 0  # once ended (used, denied, expired): when it is no longer listed
+    head: str = ""  # the asking call's audit event head: the decision's event says the same
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -74,6 +88,9 @@ class _State(msgspec.Struct, array_like=True):
     calls: int
     approvals: dict[str, dict[str, _Approval]] = {}
     bindings: dict[tuple[str, str], str] = {}
+    events: list[tuple[int, int, str, str]] = []
+    event_seq: int = 0
+    chains: dict[str, dict[str, ChainSeen]] = {}
 
 
 _decode_state = msgspec.msgpack.Decoder(_State).decode
@@ -82,6 +99,15 @@ _decode_state = msgspec.msgpack.Decoder(_State).decode
 def _view(kept: _Approval, now: int) -> Approval:
     """A copy as of `now`: a caller's copy cannot change the store's."""
     return msgspec.structs.replace(kept.approval, state=approval_state(kept.approval, now))
+
+
+def _seq(cursor: str) -> int:
+    """An event id as this store wrote it; any other text is no position (the start)."""
+    return int(cursor) if cursor.isdigit() and len(cursor) <= 20 else 0
+
+
+def _first(event: tuple[int, int, str, str]) -> int:
+    return event[0]
 
 
 def _listed_until(kept: _Approval) -> int:
@@ -98,7 +124,8 @@ def _alive(expires_ms: int, now_ms: int) -> bool:
 
 
 class MemoryStore(Store):
-    def __init__(self) -> None:
+    def __init__(self, audit: AuditPolicy = KEEP_A_WEEK) -> None:
+        self.audit = audit
         self.revoked: dict[tuple[str, str], int] = {}
         self.budgets: dict[tuple[str, str], list[int]] = {}  # [spent, held]
         self.rates: dict[tuple[str, str], deque[int]] = {}
@@ -111,6 +138,10 @@ class MemoryStore(Store):
         self.calls = 0
         self.approvals: dict[str, dict[str, _Approval]] = {}  # token id -> approval id -> one still listed
         self.bindings: dict[tuple[str, str], str] = {}  # (token id, binding) -> the approval that call has
+        # The audit log: (seq, at ms, token id, the event's JSON), oldest first; and the chains seen.
+        self.events: deque[tuple[int, int, str, str]] = deque()
+        self.event_seq = 0
+        self.chains: dict[str, dict[str, ChainSeen]] = {}  # token id -> chain id -> the chain
 
     async def decide(self, d: Attempt) -> Outcome:
         return await stepwise(lambda: self._decide_step(d))
@@ -125,8 +156,12 @@ class MemoryStore(Store):
         if d.request_id is not None:
             stored = self._answer(tid, d.request_id, d.fingerprint, now)
             if stored is not None:
+                if d.trail is not None and stored.status != "conflict":
+                    self._verify_event(d, d.trail, stored)
                 return stored
         outcome = self._decide(d)
+        if d.trail is not None and outcome.status != "conflict":
+            self._verify_event(d, d.trail, outcome)
         # An id the service made up is only ever resent after a 503 that followed the decision, and here the call
         # that decides is the one that answers: keeping one answer per call would cost memory for nothing.
         # An approval's answer is never replayed: the same request again must see the approval's decision.
@@ -159,7 +194,7 @@ class MemoryStore(Store):
                 return Outcome("budget_exceeded", i, balances=balances)
         used = None
         if d.approval is not None:
-            gate = self._gate(tid, d.approval, d.call_id, now)
+            gate = self._gate(tid, d.approval, d.call_id, now, d.trail.head if d.trail else "")
             if gate.approval is None or gate.approval.state != "approved":
                 return gate
             used = gate.approval
@@ -171,7 +206,8 @@ class MemoryStore(Store):
         if d.mode == "hold":
             hold_id = f"{tid}.{d.call_id}"
             expires = now + d.hold_ttl_ms
-            self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires, d.verifier)
+            head = d.trail.head if d.trail is not None else ""
+            self.holds[hold_id] = _Hold(tid, charged, d.cost, d.currency, expires, d.verifier, head=head)
             self._open(tid, hold_id, expires)
         slot = 1 if d.mode == "hold" else 0
         for b in d.budgets:
@@ -182,10 +218,11 @@ class MemoryStore(Store):
             self.approvals[tid][used.id].ends_ms = now + APPROVAL_KEPT_MS
             del self.bindings[(tid, d.approval.binding)]  # type: ignore[union-attr]
         balances = [self._balance(tid, b.prefix) for b in d.budgets]
-        return Outcome("allowed", balances=balances, hold_id=hold_id)
+        approval = msgspec.structs.replace(used) if used is not None else None
+        return Outcome("allowed", balances=balances, hold_id=hold_id, approval=approval)
 
     # -- approvals ------------------------------------------------------------------------------------------
-    def _gate(self, tid: str, spec: ApprovalSpec, call_id: str, now: int) -> Outcome:
+    def _gate(self, tid: str, spec: ApprovalSpec, call_id: str, now: int, head: str) -> Outcome:
         """The approval this call has: approved (the caller goes on and uses it up), pending or denied (the
         answer), or none alive, when a new pending one is made (rate_limited -2 past MAX_APPROVALS)."""
         kept = self.approvals.get(tid, {}).get(self.bindings.get((tid, spec.binding), ""))
@@ -202,7 +239,7 @@ class MemoryStore(Store):
             first_end = min(_listed_until(kept) for kept in of_root.values())
             return Outcome("rate_limited", -2, retry_after_ms=first_end - now)
         approval = Approval(f"{tid}.{call_id}", "pending", spec.approvers, spec.details, now, now + spec.ttl_ms)
-        of_root[approval.id] = _Approval(tid, spec.binding, approval)
+        of_root[approval.id] = _Approval(tid, spec.binding, approval, head=head)
         self.bindings[(tid, spec.binding)] = approval.id
         return Outcome("approval_required", approval=_view(of_root[approval.id], now), new_approval=True)
 
@@ -257,6 +294,9 @@ class MemoryStore(Store):
             approval.expires_ms = now_ms + ttl_ms  # approved: to be used within; denied: answers its retries
             if not approve:
                 kept.ends_ms = approval.expires_ms + APPROVAL_KEPT_MS
+            if kept.head:
+                said = decision_members(approval_id, approve, decided_by, reason)
+                self._event(kept.token_id, now_ms, event_json("approval", kept.head, said))
         elif state != wanted and not (approve and state == "used"):
             raise Conflict(f"the approval was already {state}")
         return _view(kept, now_ms)
@@ -318,12 +358,14 @@ class MemoryStore(Store):
                 return True
             end, hold_id = heapq.heappop(heap)
             if open_holds.get(hold_id) == end:  # else stale: closed, or extended to another end
-                self._drop(tid, hold_id)
+                self._drop(tid, hold_id, now)
         return not heap or heap[0][0] > now
 
-    def _drop(self, tid: str, hold_id: str) -> None:
+    def _drop(self, tid: str, hold_id: str, now: int) -> None:
         """An open hold that ended: its amount stops counting, and it is forgotten."""
         hold = self.holds.pop(hold_id)
+        if hold.head:
+            self._event(tid, now, event_json("expire", hold.head, hold_members(hold_id)))
         del self.active[tid][hold_id]
         for prefix in hold.prefixes:
             self.budgets[(tid, prefix)][1] -= hold.amount
@@ -335,7 +377,7 @@ class MemoryStore(Store):
         self._purge(tid, now)  # one bounded step; this hold's own end is checked here
         hold = self.holds.get(hold_id)
         if hold is not None and hold.state == "held" and not _alive(hold.expires_ms, now):
-            self._drop(tid, hold_id)
+            self._drop(tid, hold_id, now)
             hold = None
         if hold is None or (hold.state != "held" and not _alive(hold.expires_ms, now)):
             raise NotFound("the hold is unknown or expired")
@@ -350,6 +392,11 @@ class MemoryStore(Store):
             balance[1] -= hold.amount
         hold.state, hold.settled, hold.expires_ms = state, amount, now + SETTLED_HOLD_TTL_MS
         hold.prefixes = ()  # kept 24 h to answer repeats: small, whatever the chain's budgets
+        if hold.head:
+            kind = "settle" if state == "settled" else "release"
+            charged = money_json(amount, hold.currency) if state == "settled" else ""
+            self._event(hold.token_id, now, event_json(kind, hold.head, hold_members(hold_id, charged)))
+            hold.head = ""
         del self.active[hold.token_id][hold_id]
 
     async def settle(self, hold_id: str, amount: int | None, now_ms: int, verifier: str = "") -> HoldState:
@@ -382,12 +429,67 @@ class MemoryStore(Store):
             raise Conflict(f"the hold was already {hold.state}: it has nothing left to extend")
         hold.expires_ms = now_ms + ttl_ms
         self._open(hold.token_id, hold_id, hold.expires_ms)
+        if hold.head:
+            self._event(hold.token_id, now_ms, event_json("extend", hold.head, hold_members(hold_id)))
         return HoldState(hold_id, "held", hold.amount, hold.currency, hold.expires_ms)
 
-    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int, now_ms: int = 0, event: str = "") -> None:
         current = self.revoked.get((token_id, prefix))
         if current != 0 and (current is None or expires_at_ms == 0 or expires_at_ms > current):
             self.revoked[(token_id, prefix)] = expires_at_ms
+        if event:
+            self._event(token_id, now_ms, event)
+
+    # -- the audit log ----------------------------------------------------------------------------------------
+    async def record(self, token_id: str, now_ms: int, event: str, chain: ChainSeen | None = None) -> None:
+        if chain is not None:
+            self._see(token_id, chain)
+        self._event(token_id, now_ms, event)
+
+    def _verify_event(self, d: Attempt, trail: Trail, outcome: Outcome) -> None:
+        if trail.chain is not None:
+            self._see(d.token_id, trail.chain)
+        # The chain is sent once per process: later calls name it by their revocation's last prefix, its id.
+        chain_id = trail.chain.chain if trail.chain is not None else (d.revocation or ("",))[-1]
+        seen = self.chains.get(d.token_id, {}).get(chain_id)
+        members = outcome_members(d, trail, outcome, seen.denials if seen is not None else {})
+        self._event(d.token_id, d.now_ms, event_json("verify", trail.head, members))
+
+    def _see(self, tid: str, chain: ChainSeen) -> None:
+        of_root = self.chains.setdefault(tid, {})
+        if chain.chain not in of_root and len(of_root) < MAX_CHAINS_SEEN:
+            of_root[chain.chain] = chain
+
+    def _event(self, tid: str, now: int, event: str) -> None:
+        """Append one event, and let out the oldest past AuditPolicy (a few per append: never a long pause)."""
+        self.event_seq += 1
+        self.events.append((self.event_seq, now, tid, event))
+        events, oldest = self.events, now - self.audit.retention_ms
+        for _ in range(TRIM_STEP):
+            if not events or (len(events) <= self.audit.max_events and events[0][1] > oldest):
+                break
+            events.popleft()
+
+    async def audit_events(
+        self, token_id: str | None, before: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, int, str]]:
+        """Reads only. An event's id is its sequence number, in 20 digits: ids sort as the events were written."""
+        events, found = self.events, []
+        if after is not None:
+            indexes: range = range(bisect.bisect_right(events, _seq(after), key=_first), len(events))
+        else:
+            end = len(events) if before is None else bisect.bisect_left(events, _seq(before), key=_first)
+            indexes = range(end - 1, -1, -1)
+        for i in indexes:
+            seq, at, tid, event = events[i]
+            if token_id in (None, tid):
+                found.append((f"{seq:020d}", at, event))
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def chains_seen(self, token_id: str) -> list[ChainSeen]:
+        return list(self.chains.get(token_id, {}).values())
 
     async def inspect(
         self,
@@ -435,6 +537,9 @@ class MemoryStore(Store):
             self.calls,
             self.approvals,
             self.bindings,
+            list(self.events),
+            self.event_seq,
+            self.chains,
         )
         return msgspec.msgpack.encode(state)
 
@@ -444,3 +549,4 @@ class MemoryStore(Store):
         self.rates = {key: deque(log) for key, log in state.rates.items()}
         self.active, self.ends, self.answers, self.calls = state.active, state.ends, state.answers, state.calls
         self.approvals, self.bindings = state.approvals, state.bindings
+        self.events, self.event_seq, self.chains = deque(state.events), state.event_seq, state.chains

@@ -3,27 +3,35 @@ StoreUnavailable. This module packs the arguments and reads the replies; app/sto
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import re
+import time
 import typing
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 from redis.exceptions import RedisError
 
 from app.errors import BadRequest, Conflict, NotFound, StoreUnavailable
 from app.store.base import (
     APPROVAL_INDEX_READ,
     APPROVAL_STATES,
+    KEEP_A_WEEK,
     Approval,
     ApprovalStateName,
     Attempt,
+    AuditPolicy,
+    ChainSeen,
     HoldState,
     Inspection,
     Outcome,
     RateSpec,
     Store,
+    decision_members,
     hold_token_id,
     refuse_bad_ttl,
     refuse_negative,
@@ -34,6 +42,33 @@ from app.store.scripts import SCRIPTS
 
 log = logging.getLogger("agentcaps")
 DECISIONS = "agentcaps:approvals"  # the channel approve.lua publishes decided approval ids on
+AUDIT_ROOTS = "audit"  # the pseudo-root of the index of roots that write audit events (index.lua)
+INDEX_EVERY_S = 1.0  # a root is put in that index at most this often by one process
+NOTED_MAX = 100_000  # roots whose last index write one process remembers
+# A root's newest event is at most about INDEX_EVERY_S newer than its index entry (plus the clock skew between a
+# cluster's nodes): reading across roots, a root whose entry is older than this margin before the events a page
+# already has cannot add to it.
+INDEX_MARGIN_MS = 5000
+# Reading every root oldest first answers only events older than this (by Redis's clock): an event another root
+# writes meanwhile gets an id that is not older than a cursor already handed out, so a reader resuming from its
+# cursor misses none. It covers the skew between a cluster's nodes' clocks.
+SETTLE_LAG_MS = 2000
+ROOTS_PAGE = 200  # roots one read of the index returns
+_EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})\.([0-9a-f]{32})")
+_encode_chain = msgspec.json.Encoder().encode
+_decode_chain = msgspec.json.Decoder(ChainSeen).decode
+
+Position = tuple[int, int, str]  # an event's place among every root's: stream id (ms, seq), then its root
+
+
+def _position(cursor: str) -> Position:
+    """An event id as this store writes it, `<ms>-<seq>.<token id>`; any other text is no position (the start)."""
+    m = _EVENT_ID.fullmatch(cursor)
+    return (int(m[1]), int(m[2]), m[3]) if m else (0, 0, "")
+
+
+def _stream_id(position: Position) -> str:
+    return f"{position[0]}-{position[1]}"
 
 
 @contextlib.contextmanager
@@ -72,11 +107,21 @@ def _outcome(reply: str) -> Outcome:
     return Outcome(status, int(index), int(retry), balances, hold_id or None, replayed == "1")  # type: ignore[arg-type]
 
 
+def _seen(chain: ChainSeen | None) -> tuple[str, ...]:
+    """A chain to keep, as decide.lua and record.lua take it: its JSON, then its denials as field, members pairs."""
+    if chain is None:
+        return ()
+    return (_encode_chain(chain).decode(), *(x for pair in chain.denials.items() for x in pair))
+
+
 class RedisStore(Store):
     """The counters in Redis: each decision is one script call, which `runner` takes to one Redis or a cluster."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, audit: AuditPolicy = KEEP_A_WEEK) -> None:
         self.runner = runner
+        self.audit = audit
+        self.policy = f"{audit.retention_ms}:{audit.max_events}"  # as lib.lua audit_policy reads it
+        self._noted: dict[str, float] = {}  # root -> when this process last put it in the audit index
 
     async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
         return await self.runner.run(SCRIPTS[name], token_id, args)
@@ -101,7 +146,15 @@ class RedisStore(Store):
         if d.approval is not None:
             args += (d.approval.binding, ",".join(d.approval.approvers), str(d.approval.ttl_ms))
             details = d.approval.details.decode()
-        outcome = await stepwise(lambda: self._decide_step(d.token_id, "\n".join(args), details))
+        trail: tuple[str, ...] = ()
+        if d.trail is not None:
+            gate_at = d.approval.at if d.approval is not None else ""
+            chain_id = d.trail.chain.chain if d.trail.chain is not None else (d.revocation or ("",))[-1]
+            trail = (d.trail.head, d.trail.charged, gate_at, chain_id, *_seen(d.trail.chain))
+        packed = "\n".join(args)
+        outcome = await stepwise(lambda: self._decide_step(d.token_id, packed, details, trail))
+        if d.trail is not None:  # its verify event (and any expired hold's: holds have heads from trails)
+            await self._note(d.token_id)
         if outcome.status == "approval_required" and outcome.approval is not None:
             await self._index(outcome.approval)
         return outcome
@@ -114,10 +167,8 @@ class RedisStore(Store):
         except StoreUnavailable as e:
             log.warning("approval %s is not in the operator's index yet: %s", approval.id, e)
 
-    async def _decide_step(self, token_id: str, packed: str, details: str) -> Outcome | None:
-        reply = await (
-            self._run("decide", token_id, packed, details) if details else self._run("decide", token_id, packed)
-        )
+    async def _decide_step(self, token_id: str, packed: str, details: str, trail: tuple[str, ...]) -> Outcome | None:
+        reply = await self._run("decide", token_id, packed, details, self.policy, *trail)
         with _expected_reply("decide"):
             outcome = _outcome(reply)
         return None if outcome.status == "purging" else outcome
@@ -137,13 +188,15 @@ class RedisStore(Store):
         if token_id is None:
             raise NotFound("no such hold")
         held = "" if amount is None else amount
-        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier, ttl_ms)
+        reply = await self._run("hold", token_id, hold_id, action, held, now_ms, verifier, ttl_ms, self.policy)
         with _expected_reply("hold"):
             first, second, third, fourth = [*list(reply), "", ""][:4]
             if first not in ("error", "held", "settled", "released"):
                 raise ValueError(first)
             state = None if first == "error" else HoldState(hold_id, first, int(second), third, int(fourth or 0))
         if state is not None:
+            # Only a hold that exists puts its root in the index: made-up hold ids must not fill it with roots.
+            await self._note(token_id)
             return state
         if second == "not_found":
             raise NotFound("the hold is unknown or expired")
@@ -162,8 +215,107 @@ class RedisStore(Store):
         refuse_bad_ttl(ttl_ms)
         return await self._hold(hold_id, "extend", None, now_ms, verifier, ttl_ms)
 
-    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int) -> None:
-        await self._run("revoke", token_id, prefix, expires_at_ms)
+    async def revoke(self, token_id: str, prefix: str, expires_at_ms: int, now_ms: int = 0, event: str = "") -> None:
+        if not event:
+            await self._run("revoke", token_id, prefix, expires_at_ms)
+            return
+        await self._run("revoke", token_id, prefix, expires_at_ms, now_ms, event, self.policy)
+        await self._note(token_id)
+
+    # -- the audit log ----------------------------------------------------------------------------------------
+    async def record(self, token_id: str, now_ms: int, event: str, chain: ChainSeen | None = None) -> None:
+        seen = (chain.chain, *_seen(chain)) if chain is not None else ()
+        await self._run("record", token_id, now_ms, event, self.policy, *seen)
+        await self._note(token_id)
+
+    async def _note(self, token_id: str) -> None:
+        """Put the root in the index of roots with events, at most once a second per process: the hot path pays
+        one small call a second per busy root. A failure only delays it to the root's next event."""
+        now = time.monotonic()
+        if now - self._noted.get(token_id, -INDEX_EVERY_S) < INDEX_EVERY_S:
+            return
+        if len(self._noted) >= NOTED_MAX:
+            self._noted.clear()
+        self._noted[token_id] = now
+        try:
+            await self._run("index", AUDIT_ROOTS, "root", token_id, self.audit.retention_ms)
+        except StoreUnavailable as e:
+            self._noted.pop(token_id, None)
+            log.warning("root %s is not in the audit index yet: %s", token_id, e)
+
+    async def audit_events(
+        self, token_id: str | None, before: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, int, str]]:
+        """Ids are `<stream id>.<token id>`: ordered by stream id (Redis's clock, per root), then root."""
+        if limit <= 0:
+            return []
+        newer = after is not None
+        position = _position(after) if after is not None else None if before is None else _position(before)
+        if token_id is not None:
+            found = await self._root_events(token_id, newer, position, limit, None)
+        else:
+            found = await self._all_events(newer, position, limit)
+        return [(f"{ms}-{seq}.{root}", at, event) for (ms, seq, root), at, event in found]
+
+    async def _root_events(
+        self, root: str, newer: bool, position: Position | None, limit: int, until_ms: int | None
+    ) -> list[tuple[Position, int, str]]:
+        """One root's events after (`newer`) or before `position` in the order of every root's, stream ids
+        older than `until_ms` only (if given)."""
+        if newer:
+            start = "-"
+            if position is not None:  # an event of an earlier root at the same stream id comes after it
+                start = _stream_id(position) if root > position[2] else "(" + _stream_id(position)
+            end = "+" if until_ms is None else str(until_ms - 1)
+            reply = await self._run("audit", root, "newer", start, end, limit)
+        else:
+            end = "+"
+            if position is not None:
+                if position[:2] == (0, 0) and root >= position[2]:
+                    return []  # nothing is before the first id (Redis refuses the exclusive bound "(0-0")
+                end = _stream_id(position) if root < position[2] else "(" + _stream_id(position)
+            reply = await self._run("audit", root, "older", end, "-", limit)
+        with _expected_reply("audit"):
+            found = []
+            for i in range(0, len(reply), 3):
+                ms, _, seq = reply[i].partition("-")
+                found.append(((int(ms), int(seq), root), int(reply[i + 2]), reply[i + 1]))
+            return found
+
+    async def _all_events(self, newer: bool, position: Position | None, limit: int) -> list[tuple[Position, int, str]]:
+        """Every root's, merged: the roots of the index, newest entry first (older: reading stops once a root's
+        entry is older than the page's oldest by INDEX_MARGIN_MS), or, oldest first, every root whose entry is
+        no older than the cursor by that margin, and only events SETTLE_LAG_MS older than Redis's now."""
+        found: list[tuple[Position, int, str]] = []
+        since = "-inf" if not newer or position is None else str(position[0] - INDEX_MARGIN_MS)
+        offset, until = 0, None
+        read: set[str] = set()
+        while True:
+            reply = await self._run(
+                "index", AUDIT_ROOTS, "roots", "asc" if newer else "desc", since, offset, ROOTS_PAGE
+            )
+            with _expected_reply("index"):
+                if newer and until is None:  # one bound for every root read: none is read further than another
+                    until = int(reply[0]) - SETTLE_LAG_MS
+                roots = [(reply[i], float(reply[i + 1])) for i in range(1, len(reply), 2)]
+            # A root whose entry moved while the pages are read may come twice: read once.
+            roots = [(r, ms) for r, ms in roots if r not in read]
+            read.update(r for r, _ in roots)
+            if not newer and len(found) >= limit:
+                roots = [(r, ms) for r, ms in roots if ms + INDEX_MARGIN_MS >= found[-1][0][0]]
+            batches = await asyncio.gather(*(self._root_events(r, newer, position, limit, until) for r, _ in roots))
+            found = sorted((e for batch in [found, *batches] for e in batch), reverse=not newer)[:limit]
+            if len(reply) - 1 < 2 * ROOTS_PAGE:
+                return found
+            last_ms = float(reply[-1])
+            if not newer and len(found) >= limit and last_ms + INDEX_MARGIN_MS < found[-1][0][0]:
+                return found
+            offset += ROOTS_PAGE
+
+    async def chains_seen(self, token_id: str) -> list[ChainSeen]:
+        reply = await self._run("audit", token_id, "chains")
+        with _expected_reply("audit"):
+            return [_decode_chain(text) for text in reply]
 
     async def inspect(
         self,
@@ -174,11 +326,12 @@ class RedisStore(Store):
         rates: tuple[RateSpec, ...] = (),
     ) -> Inspection:
         windows = [x for r in rates for x in (r.prefix, r.count, r.window_ms)]
-        args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows)
+        args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows, self.policy)
         return await stepwise(lambda: self._inspect_step(token_id, args))
 
     async def _inspect_step(self, token_id: str, args: tuple[str | int, ...]) -> Inspection | None:
         reply = await self._run("inspect", token_id, *args)
+        await self._note(token_id)  # an expired hold's event
         with _expected_reply("inspect"):
             if reply == ["purging"]:
                 return None
@@ -233,7 +386,10 @@ class RedisStore(Store):
             reason,
             now_ms,
             ttl_ms,
+            decision_members(approval_id, approve, decided_by, reason),
+            self.policy,
         )
+        await self._note(token_id)
         with _expected_reply("approve"):
             if reply[0] != "error":
                 return _approval(reply[0], reply[1:8])

@@ -12,8 +12,10 @@ from app.store.base import (
     APPROVAL_INDEX_SIZE,
     APPROVAL_KEPT_MS,
     IDEMPOTENCY_TTL_MS,
+    KEEP_A_WEEK,
     MADE_UP_ID_TTL_MS,
     MAX_APPROVALS,
+    MAX_CHAINS_SEEN,
     MAX_OPEN_HOLDS,
     PURGE_STEP,
     SETTLED_HOLD_TTL_MS,
@@ -37,6 +39,10 @@ _CONSTANTS = {
     "MAX_APPROVALS": MAX_APPROVALS,
     "APPROVAL_KEPT_MS": APPROVAL_KEPT_MS,
     "APPROVAL_INDEX_SIZE": APPROVAL_INDEX_SIZE,
+    "MAX_CHAINS_SEEN": MAX_CHAINS_SEEN,
+    # a script that is not given the store's AuditPolicy (lib.lua audit_policy) trims by the default one
+    "AUDIT_RETENTION_MS": KEEP_A_WEEK.retention_ms,
+    "AUDIT_MAX_EVENTS": KEEP_A_WEEK.max_events,
 }
 
 
@@ -104,5 +110,7 @@ SCRIPTS = {
         Script("approvals"),
         Script("approve", writes=True, grants=lambda reply: not (isinstance(reply, list) and reply[:1] == ["error"])),
         Script("index", writes=True),
+        Script("record", writes=True),  # an event records what happened: it grants nothing
+        Script("audit"),
     )
 }

@@ -161,6 +161,8 @@ class Api:
                 value: Any = self.redis.hgetall(key)
             elif kind == "zset":
                 value = self.redis.zrange(key, 0, -1, withscores=True)
+            elif kind == "stream":  # the audit log
+                value = self.redis.xrange(key)
             else:
                 value = self.redis.get(key)
             state[key] = (kind, value)

@@ -342,7 +342,7 @@ async def test_many_waiting_calls_sleep_until_their_decision(tmp_path: Any) -> N
     store = CountingStore()
     ring = KeyRing(new_key_entry())
     authority = Authority(ring, store, "http://test")
-    root = authority.mint(MintRequest("orchestrator", tools=["pay"])).token
+    root = (await authority.mint(MintRequest("orchestrator", tools=["pay"]))).token
     buyer = str(Token.parse(root).attenuate(to="buyer", approval_tools=["pay"]))
 
     def call(n: int, wait: float) -> VerifyRequest:

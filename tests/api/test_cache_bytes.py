@@ -20,6 +20,7 @@ from litestar import Litestar
 import app.authority as authority_module
 import caveats.chain as chain_module
 from app.api.app import create_app
+from app.store.base import ChainSeen
 from app.store.memory import MemoryStore
 from app.token import codec
 from app.token.mint import mint
@@ -29,9 +30,20 @@ from tests.api.conftest import LOCATION, make_settings
 CACHE_MB = 2
 
 
+class KeepsNoLog(MemoryStore):
+    """The counters without the audit log, whose growth is bounded by its own settings (tests/store/test_audit.py):
+    what this test measures is the verifier's caches."""
+
+    def _event(self, tid: str, now: int, event: str) -> None:
+        return None
+
+    def _see(self, tid: str, chain: ChainSeen) -> None:
+        return None
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Litestar]:
-    yield create_app(make_settings(tmp_path, AGENTCAPS_CACHE_MB=str(CACHE_MB)), store=MemoryStore())
+    yield create_app(make_settings(tmp_path, AGENTCAPS_CACHE_MB=str(CACHE_MB)), store=KeepsNoLog())
     cache.configure(cache.DEFAULT_TOTAL_BYTES)  # the next app sets it again; tests in this process expect it
 
 

@@ -41,6 +41,15 @@ KEY_ARGS = {
     "ZSCORE": "first",
     "ZREVRANGE": "first",
     "ZREMRANGEBYRANK": "first",
+    "ZREVRANGEBYSCORE": "first",
+    "HEXISTS": "first",
+    "HLEN": "first",
+    "HVALS": "first",
+    "XADD": "first",
+    "XTRIM": "first",
+    "XRANGE": "first",
+    "XREVRANGE": "first",
+    "TIME": "none",
     "PUBLISH": "none",  # a channel, not a key: a cluster carries it to every node
 }
 CALL = re.compile(r"redis\.p?call\(")

@@ -24,6 +24,7 @@ from app.mcp import CostTable, Guard, LocalDecider
 from app.mcp.example_server import COSTS
 from app.schemas import MintRequest, Money
 from app.sdk import Token
+from app.store.local import run_now
 from app.store.memory import MemoryStore
 from app.token.keys import KeyRing, new_key_entry
 from tests.processes import Service, free_port, start_service
@@ -52,7 +53,8 @@ def delegate(root: str) -> tuple[str, str]:
 @pytest.fixture
 def agents() -> Agents:
     authority = Authority(KeyRing(new_key_entry()), MemoryStore(), "http://agentcaps.test")
-    root = authority.mint(MintRequest("orchestrator", budget=Money("10.00", "USD"), max_depth=2)).token
+    # Minted at once: over a MemoryStore, minting (its audit event included) never waits for anything.
+    root = run_now(authority.mint(MintRequest("orchestrator", budget=Money("10.00", "USD"), max_depth=2))).token
     return Agents(authority, root, *delegate(root))
 
 

@@ -24,6 +24,7 @@ from app.mcp.example_server import COSTS, build
 from app.schemas import MintRequest, Money, VerifyRequest
 from app.sdk import Token
 from app.sdk.client import AsyncClient
+from app.store.local import run_now
 from app.store.memory import MemoryStore
 from app.token.keys import KeyRing, new_key_entry
 from app.token.mint import attenuate
@@ -82,7 +83,8 @@ def _clocked() -> tuple[Authority, list[float]]:
 
 
 def _mint(authority: Authority, **kw: Any) -> str:
-    return authority.mint(MintRequest("orchestrator", **kw)).token
+    """Minted at once: over a MemoryStore, minting (its audit event included) never waits for anything."""
+    return str(run_now(authority.mint(MintRequest("orchestrator", **kw))).token)
 
 
 class FailingStore(MemoryStore):

@@ -35,6 +35,7 @@ def test_each_client_method_takes_exactly_the_parameters_of_its_request_builder(
         "approval",
         "approve",
         "deny",
+        "audit",
     ]
     for name in calls:
         method, build = getattr(client, name), getattr(_Builder, name)

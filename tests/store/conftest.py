@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.store.base import ApprovalSpec, Attempt, BudgetSpec, RateSpec, Store
+from app.store.base import KEEP_A_WEEK, ApprovalSpec, Attempt, AuditPolicy, BudgetSpec, RateSpec, Store, Trail
 from app.store.local import LocalStore
 from app.store.memory import MemoryStore
 from app.store.redis import RedisStore
@@ -84,14 +84,14 @@ def open_backend(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     """Opens a client of this test's store, `timeout` seconds for Redis: every client of a Redis backend shares its
     counters; memory:// and local:// are one store each, so open them once."""
 
-    def open_store(timeout: float = 1.0) -> Store:
+    def open_store(timeout: float = 1.0, audit: AuditPolicy = KEEP_A_WEEK) -> Store:
         if backend == "memory":
-            return MemoryStore()
+            return MemoryStore(audit)
         if backend == "local":
-            return LocalStore(tmp_path / "local")
+            return LocalStore(tmp_path / "local", audit=audit)
         if backend == "redis":
-            return RedisStore(NodeRunner(REDIS_URL, timeout))
-        return RedisStore(ClusterRunner(request.getfixturevalue("cluster").url, timeout))
+            return RedisStore(NodeRunner(REDIS_URL, timeout), audit)
+        return RedisStore(ClusterRunner(request.getfixturevalue("cluster").url, timeout), audit)
 
     return open_store
 
@@ -129,6 +129,7 @@ def decision(
     request_id: str | None = None,
     fingerprint: str = "",
     approval: ApprovalSpec | None = None,
+    trail: Trail | None = None,
 ) -> Attempt:
     return Attempt(
         token_id=token_id,
@@ -144,6 +145,7 @@ def decision(
         request_id=request_id,
         fingerprint=fingerprint,
         approval=approval,
+        trail=trail,
     )
 
 

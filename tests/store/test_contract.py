@@ -486,7 +486,8 @@ async def test_idempotent_answers_expire_24_hours_after_now_ms(store: Store) -> 
 async def test_an_answer_older_than_24_hours_is_not_replayed_for_a_token_that_no_longer_holds(store: Store) -> None:
     now = [T0 / 1000]
     authority = Authority(KeyRing(new_key_entry()), store, "http://agentcaps.test", lambda: now[0])
-    token = authority.mint(MintRequest(subject="orchestrator", expires_in=3600, budget=Money("10.00", "USD"))).token
+    minted = await authority.mint(MintRequest(subject="orchestrator", expires_in=3600, budget=Money("10.00", "USD")))
+    token = minted.token
     request = VerifyRequest(token=token, tool="search", cost=Money("1.00", "USD"), request_id="r")
     assert (await authority.verify(request, None)).kind == "allowed"
     now[0] += 25 * 3600  # past the token's expiry and past the 24 h of the answer

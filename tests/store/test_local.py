@@ -12,8 +12,10 @@ import random
 import shutil
 import sqlite3
 import time
+import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app.errors import ConfigError, Conflict, NotFound, StoreUnavailable
@@ -61,7 +63,26 @@ async def some_of_everything(store: LocalStore, root: str) -> dict[str, str]:
 
 def test_a_snapshot_carries_every_field_of_the_memory_store() -> None:
     """A field added to MemoryStore and forgotten in its snapshot would be lost on every restart."""
-    assert set(_State.__struct_fields__) == set(vars(MemoryStore()))
+    # `audit` is what the log keeps (configuration, from the settings at each start), not state.
+    assert set(_State.__struct_fields__) == set(vars(MemoryStore())) - {"audit"}
+
+
+async def test_a_journal_written_before_a_step_took_new_arguments_still_replays(tmp_path: Path) -> None:
+    """revoke took now_ms and its audit event later; an entry journaled before (after a crash, not yet compacted)
+    replays with their defaults instead of stopping the start."""
+    root = tid()
+    store = LocalStore(tmp_path)
+    await store.close()
+    raw = msgspec.msgpack.encode([("revoke", msgspec.Raw(msgspec.msgpack.encode((root, "p0", 0))))])
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute("INSERT INTO journal (format, steps) VALUES (1, ?)", (zlib.compress(raw),))
+    db.commit()
+    db.close()
+    store = LocalStore(tmp_path)
+    try:
+        assert (await store.inspect(root, ("p0",), (), T0)).revoked_index == 0
+    finally:
+        await store.close()
 
 
 async def test_a_restart_keeps_budgets_holds_revocations_rates_and_answers(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 --   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."  verifier
 --   made_up ("1": the service made request_id up for this call)
 --   approval: binding approvers ttl_ms (binding '' : no approval caveat gates this call); ARGV[2]: its details
+-- ARGV[3]: the AuditPolicy "retention_ms:max_events"; then the Trail (none: the call writes no verify event): head,
+--   charged (cost JSON), the gating caveat's members, chain id, the ChainSeen as JSON ('' : not sent), and its
+--   denials as field, members pairs
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
 -- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse; for
 -- approval_required and approval_denied "status,new,0,approval_id,0,state,created,expires,by,reason".
@@ -25,23 +28,54 @@ for p, l, c, e in string.gmatch(a[11], '([^,:]+):(%d+):(%d):(%d+)') do
   budgets[#budgets + 1] = {p, l, c == '1', tonumber(e)}
 end
 
+audit_policy(ARGV[3])
 if not purge(now) then return 'purging,0,0,,0' end
+
+-- The verify event of every outcome but conflict and purging, as base.py outcome_members composes it.
+local head, charged_json, gate_at, chain = ARGV[4] or '', ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
+local function verify_event(status, index, hold_id, approval_id, replay)
+  if head == '' then return end
+  if ARGV[8] and ARGV[8] ~= '' then see(chain, ARGV[8], {unpack(ARGV, 9)}) end  -- kept first: its denials say it
+  local out = {}
+  if status == 'allowed' then
+    out[1] = '"allowed":true'
+    if mode == 'charge' and charged_json ~= '' and not replay then out[#out + 1] = '"charged":' .. charged_json end
+    if hold_id ~= '' then out[#out + 1] = '"hold_id":"' .. hold_id .. '"' end
+  elseif status == 'approval_required' or status == 'approval_denied' then
+    out[1] = '"allowed":false,"code":"' .. status .. '"'
+    if gate_at ~= '' then out[#out + 1] = gate_at end
+  else
+    local said = redis.call('HMGET', key('denials', chain), status .. ':' .. index, status)
+    out[1] = (said[1] ~= '' and said[1]) or (said[2] ~= '' and said[2]) or '"allowed":false,"code":"' .. status .. '"'
+  end
+  if approval_id and approval_id ~= '' then out[#out + 1] = '"approval_id":"' .. approval_id .. '"' end
+  if replay then out[#out + 1] = '"replayed":true' end
+  append(now, event_json('verify', head, table.concat(out, ',')))
+end
 
 local idem
 if request_id ~= '' then
   idem = key('i', request_id)
-  local stored = stored_answer(redis.call('GET', idem), fingerprint, now)
-  if stored then return stored end
+  local stored, used_before = stored_answer(redis.call('GET', idem), fingerprint, now)
+  if stored then
+    local status, index, hold = string.match(stored, '^([^,]*),([^,]*),[^,]*,([^,]*),')
+    if status ~= 'conflict' then verify_event(status, index, hold, used_before, true) end
+    return stored
+  end
 end
 
+local used  -- the approval this call uses up, if one gates it
 local function answer(status, index, retry, hold_id, balances)
   local out = {status, tostring(index), tostring(retry), hold_id, '0'}
   for _, b in ipairs(balances) do out[#out + 1] = b[1]; out[#out + 1] = b[2] end
   out = table.concat(out, ',')
   if idem then
     local ends = string.format('%d', now + answer_ttl)
-    redis.call('SET', idem, fingerprint .. '\n' .. out .. '\n' .. ends, 'PX', answer_px)
+    local kept = fingerprint .. '\n' .. out .. '\n' .. ends
+    if used then kept = kept .. '\n' .. used end
+    redis.call('SET', idem, kept, 'PX', answer_px)
   end
+  verify_event(status, index, hold_id, used, false)
   return out
 end
 
@@ -82,8 +116,8 @@ end
 -- pending or denied is the answer, never kept under the request id (the same request must see the decision);
 -- none alive: a new pending one, as long as the root keeps fewer than MAX_APPROVALS.
 local binding = a[14] or ''
-local used
 local function approval_answer(status, new, id, v)
+  verify_event(status, 0, '', id, false)
   return table.concat({status, new, '0', id, '0', v[1], v[4], v[5], v[6], v[7]}, ',')
 end
 if binding ~= '' then
@@ -106,7 +140,7 @@ if binding ~= '' then
     end
     id = string.sub(base, 5, -2) .. '.' .. call_id
     local ttl = tonumber(a[16])
-    local fields = {'pending', a[15], ARGV[2], tostring(now), string.format('%d', now + ttl), '', '', binding}
+    local fields = {'pending', a[15], ARGV[2], tostring(now), string.format('%d', now + ttl), '', '', binding, head}
     local record = {}
     for j, f in ipairs(APPROVAL_FIELDS) do record[#record + 1] = f; record[#record + 1] = fields[j] end
     redis.call('HSET', key('ap', id), unpack(record))
@@ -141,7 +175,7 @@ for j, b in ipairs(budgets) do
 end
 if mode == 'hold' then
   redis.call('HSET', key('h', hold_id), 'amt', cost, 'b', table.concat(charged, ','), 'cur', currency,
-    'exp', now + hold_ttl, 'state', 'held', 'v', verifier)
+    'exp', now + hold_ttl, 'state', 'held', 'v', verifier, 'e', head)
   redis.call('ZADD', HOLDS, now + hold_ttl, hold_id)
 end
 if used then  -- one approval, one call: it ends with the call it allowed

@@ -1,15 +1,18 @@
 -- Settle, release or extend a hold. ARGV: hold_id action(settle|release|extend) amount('' = all held) now verifier
--- ttl_ms (extend only). A hold made for a named verifier is not_found to any other: one verifier cannot close
+-- ttl_ms (extend only) policy (AuditPolicy "retention_ms:max_events"). A change writes its audit event with the
+-- verify's head the hold keeps (`e`); a repeat that changes nothing writes none. A hold made for a named verifier is not_found to any other: one verifier cannot close
 -- another's. Returns {state, amount, currency[, expires]} or {'error', kind, reason}: not_found, conflict, too_much.
 local hold_id, action, amount, now, verifier = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] or ''
+audit_policy(ARGV[7])
 purge(now)  -- one bounded step of the root's housekeeping; this hold's own end is checked below
 local rec = key('h', hold_id)
-local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled', 'until', 'v', 'exp')
+local v = redis.call('HMGET', rec, 'amt', 'b', 'cur', 'state', 'settled', 'until', 'v', 'exp', 'e')
 if not v[1] then return {'error', 'not_found'} end
 local held, prefixes, currency, state, settled, ends, owner = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+local head = v[9] or ''
 -- Ended but not yet reached by purge's steps: released now, as purge would have, and gone.
 if state == 'held' and v[8] and not live(v[8], now) then
-  drop_holds({hold_id}, 1)
+  drop_holds({hold_id}, 1, now)
   return {'error', 'not_found'}
 end
 if owner and owner ~= '' and owner ~= verifier then return {'error', 'not_found'} end
@@ -23,6 +26,7 @@ if action == 'extend' then
   for prefix in string.gmatch(prefixes or '', '[^,]+') do
     keep_counter(prefix, tonumber(expires) + GC_SLACK_MS, false)
   end
+  if head ~= '' then append(now, event_json('extend', head, hold_members(hold_id))) end
   return {'held', held, currency, expires}
 end
 if amount == '' then amount = held end
@@ -48,4 +52,9 @@ redis.call('HSET', rec, 'amt', held, 'cur', currency, 'state', target, 'settled'
   'until', now + SETTLED_HOLD_TTL_MS, 'v', owner or '')
 redis.call('PEXPIRE', rec, SETTLED_HOLD_TTL_MS + GC_SLACK_MS)
 redis.call('ZREM', HOLDS, hold_id)
+if head ~= '' then
+  local kind, charged = 'release', ''
+  if target == 'settled' then kind, charged = 'settle', money_json(amount, currency) end
+  append(now, event_json(kind, head, hold_members(hold_id, charged)))
+end
 return {target, amount, currency}

@@ -1,8 +1,10 @@
 -- Inspect's view, writing nothing a call would see (it purges expired holds, as every script does): the first
 -- revoked prefix, the rates whose window is full, each budget's balance.
--- ARGV: now n_rev prefix... n_budgets prefix... n_rates (prefix count window_ms)...
+-- ARGV: now n_rev prefix... n_budgets prefix... n_rates (prefix count window_ms)... policy (AuditPolicy, for the
+-- expire events of the holds it releases)
 -- Returns {revoked_index or '', "i,j,..." (0-based full rates), spent1, held1, ...}, or {'purging'}: call again.
 local now = tonumber(ARGV[1])
+audit_policy(ARGV[#ARGV])  -- "retention:max" matches no other argument
 if not purge(now) then return {'purging'} end
 local n = tonumber(ARGV[2])
 local prefixes = {}

@@ -69,24 +69,86 @@ local function first_revoked(prefixes, now)
   return nil
 end
 
--- A stored answer is "fingerprint\nanswer\nends". Returns nil if there is none or it is over by `now` (nil: not
--- judged), a conflict if the fingerprint differs, else the answer marked as replayed. One without "\nends" was
+-- A stored answer is "fingerprint\nanswer\nends[\napproval]" (the approval the call used, for its replay's event).
+-- Returns nil if there is none or it is over by `now` (nil: not judged), a conflict if the fingerprint differs,
+-- else the answer marked as replayed, and the approval. One without "\nends" was
 -- stored before answers carried their end, and counts until Redis expires it, as it did then.
 local function stored_answer(stored, fingerprint, now)
   if not stored then return nil end
-  local fp, answer, ends = string.match(stored, '^([^\n]*)\n([^\n]*)\n?(%d*)$')
+  local fp, answer, ends, used = string.match(stored, '^([^\n]*)\n([^\n]*)\n?(%d*)\n?([%w.]*)$')
   if ends ~= '' and now and not live(ends, now) then return nil end
   if fp ~= fingerprint then return 'conflict,0,0,,0' end
-  return replayed(answer)
+  return replayed(answer), used
+end
+
+-- The audit log of this root: a stream, each entry its event's JSON (`e`) and the caller's instant (`at`); its ids
+-- are Redis's clock. Trimmed on each append, approximately (whole stream nodes, as Redis trims with `~`): older
+-- than AuditPolicy.retention_ms by the new entry's id, and past max_events entries of this root. A root that
+-- writes nothing more is collected whole once its newest event is past retention.
+local AUDIT = key('audit', 'log')
+local audit_keep, audit_max = AUDIT_RETENTION_MS, AUDIT_MAX_EVENTS
+-- The store's AuditPolicy, "retention_ms:max_events", as each script that may write an event receives it.
+local function audit_policy(text)
+  local keep, most = string.match(text or '', '^(%d+):(%d+)$')
+  if keep then audit_keep, audit_max = tonumber(keep), tonumber(most) end
+end
+
+-- app/store/base.py event_json: kind, the head its call shares, then the members this step adds ('' skipped).
+local function event_json(kind, head, ...)
+  local out = {'"kind":"' .. kind .. '"', head}
+  for j = 1, select('#', ...) do
+    local m = select(j, ...)
+    if m and m ~= '' then out[#out + 1] = m end
+  end
+  return '{' .. table.concat(out, ',') .. '}'
+end
+
+-- caveats/money.py format_micros of a non-negative amount string: at least two decimals, no trailing zeros beyond.
+local function format_micros(s)
+  s = string.rep('0', 7 - #s) .. s
+  local frac = string.gsub(string.sub(s, -6), '0+$', '')
+  return string.sub(s, 1, -7) .. '.' .. frac .. string.rep('0', 2 - #frac)
+end
+
+local function money_json(micros, currency)
+  return '{"amount":"' .. format_micros(micros) .. '","currency":"' .. currency .. '"}'
+end
+
+local function hold_members(hold_id, charged)
+  if charged and charged ~= '' then return '"hold_id":"' .. hold_id .. '","charged":' .. charged end
+  return '"hold_id":"' .. hold_id .. '"'
+end
+
+-- Redis's clock stands still while a script runs: every entry one script appends has the same id ms, so trimming
+-- by age and the stream's TTL are set once per script (a purge may append PURGE_STEP expire events).
+local audit_aged = false
+local function append(now, event)
+  local id = redis.call('XADD', AUDIT, 'MAXLEN', '~', audit_max, '*', 'e', event, 'at', string.format('%d', now))
+  if audit_aged then return end
+  audit_aged = true
+  local ms = tonumber(string.match(id, '^%d+'))
+  redis.call('XTRIM', AUDIT, 'MINID', '~', string.format('%d', ms - audit_keep))
+  redis.call('PEXPIRE', AUDIT, audit_keep + GC_SLACK_MS)
+end
+
+-- The chains this root's calls came through (ChainSeen as JSON, by chain id), at most MAX_CHAINS_SEEN: the first
+-- kept stays. Its denial members (`status` or `status:index` -> JSON members) go to a hash of their own, which a
+-- verify's event reads by field.
+local CHAINS = key('chains', 'seen')
+local function see(chain, encoded, denials)
+  if redis.call('HEXISTS', CHAINS, chain) == 1 or redis.call('HLEN', CHAINS) >= MAX_CHAINS_SEEN then return end
+  redis.call('HSET', CHAINS, chain, encoded)
+  if #denials > 0 then redis.call('HSET', key('denials', chain), unpack(denials)) end
 end
 
 -- Release the first n open holds of `ids` (expired ones): their held amounts stop counting against budgets.
 -- Each budget is decremented once by the sum of its holds (in limbs: exact), not once per hold.
-local function drop_holds(ids, n)
+local function drop_holds(ids, n, now)
   local freed, order = {}, {}
   for i = 1, n do
     local rec = key('h', ids[i])
-    local v = redis.call('HMGET', rec, 'amt', 'b')
+    local v = redis.call('HMGET', rec, 'amt', 'b', 'e')
+    if v[3] and v[3] ~= '' then append(now, event_json('expire', v[3], hold_members(ids[i]))) end
     if v[1] and v[1] ~= '0' and v[2] then
       for prefix in string.gmatch(v[2], '[^,]+') do
         if not freed[prefix] then order[#order + 1] = prefix; freed[prefix] = {0, 0} end
@@ -106,14 +168,15 @@ end
 local function purge(now)
   local expired = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', now, 'LIMIT', 0, PURGE_STEP + 1)
   local n = math.min(#expired, PURGE_STEP)
-  if n > 0 then drop_holds(expired, n) end
+  if n > 0 then drop_holds(expired, n, now) end
   return #expired <= PURGE_STEP
 end
 
 -- Approvals of this root: a hash per approval `ap:<id>`, the call's binding `apb:<digest>` -> id, and APPROVALS,
 -- every approval still listed, scored by when it stops being listed (APPROVAL_KEPT_MS after it ended).
 local APPROVALS = base .. ':approvals'
-local APPROVAL_FIELDS = {'state', 'approvers', 'details', 'created', 'expires', 'by', 'reason', 'binding'}
+-- `e`: the asking call's event head, which the decision's event repeats.
+local APPROVAL_FIELDS = {'state', 'approvers', 'details', 'created', 'expires', 'by', 'reason', 'binding', 'e'}
 
 -- The approval's fields as the record holds them, with `state` as of now (pending or approved past its end:
 -- expired), or nil when it is not listed any more.

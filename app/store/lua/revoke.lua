@@ -1,8 +1,13 @@
 -- Mark a prefix (or '*', the whole root) revoked until expires_ms by the caller's clock (0: forever); never
 -- shortens a mark. The mark holds its end (lib.lua first_revoked); Redis drops it GC_SLACK_MS after that.
--- ARGV: prefix expires_ms
+-- ARGV: prefix expires_ms [now event policy]: the revocation's audit event, written with it whether or not the
+-- mark changed (as MemoryStore).
 local k = key('rv', ARGV[1])
 local expires = tonumber(ARGV[2])
+if ARGV[4] and ARGV[4] ~= '' then
+  audit_policy(ARGV[5])
+  append(tonumber(ARGV[3]), ARGV[4])
+end
 local current = redis.call('GET', k)  -- false: no mark
 if current == '1' then  -- written before marks carried their end: it ends when Redis expires it
   current = redis.call('PEXPIRETIME', k)
