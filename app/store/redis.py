@@ -142,17 +142,22 @@ class RedisStore(Store):
             d.verifier,
             "1" if d.made_up_id else "",
         )
+        gate: tuple[str, ...] = ("", "", "")
         details = ""
         if d.approval is not None:
-            args += (d.approval.binding, ",".join(d.approval.approvers), str(d.approval.ttl_ms))
+            gate = (d.approval.binding, ",".join(d.approval.approvers), str(d.approval.ttl_ms))
             details = d.approval.details.decode()
-        trail: tuple[str, ...] = ()
+        trail: tuple[str, ...] = ("", "", "", "")
+        seen: tuple[str, ...] = ()
         if d.trail is not None:
             gate_at = d.approval.at if d.approval is not None else ""
             chain_id = d.trail.chain.chain if d.trail.chain is not None else (d.revocation or ("",))[-1]
-            trail = (d.trail.head, d.trail.charged, gate_at, chain_id, *_seen(d.trail.chain))
-        packed = "\n".join(args)
-        outcome = await stepwise(lambda: self._decide_step(d.token_id, packed, details, trail))
+            trail = (d.trail.head, d.trail.charged, gate_at, chain_id)
+            seen = _seen(d.trail.chain)
+        # One argument for all that is small (packing an argument is most of a client's per-call cost).
+        packed = "\n".join((*args, *gate, self.policy, *trail))
+        extra = (details, *seen) if seen else ((details,) if details else ())
+        outcome = await stepwise(lambda: self._decide_step(d.token_id, packed, extra))
         if d.trail is not None:  # its verify event (and any expired hold's: holds have heads from trails)
             await self._note(d.token_id)
         if outcome.status == "approval_required" and outcome.approval is not None:
@@ -167,8 +172,8 @@ class RedisStore(Store):
         except StoreUnavailable as e:
             log.warning("approval %s is not in the operator's index yet: %s", approval.id, e)
 
-    async def _decide_step(self, token_id: str, packed: str, details: str, trail: tuple[str, ...]) -> Outcome | None:
-        reply = await self._run("decide", token_id, packed, details, self.policy, *trail)
+    async def _decide_step(self, token_id: str, packed: str, extra: tuple[str, ...]) -> Outcome | None:
+        reply = await self._run("decide", token_id, packed, *extra)
         with _expected_reply("decide"):
             outcome = _outcome(reply)
         return None if outcome.status == "purging" else outcome

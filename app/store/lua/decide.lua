@@ -2,9 +2,10 @@
 -- ARGV[1], lines: now call_id request_id fingerprint mode hold_ttl cost currency
 --   revocation "p1,p2,..."  rates "prefix:count:window,..."  budgets "prefix:limit:charge:expires,..."  verifier
 --   made_up ("1": the service made request_id up for this call)
---   approval: binding approvers ttl_ms (binding '' : no approval caveat gates this call); ARGV[2]: its details
--- ARGV[3]: the AuditPolicy "retention_ms:max_events"; then the Trail (none: the call writes no verify event): head,
---   charged (cost JSON), the gating caveat's members, chain id, the ChainSeen as JSON ('' : not sent), and its
+--   approval: binding approvers ttl_ms (binding '' : no approval caveat gates this call)
+--   the AuditPolicy "retention_ms:max_events"; the Trail (head '' : the call writes no verify event): head,
+--   charged (cost JSON), the gating caveat's members, chain id (JSON has no raw newline: safe as lines)
+-- ARGV[2]: the approval's details ('' : none); ARGV[3]: the ChainSeen as JSON (absent or '' : not sent), then its
 --   denials as field, members pairs
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
 -- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse; for
@@ -28,14 +29,14 @@ for p, l, c, e in string.gmatch(a[11], '([^,:]+):(%d+):(%d):(%d+)') do
   budgets[#budgets + 1] = {p, l, c == '1', tonumber(e)}
 end
 
-audit_policy(ARGV[3])
+audit_policy(a[17])
 if not purge(now) then return 'purging,0,0,,0' end
 
 -- The verify event of every outcome but conflict and purging, as base.py outcome_members composes it.
-local head, charged_json, gate_at, chain = ARGV[4] or '', ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
+local head, charged_json, gate_at, chain = a[18] or '', a[19] or '', a[20] or '', a[21] or ''
 local function verify_event(status, index, hold_id, approval_id, replay)
   if head == '' then return end
-  if ARGV[8] and ARGV[8] ~= '' then see(chain, ARGV[8], {unpack(ARGV, 9)}) end  -- kept first: its denials say it
+  if ARGV[3] and ARGV[3] ~= '' then see(chain, ARGV[3], {unpack(ARGV, 4)}) end  -- kept first: its denials say it
   local out = {}
   if status == 'allowed' then
     out[1] = '"allowed":true'

@@ -56,14 +56,21 @@ local function live(ends, now)
   return ends == 0 or now < ends  -- 0: never ends
 end
 
+-- The audit log's care interval last run (see append), and what this script read of it: nil, not read yet; false,
+-- none.
+local AGED = key('audit', 'aged')
+local audit_bucket
+
 -- The first revoked of `prefixes` (0-based; -1: the whole root), or nil. A mark's value is its end; a mark
 -- holding '1' was written before marks carried their end, and counts until Redis expires it, as it did then.
 local function first_revoked(prefixes, now)
   local rv = {}
   rv[1] = key('rv', '*')
   for j, p in ipairs(prefixes) do rv[j + 1] = key('rv', p) end
+  rv[#rv + 1] = key('audit', 'aged')  -- AGED, the audit log's care interval, read here for free (append)
   local marks = redis.call('MGET', unpack(rv))
-  for j = 1, #rv do
+  audit_bucket = marks[#rv]
+  for j = 1, #rv - 1 do
     if marks[j] and (marks[j] == '1' or live(marks[j], now)) then return j - 2 end
   end
   return nil
@@ -119,16 +126,22 @@ local function hold_members(hold_id, charged)
   return '"hold_id":"' .. hold_id .. '"'
 end
 
--- Redis's clock stands still while a script runs: every entry one script appends has the same id ms, so trimming
--- by age and the stream's TTL are set once per script (a purge may append PURGE_STEP expire events).
+-- Trimming by age and refreshing the stream's TTL cost a call each: done once per "care" interval per root (a
+-- tenth of the retention, at most a minute), which `aged` remembers; XADD's own MAXLEN bounds the count each time.
+-- decide.lua reads `aged` in the MGET it makes anyway (first_revoked); other scripts read it when they append.
+-- Redis's clock stands still while a script runs: every entry one script appends has the same id ms.
 local audit_aged = false
 local function append(now, event)
   local id = redis.call('XADD', AUDIT, 'MAXLEN', '~', audit_max, '*', 'e', event, 'at', string.format('%d', now))
   if audit_aged then return end
   audit_aged = true
   local ms = tonumber(string.match(id, '^%d+'))
+  local bucket = string.format('%d', math.floor(ms / math.max(1, math.min(60000, math.floor(audit_keep / 10)))))
+  if audit_bucket == nil then audit_bucket = redis.call('GET', AGED) end
+  if audit_bucket == bucket then return end
   redis.call('XTRIM', AUDIT, 'MINID', '~', string.format('%d', ms - audit_keep))
   redis.call('PEXPIRE', AUDIT, audit_keep + GC_SLACK_MS)
+  redis.call('SET', AGED, bucket, 'PX', audit_keep + GC_SLACK_MS)
 end
 
 -- The chains this root's calls came through (ChainSeen as JSON, by chain id), at most MAX_CHAINS_SEEN: the first
