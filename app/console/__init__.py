@@ -31,7 +31,7 @@ from app.audit import AuditLog, Query
 from app.authority import Authority
 from app.errors import BadRequest, NotFound, TooMany, Unauthorized
 from app.schemas import DecideRequest, InspectRequest
-from app.store.base import ChainSeen, event_json
+from app.store.base import ChainSeen, RateSpec, event_json
 from caveats.chain import analyse
 from caveats.money import format_micros
 
@@ -274,7 +274,10 @@ def router(
     async def _chain_view(seen: ChainSeen, parent: str | None, token_id: str, now_ms: int) -> dict[str, Any]:
         analysis = analyse(seen.caveats)
         budget_prefixes = tuple(seen.prefixes[b.index + 1] for b in analysis.budgets)
-        found = await authority.store.inspect(token_id, seen.prefixes, budget_prefixes, now_ms)
+        rate_specs = tuple(
+            RateSpec(seen.prefixes[r.index + 1], r.parsed.count, r.parsed.window * 1000) for r in analysis.rates
+        )
+        found = await authority.store.inspect(token_id, seen.prefixes, budget_prefixes, now_ms, rate_specs)
         budgets = [
             {
                 "caveat": b.caveat,
@@ -296,6 +299,17 @@ def router(
             "delegation": list(analysis.delegation),
             "caveats": [{"caveat": c, "hop": h} for c, h in zip(seen.caveats, seen.hops, strict=True)],
             "budgets": budgets,
+            "rates": [
+                {
+                    "caveat": r.caveat,
+                    "index": r.index,
+                    "hop": r.hop,
+                    "used": used,
+                    "count": r.parsed.count,
+                    "window": r.caveat.rsplit("/", 1)[-1],
+                }
+                for r, used in zip(analysis.rates, found.rate_use, strict=True)
+            ],
             "revoked": found.revoked_index is not None,
         }
 

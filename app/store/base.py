@@ -187,6 +187,7 @@ class Inspection(msgspec.Struct):
     revoked_index: int | None  # the first revoked prefix, -1 for the whole root, None if not revoked
     balances: list[tuple[int, int]]
     full_rates: list[int] = msgspec.field(default_factory=list)  # the rates asked about whose window is full now
+    rate_use: list[int] = msgspec.field(default_factory=list)  # of each rate asked about: the calls in its window now
 
 
 T = TypeVar("T")

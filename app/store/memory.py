@@ -511,14 +511,10 @@ class MemoryStore(Store):
     ) -> Inspection | None:
         if not self._purge(token_id, now_ms):
             return None
-        full = [
-            i
-            for i, rate in enumerate(rates)
-            if sum(t > now_ms - rate.window_ms for t in self.rates.get((token_id, rate.prefix), ())) >= rate.count
-        ]
-        return Inspection(
-            self._revoked_index(token_id, revocation, now_ms), [self._balance(token_id, p) for p in budgets], full
-        )
+        use = [sum(t > now_ms - rate.window_ms for t in self.rates.get((token_id, rate.prefix), ())) for rate in rates]
+        full = [i for i, (rate, used) in enumerate(zip(rates, use, strict=True)) if used >= rate.count]
+        balances = [self._balance(token_id, p) for p in budgets]
+        return Inspection(self._revoked_index(token_id, revocation, now_ms), balances, full, use)
 
     async def ready(self) -> str | None:
         return None

@@ -332,17 +332,21 @@ class RedisStore(Store):
     ) -> Inspection:
         windows = [x for r in rates for x in (r.prefix, r.count, r.window_ms)]
         args = (now_ms, len(revocation), *revocation, len(budgets), *budgets, len(rates), *windows, self.policy)
-        return await stepwise(lambda: self._inspect_step(token_id, args))
+        return await stepwise(lambda: self._inspect_step(token_id, args, rates))
 
-    async def _inspect_step(self, token_id: str, args: tuple[str | int, ...]) -> Inspection | None:
+    async def _inspect_step(
+        self, token_id: str, args: tuple[str | int, ...], rates: tuple[RateSpec, ...]
+    ) -> Inspection | None:
         reply = await self._run("inspect", token_id, *args)
         await self._note(token_id)  # an expired hold's event
         with _expected_reply("inspect"):
             if reply == ["purging"]:
                 return None
-            revoked, full, flat = reply[0], reply[1], reply[2:]
+            revoked, counts, flat = reply[0], reply[1], reply[2:]
             balances = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-            return Inspection(None if revoked == "" else int(revoked), balances, [int(i) for i in full.split(",") if i])
+            use = [int(c) for c in counts.split(",") if c]
+            full = [i for i, (rate, used) in enumerate(zip(rates, use, strict=True)) if used >= rate.count]
+            return Inspection(None if revoked == "" else int(revoked), balances, full, use)
 
     async def approvals_of(self, token_id: str | None, now_ms: int) -> list[Approval]:
         if token_id is not None:

@@ -101,7 +101,7 @@ def test_a_waiting_call_appears_without_a_reload_and_approve_lets_it_through(
 def meter_of(driver: WebDriver, chain: str) -> tuple[str, str]:
     """The budget bar of `chain`'s own budget: its label text and the meter's value."""
     node = driver.find_element(By.CSS_SELECTOR, f".node[data-chain='{chain}']")
-    meter = node.find_element(By.CSS_SELECTOR, ".budget meter")
+    meter = node.find_element(By.CSS_SELECTOR, ".budget:not(.rate) meter")
     label = node.find_element(By.CSS_SELECTOR, f"label[for='{meter.get_attribute('id')}']")
     return label.text, meter.get_attribute("value") or ""
 
@@ -121,6 +121,20 @@ def test_the_budget_bar_moves_after_a_charged_call_without_a_reload(
     # The page refreshes the Tokens view every few seconds by itself: no reload here.
     wait(browser, lambda d: "1.50 spent, 0.00 held of 4.00 USD" in meter_of(d, chain)[0])
     assert meter_of(browser, chain)[1] == "1500000"
+
+
+def test_rate_use_shows_the_calls_in_the_window(browser: WebDriver, service: Service, http: httpx.Client) -> None:
+    root = mint(http, tools=["pay", "search"])
+    agent = str(Token.parse(root).attenuate(to="agent", rate="5/1h"))
+    chain = chain_of(http, agent)  # one call: it makes the chain seen
+    assert call(http, agent, "search").status_code == 200
+    sign_in(browser, service, ADMIN_KEY)
+    open_page(browser, "tokens")
+    rate = (By.CSS_SELECTOR, f".node[data-chain='{chain}'] meter[id^='rate-']")
+    wait(browser, seen.visibility_of_element_located(rate))
+    used = browser.find_element(*rate).get_attribute("value")
+    label = browser.find_element(By.CSS_SELECTOR, f"label[for='{browser.find_element(*rate).get_attribute('id')}']")
+    assert used == "2" and "rate <= 5/1h — 2 of 5 calls in the last 1h" in label.text
 
 
 def test_a_holder_sees_only_its_own_branch(browser: WebDriver, service: Service, http: httpx.Client) -> None:

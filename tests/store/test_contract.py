@@ -557,6 +557,17 @@ async def test_inspect_names_the_full_rate_windows_as_decide_would_find_them(sto
     assert (await store.inspect(root, (), (), T0, ())).full_rates == []
 
 
+async def test_inspect_counts_the_calls_in_each_rate_window(store: Store) -> None:
+    """What the console shows as rate use: the calls each window holds now, as decide counts them."""
+    root = tid()
+    rates = (RateSpec("a", 3, 60_000), RateSpec("b", 10, 1000))
+    for i in range(3):
+        assert (await store.decide(decision(root, rates=rates, now=T0 + i * 500))).status == "allowed"
+    assert (await store.inspect(root, (), (), T0 + 1000, rates)).rate_use == [3, 2]  # the call at T0 slid out of b
+    assert (await store.inspect(root, (), (), T0 + 60_000, rates)).rate_use == [2, 0]
+    assert (await store.inspect(root, (), (), T0, ())).rate_use == []
+
+
 async def test_rate_levels_are_shared_by_prefix_and_name_the_level_that_refuses(store: Store) -> None:
     root = tid()
     a = (RateSpec("parent", 2, 60_000), RateSpec("child-a", 1, 60_000))

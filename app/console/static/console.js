@@ -285,6 +285,17 @@ function budgetRow(b, key) {
   );
 }
 
+function rateRow(r, key) {
+  const id = `rate-${key}`;
+  const text = `${r.used} of ${r.count} calls in the last ${r.window}`;
+  return el(
+    "div",
+    { class: "budget rate" },
+    el("label", { htmlFor: id, text: `${r.caveat} — ${text}` }),
+    el("meter", { id, min: 0, max: r.count, value: r.used, title: text }),
+  );
+}
+
 function chainNode(root, chain, children, known) {
   const parent = chain.parent && known.get(chain.parent);
   const from = parent ? parent.caveats.length : 0; // a child lists only what it adds to its parent
@@ -301,6 +312,7 @@ function chainNode(root, chain, children, known) {
   for (const c of chain.caveats.slice(from)) caveats.append(el("li", { class: "mono", text: `hop ${c.hop}: ${c.caveat}` }));
   const node = el("div", { class: chain.revoked ? "node revoked" : "node", "data-chain": chain.chain }, header, caveats);
   chain.budgets.filter((b) => b.index >= from).forEach((b) => node.append(budgetRow(b, `${chain.chain}-${b.index}`)));
+  chain.rates.filter((r) => r.index >= from).forEach((r) => node.append(rateRow(r, `${chain.chain}-${r.index}`)));
   const item = el("li", {}, node);
   const kids = children.get(chain.chain) || [];
   if (kids.length) item.append(el("ul", {}, ...kids.map((k) => chainNode(root, k, children, known))));

@@ -2,7 +2,8 @@
 -- revoked prefix, the rates whose window is full, each budget's balance.
 -- ARGV: now n_rev prefix... n_budgets prefix... n_rates (prefix count window_ms)... policy (AuditPolicy, for the
 -- expire events of the holds it releases)
--- Returns {revoked_index or '', "i,j,..." (0-based full rates), spent1, held1, ...}, or {'purging'}: call again.
+-- Returns {revoked_index or '', "c1,c2,..." (the calls in each rate's window now), spent1, held1, ...}, or
+-- {'purging'}: call again.
 local now = tonumber(ARGV[1])
 audit_policy(ARGV[#ARGV])  -- "retention:max" matches no other argument
 if not purge(now) then return {'purging'} end
@@ -12,13 +13,13 @@ for j = 1, n do prefixes[j] = ARGV[2 + j] end
 local revoked = first_revoked(prefixes, now)
 local m = tonumber(ARGV[3 + n])
 local at = 4 + n + m  -- n_rates
-local full = {}
+local use = {}
 for j = 1, tonumber(ARGV[at]) do
-  local p, count, window = ARGV[at + 3 * j - 2], tonumber(ARGV[at + 3 * j - 1]), tonumber(ARGV[at + 3 * j])
+  local p, window = ARGV[at + 3 * j - 2], tonumber(ARGV[at + 3 * j])
   -- The calls still in the window are those after now - window (whole ms): what decide counts once it trims.
-  if redis.call('ZCOUNT', key('r', p), now - window + 1, '+inf') >= count then full[#full + 1] = j - 1 end
+  use[j] = redis.call('ZCOUNT', key('r', p), now - window + 1, '+inf')
 end
-local out = {revoked and tostring(revoked) or '', table.concat(full, ',')}
+local out = {revoked and tostring(revoked) or '', table.concat(use, ',')}
 for j = 1, m do
   local spent, held = balance(ARGV[3 + n + j])
   out[#out + 1] = spent; out[#out + 1] = held
