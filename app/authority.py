@@ -42,7 +42,6 @@ from app.store.base import (
     Approval,
     Attempt,
     BudgetSpec,
-    ChainSeen,
     Inspection,
     Outcome,
     RateSpec,
@@ -157,10 +156,11 @@ class Authority:
         except ValueError as e:  # over the token limits (docs/caveats.md), which the verifier would refuse
             raise BadRequest(str(e), "caveats") from None
         chain = self.verifier.verify(token)
-        seen = ChainSeen(chain.prefixes, chain.analysis.texts, chain.analysis.hops, self._denials(chain))
+        seen = self.trails.unsent(chain, lambda: self._denials(chain))
         event = event_json("mint", members(chain_members(chain)))
         try:  # the token is minted whatever the store says: without it, only the event is lost, and said
             await self.store.record(token_id, int(self.clock() * 1000), event, seen)
+            self.trails.sent(seen)
         except StoreUnavailable as e:
             log.warning("audit event of the mint of %s not written: %s", token_id, e)
         exp = chain.analysis.expires_at
