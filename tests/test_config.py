@@ -162,3 +162,46 @@ def test_a_cache_size_that_is_not_a_whole_number_of_mib_is_refused(tmp_path: Pat
 
 def test_the_cache_size_defaults_to_64_mib(tmp_path: Path) -> None:
     assert settings(tmp_path).cache_mb == 64 and settings(tmp_path, AGENTCAPS_CACHE_MB="8").cache_mb == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENTCAPS_APPROVAL_TTL", "0"),
+        ("AGENTCAPS_APPROVAL_TTL", "604801"),
+        ("AGENTCAPS_APPROVAL_TTL", "15m"),
+        ("AGENTCAPS_APPROVAL_WEBHOOK", "ftp://hooks.example"),
+        ("AGENTCAPS_APPROVAL_WEBHOOK", "https://a b"),
+        ("AGENTCAPS_AUDIT_RETENTION", "7"),
+        ("AGENTCAPS_AUDIT_RETENTION", "0d"),
+        ("AGENTCAPS_AUDIT_RETENTION", "3651d"),
+        ("AGENTCAPS_AUDIT_RETENTION", "1w"),
+        ("AGENTCAPS_AUDIT_MAX_EVENTS", "0"),
+        ("AGENTCAPS_AUDIT_MAX_EVENTS", "1e6"),
+        ("AGENTCAPS_AUDIT_ARGS", "some"),
+    ],
+)
+def test_bad_approval_and_audit_settings_are_refused_by_name(tmp_path: Path, name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_approval_and_audit_settings_and_their_defaults(tmp_path: Path) -> None:
+    default = Settings.from_env({"AGENTCAPS_DATA_DIR": str(tmp_path)})
+    assert (default.approval_ttl, default.approval_webhook, default.audit_args) == (900, "", "full")
+    assert (default.audit.retention_ms, default.audit.max_events) == (7 * 86400 * 1000, 1_000_000)
+    env = {
+        "AGENTCAPS_DATA_DIR": str(tmp_path),
+        "AGENTCAPS_APPROVAL_TTL": "60",
+        "AGENTCAPS_APPROVAL_WEBHOOK": "https://hooks.example/agentcaps",
+        "AGENTCAPS_AUDIT_RETENTION": "12h",
+        "AGENTCAPS_AUDIT_MAX_EVENTS": "5000",
+        "AGENTCAPS_AUDIT_ARGS": "none",
+    }
+    given = Settings.from_env(env)
+    assert (given.approval_ttl, given.approval_webhook, given.audit_args) == (
+        60,
+        env["AGENTCAPS_APPROVAL_WEBHOOK"],
+        "none",
+    )
+    assert (given.audit.retention_ms, given.audit.max_events) == (12 * 3600 * 1000, 5000)
