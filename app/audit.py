@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from app.approvals import Credential
-from app.errors import BadRequest, StoreUnavailable
+from app.errors import BadRequest, StoreUnavailable, TooMany
 from app.schemas import VerifyRequest
 from app.store.base import ChainSeen, Store
 from app.token.verifier import VerifiedChain
@@ -30,6 +30,7 @@ from caveats.grammar import CaveatSyntaxError
 ARGS_LIMIT = 4096  # bytes of JSON an event keeps of a call's args; past it, whole top-level entries are left out
 CAVEAT_KEPT = 256  # characters of each caveat a chain seen keeps: what the store holds per chain stays small
 MAX_LIMIT = 1000  # events one page answers at most
+MAX_STREAMS = 100  # live streams one process serves: each looks at the store twice a second
 STREAM_POLL = 0.5  # seconds between two looks of a live stream for new events
 KEEP_ALIVE = 15.0  # seconds of quiet after which a stream sends a comment (proxies close silent connections)
 SCAN_BUDGET = 100_000  # events one query reads at most before it answers with what it found and a `next`
@@ -238,6 +239,14 @@ class AuditLog:
             if (chains is None or event.get("chain") in chains) and query.matches(event):
                 out.append((event_id, event))
         return out, cursor
+
+    def open_stream(self, who: Credential, params: Any, last_event_id: str | None) -> AsyncIterator[bytes]:
+        """A stream as a request asks for it (the API's and the console's): its filters checked, resumed after the
+        Last-Event-ID header or `after`; TooMany past MAX_STREAMS live ones."""
+        query = Query.parse(params).for_stream(params)
+        if self.streams >= MAX_STREAMS:
+            raise TooMany(f"this service process already serves {MAX_STREAMS} audit streams; retry later")
+        return self.stream(who, query, last_event_id or query.after)
 
     async def stream(self, who: Credential, query: Query, resume: str | None) -> AsyncIterator[bytes]:
         """Server-Sent Events: from `resume` (an event id: every event kept after it), else from now; live after.

@@ -29,7 +29,7 @@ from app.api.body import decode
 from app.approvals import Approvals, Credential
 from app.audit import AuditLog, Query
 from app.authority import Authority
-from app.errors import BadRequest, NotFound, TooMany, Unauthorized
+from app.errors import BadRequest, NotFound, Unauthorized
 from app.schemas import DecideRequest, InspectRequest
 from app.store.base import ChainSeen, RateSpec, event_json
 from caveats.chain import analyse
@@ -126,7 +126,6 @@ def router(
     approvals: Approvals,
     audit_log: AuditLog,
     credential_of: Callable[[str], Awaitable[Credential | None]],
-    max_streams: int,
     location: str,
 ) -> Router:
     """The console's routes. `credential_of` is the API's own rule for a bearer credential (admin key or live token);
@@ -222,11 +221,7 @@ def router(
     @get("/api/audit/stream")
     async def audit_stream(request: Request[Any, Any, Any]) -> Stream:
         who, session = await signed_in(request)
-        query = Query.parse(request.query_params)
-        if audit_log.streams >= max_streams:
-            raise TooMany(f"this service process already serves {max_streams} audit streams; retry later")
-        resume = request.headers.get("last-event-id") or query.after
-        events = audit_log.stream(who, query, resume)
+        events = audit_log.open_stream(who, request.query_params, request.headers.get("last-event-id"))
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
         return Stream(while_valid(events, session), media_type="text/event-stream", headers=headers)
 

@@ -449,8 +449,7 @@ class MemoryStore(Store):
     def _verify_event(self, d: Attempt, trail: Trail, outcome: Outcome) -> None:
         if trail.chain is not None:
             self._see(d.token_id, trail.chain)
-        # The chain is sent once per process: later calls name it by their revocation's last prefix, its id.
-        chain_id = trail.chain.chain if trail.chain is not None else (d.revocation or ("",))[-1]
+        chain_id = d.revocation[-1] if d.revocation else ""  # the last prefix is the chain's id
         seen = self.chains.get(d.token_id, {}).get(chain_id)
         members = outcome_members(d, trail, outcome, seen.denials if seen is not None else {})
         self._event(d.token_id, d.now_ms, event_json("verify", trail.head, members))

@@ -151,7 +151,7 @@ class RedisStore(Store):
         seen: tuple[str, ...] = ()
         if d.trail is not None:
             gate_at = d.approval.at if d.approval is not None else ""
-            chain_id = d.trail.chain.chain if d.trail.chain is not None else (d.revocation or ("",))[-1]
+            chain_id = d.revocation[-1] if d.revocation else ""  # the last prefix is the chain's id
             trail = (d.trail.head, d.trail.charged, gate_at, chain_id)
             seen = _seen(d.trail.chain)
         # One argument for all that is small (packing an argument is most of a client's per-call cost).

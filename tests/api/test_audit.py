@@ -265,9 +265,9 @@ def test_the_stream_sends_events_live_and_resumes_after_an_id(service_factory: A
 
 
 def test_live_streams_are_bounded(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.api.app as app_module
+    import app.audit as audit_module
 
-    monkeypatch.setattr(app_module, "MAX_STREAMS", 0)
+    monkeypatch.setattr(audit_module, "MAX_STREAMS", 0)
     r = api.client.get("/v1/audit/stream", headers=api.admin)
     assert r.status_code == 429 and r.json()["code"] == "too_many"
 
