@@ -188,7 +188,6 @@ def test_filters_and_paging_without_gaps_or_repeats_under_concurrent_writes(api:
     writer.join(10)
     assert len(seen) == len(set(seen))  # no repeats
     assert set(before) <= set(seen)  # no gaps: every event there when paging began
-    assert seen == sorted(seen, reverse=True) or all(i in seen for i in before)
 
 
 @pytest.mark.parametrize(
