@@ -10,8 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, post
 
-from app.api.app import create_app
-from app.config import Settings
+from app.api.server import app_from_env
 from app.schemas import VerifyRequest
 
 _decoder = msgspec.json.Decoder(VerifyRequest)
@@ -24,6 +23,6 @@ async def bare(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 def app() -> Litestar:
-    service = create_app(Settings.from_env())
+    service = app_from_env()  # as `agentcaps serve` builds it
     service.register(bare)
     return service

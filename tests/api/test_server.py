@@ -255,3 +255,19 @@ def test_a_port_taken_after_the_check_still_leaves_no_metrics_directory(
         assert len(metrics_dirs(tmp_path)) == 1
         raise SystemExit(3)
     assert metrics_dirs(tmp_path) == []
+
+
+def test_a_worker_freezes_what_it_built_and_collects_young_objects_less_often(tmp_path: Path) -> None:
+    """The worker factory leaves the collector tuned for serving (server.tune_collector): in a process of its own,
+    since a frozen heap is never collected again."""
+    probe = (
+        "import gc\n"
+        "from app.api.server import app_from_env, YOUNG_THRESHOLD\n"
+        "before = gc.get_freeze_count()\n"
+        "app_from_env()\n"
+        "print(before, gc.get_freeze_count() > 10_000, gc.get_threshold()[0] == YOUNG_THRESHOLD)\n"
+    )
+    env = serve_env(tmp_path, "memory://", free_port())
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True", "True"]
