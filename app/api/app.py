@@ -21,6 +21,7 @@ from litestar.response import Stream
 
 from app import console
 from app.api import openapi
+from app.api.asgi_route import Answer, Headers, header, json_post
 from app.api.body import decode
 from app.api.metrics import Metrics
 from app.approvals import Approvals, Credential
@@ -76,7 +77,11 @@ def _error(status: int, code: str, reason: str, field: str | None = None) -> Res
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
-    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    return _bearer_of(request.headers.get("authorization"))
+
+
+def _bearer_of(authorization: str | None) -> str | None:
+    scheme, _, credential = (authorization or "").partition(" ")
     return credential if scheme.lower() == "bearer" and credential else None
 
 
@@ -113,12 +118,12 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if _match(presented, settings.admin_keys) is None:
             raise Unauthorized(_refusal(presented, "admin key"))
 
-    def verifier_name(request: Request[Any, Any, Any]) -> str | None:
+    def verifier_name(authorization: str | None) -> str | None:
         """With AGENTCAPS_VERIFIER_KEYS, the name of the key presented (401 without a valid one); else None.
-        Checked before the body is read: a caller without a key learns nothing about what a body needs."""
+        Checked before the body is decoded: a caller without a key learns nothing about what a body needs."""
         if not settings.verifier_keys:
             return None
-        presented = _bearer(request)
+        presented = _bearer_of(authorization)
         key = _match(presented, settings.verifier_keys)
         if key is None:
             raise Unauthorized(_refusal(presented, "verifier key"))
@@ -137,11 +142,11 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         require_admin(request)
         return _json(await authority.mint(decode(await request.body(), MintRequest)), 201)
 
-    @post("/v1/verify", status_code=200)
-    async def verify(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def verify(headers: Headers, content: bytes) -> Answer:
+        """POST /v1/verify, on a plain ASGI route (app/api/asgi_route.py): the hot path."""
         started = time.perf_counter()
-        name = verifier_name(request)
-        req = decode(await request.body(), VerifyRequest)
+        name = verifier_name(header(headers, b"authorization"))
+        req = decode(content, VerifyRequest)
         audience = audience_of(name, req.audience)
         verdict = await authority.verify(req, audience, name)
         if verdict.cause is not None:
@@ -167,19 +172,19 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
                 },
             )
         retry_after = RETRY_AFTER if verdict.kind == "unavailable" else verdict.retry_after
-        headers = {"retry-after": str(retry_after)} if retry_after is not None else None
-        return _json(body, STATUS[verdict.kind], headers)
+        extra = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+        return STATUS[verdict.kind], _encode(body), extra
 
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
     async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        name = verifier_name(request)
+        name = verifier_name(request.headers.get("authorization"))
         body = await request.body()
         req = decode(body, SettleRequest) if body.strip() else SettleRequest()
         return _json(await authority.settle(hold_id, req.amount, name))
 
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
     async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        name = verifier_name(request)
+        name = verifier_name(request.headers.get("authorization"))
         body = await request.body()
         if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
             decode(body, ReleaseRequest)
@@ -187,7 +192,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
 
     @post("/v1/holds/{hold_id:str}/extend", status_code=200)
     async def extend(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
-        name = verifier_name(request)
+        name = verifier_name(request.headers.get("authorization"))
         body = await request.body()
         if not body.strip():
             raise BadRequest("the body must give hold_ttl: seconds from now, 1 to 86400", "hold_ttl")
@@ -303,7 +308,9 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if isinstance(exc, HTTPException):
             if exc.status_code == 413:
                 return _error(413, "too_large", f"the body is over {MAX_BODY // 1024} KiB")
-            return _error(exc.status_code, "http_error", str(exc.detail))
+            refused = _error(exc.status_code, "http_error", str(exc.detail))
+            refused.headers.update(exc.headers or {})  # a 405's Allow
+            return refused
         request_id = secrets.token_hex(8)
         log.exception("internal error", extra={"fields": {"request_id": request_id, "path": request.url.path}})
         return _json(ErrorBody("internal_error", "internal error", request_id=request_id), 500)
@@ -319,7 +326,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     app = Litestar(
         route_handlers=[
             mint_token,
-            verify,
+            json_post("/v1/verify", verify, MAX_BODY),
             settle,
             release,
             extend,
