@@ -33,6 +33,7 @@ def raw(body: dict[str, Any]) -> str:
     return json.dumps(body)
 
 
+DEEP = "args.a.0.k"  # a repeat inside an object inside a list
 BAD_VERIFY: list[tuple[str, Any, str | None]] = [
     # (name, how the body is built from the valid one, the field the 400 must name)
     ("unknown-field", lambda b: raw({**b, "extra": 1}), "extra"),
@@ -55,6 +56,8 @@ BAD_VERIFY: list[tuple[str, Any, str | None]] = [
     ("duplicate-top-level-key", lambda b: raw(b)[:-1] + ', "tool": "pay"}', "tool"),
     ("duplicate-cost", lambda b: raw(b)[:-1] + ', "cost": {"amount": "0", "currency": "USD"}}', "cost"),
     ("duplicate-in-args", lambda b: raw({**b, "args": {"x": 1}})[:-2] + ', "x": 2}}', "args.x"),
+    ("duplicate-escaped", lambda b: raw({**b, "args": {"x": 1}})[:-2] + ', "\\u0078": 2}}', "args.x"),
+    ("duplicate-deep", lambda b: raw({**b, "args": {"a": [{"k": 1, "z": {"k": 0}}]}})[:-4] + ', "k": 2}]}}', DEEP),
     ("NaN-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": NaN}}', "args.x"),
     ("Infinity-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": Infinity}}', "args.x"),
     ("minus-Infinity-in-args", lambda b: raw(b)[:-1] + ', "args": {"x": -Infinity}}', "args.x"),
