@@ -55,7 +55,6 @@ from app.token.verifier import VerifiedChain, Verifier
 from caveats.base import Context, Counter, Role
 from caveats.budget import Budget
 from caveats.build import restriction_caveats
-from caveats.cache import ByteLRU
 from caveats.chain import Step
 from caveats.denial import Code, Denial
 from caveats.expires import format_instant, parse_instant
@@ -67,18 +66,7 @@ from caveats.rate import Rate
 log = logging.getLogger("agentcaps")
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted", decimal_format="number")
 _encode = msgspec.json.Encoder().encode
-# Balances repeat (limits, zero held, recent spends): formatting them is a measurable part of a verify.
-_amounts: ByteLRU[int, str] = ByteLRU("amounts")
-AMOUNT_BYTES = 256  # an int key, a str of at most 19 digits and a point, the entry
 T = TypeVar("T")
-
-
-def _amount(micros: int) -> str:
-    text = _amounts.get(micros)
-    if text is None:
-        text = format_micros(micros)
-        _amounts.put(micros, text, AMOUNT_BYTES)
-    return text
 
 
 Kind = Literal["allowed", "denied", "rate_limited", "unavailable"]
@@ -102,7 +90,7 @@ def amount_from_wire(m: Money) -> Amount:
 
 def amount_to_wire(a: Amount) -> Money:
     """An amount as every answer writes it: at least two decimals."""
-    return Money(_amount(a.micros), a.currency)
+    return Money(format_micros(a.micros), a.currency)
 
 
 class Authority:
@@ -379,10 +367,10 @@ class Authority:
             BudgetView(
                 b.hop,
                 b.caveat,
-                _amount(b.parsed.limit.micros),
-                _amount(spent),
-                _amount(held),
-                _amount(b.parsed.limit.micros - spent - held),
+                format_micros(b.parsed.limit.micros),
+                format_micros(spent),
+                format_micros(held),
+                format_micros(b.parsed.limit.micros - spent - held),
                 b.parsed.limit.currency,
             )
             for b, (spent, held) in zip(chain.analysis.budgets, balances, strict=True)

@@ -1,4 +1,5 @@
-"""What a verifier remembers, bounded by bytes: verified chains, parsed caveats, tool-list intersections, amounts.
+"""What a verifier remembers, bounded by bytes: verified chains, parsed caveats, tool-list intersections,
+chains already written to the audit log.
 
 Every token a caller sends may be new, so nothing a verifier remembers may grow with the number of distinct
 tokens: each cache's entries are accounted at an over-estimate of the memory they keep alive, and a cache over
@@ -18,7 +19,7 @@ from typing import Generic, TypeVar
 MIB = 1 << 20
 DEFAULT_TOTAL_BYTES = 64 * MIB
 # Each cache's share of the total. Chains are the big one: a token is up to 16 KiB, and its analysis more.
-SHARES = {"chains": 0.71875, "caveats": 0.1875, "tool lists": 0.03125, "amounts": 0.03125, "chains sent": 0.03125}
+SHARES = {"chains": 0.75, "caveats": 0.1875, "tool lists": 0.03125, "chains sent": 0.03125}
 
 K = TypeVar("K")
 V = TypeVar("V")

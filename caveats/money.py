@@ -66,10 +66,12 @@ def parse_money(text: str) -> Amount:
 
 def format_micros(micros: int) -> str:
     """12_500_000 -> '12.50': at least two decimals, no trailing zeros beyond them."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS)
-    digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
-    return f"{sign}{whole}.{digits}"
+    if micros < 0:
+        return "-" + format_micros(-micros)
+    whole, frac = divmod(micros, MICROS)
+    if frac % 10_000 == 0:  # whole cents, the common case: no zeros to strip
+        return f"{whole}.{frac // 10_000:02d}"
+    return f"{whole}.{frac:06d}".rstrip("0")
 
 
 # Scaling in the thread's context rounded to 28 digits (12345678901234567890123.0000001 came back whole) and

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from litestar import Litestar
 
-import app.authority as authority_module
 import caveats.chain as chain_module
 from app.api.app import create_app
 from app.store.base import ChainSeen
@@ -72,7 +71,6 @@ def accounted(app: Litestar) -> int:
         app.state.authority.verifier.cache,
         registry._memo,
         chain_module._intersections,
-        authority_module._amounts,
     ]
     return sum(c.nbytes for c in caches)
 
