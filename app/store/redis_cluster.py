@@ -3,8 +3,8 @@ hand.
 
 Every key of one root shares the hash tag `{token id}` (app/store/scripts.py base_key), so each script runs on the
 one node that owns that slot. Calls to the same node that arrive in the same event-loop turn go out as one
-pipeline (app/store/batcher.py, keyed by node), as on one Redis. Routing is done here, not by redis-py's
-execute_command, for two reasons:
+pipeline (app/store/batcher.py, keyed by node), sent on a connection of that node as on one Redis
+(app/store/runner.py exchange). Routing is done here, not by redis-py's execute_command, for two reasons:
 
 - Retries are explicit. A reply that proves the script did not run (NOSCRIPT, MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
   LOADING) is retried, to the right node, until the store timeout; anything that leaves doubt (a lost connection,
@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode, PipelineCommand
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -50,7 +50,7 @@ from redis.exceptions import (
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.batcher import Batcher, not_sent
-from app.store.runner import eviction_risk, unavailable
+from app.store.runner import Command, eviction_risk, exchange, unavailable
 from app.store.scripts import Script, base_key
 
 log = logging.getLogger("agentcaps.store")
@@ -155,20 +155,24 @@ class ClusterRunner:
         await asyncio.sleep(REFRESH_GAP_S)
 
     async def _send(self, node: ClusterNode, batch: list[_Call]) -> list[tuple[Any, Any]]:
-        commands: list[PipelineCommand] = []
+        commands: list[Command] = []
         positions = []
         for call in batch:
             if call.asking:
-                commands.append(PipelineCommand(len(commands), "ASKING"))
+                commands.append(("ASKING",))
             positions.append(len(commands))
-            commands.append(PipelineCommand(len(commands), *call.command))
+            commands.append(call.command)
         wait_at = None
         if self.wait is not None and any(call.writes for call in batch):
             wait_at = len(commands)
-            commands.append(PipelineCommand(wait_at, "WAIT", self.wait.replicas, self.wait.timeout_ms))
-        await node.execute_pipeline(commands)
-        acked = None if wait_at is None else commands[wait_at].result
-        return [(commands[at].result, acked) for at in positions]
+            commands.append(("WAIT", self.wait.replicas, self.wait.timeout_ms))
+        connection = node.acquire_connection()
+        try:
+            replies = await exchange(connection, commands, self.timeout)
+        finally:
+            node.release(connection)
+        acked = None if wait_at is None else replies[wait_at]
+        return [(replies[at], acked) for at in positions]
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         if self.batcher.closed:  # before _topology, which would open connections

@@ -1,8 +1,9 @@
 """How RedisStore's scripts reach Redis: a Runner sends each call through one Batcher and fails closed on doubt.
 
 `NodeRunner` serves `redis://` and `rediss://` (one Redis); `ClusterRunner` (app/store/redis_cluster.py) serves
-`redis+cluster://`. Both call a script the same way (Script.command), reload it on NOSCRIPT by a SCRIPT LOAD sent
-through the same batcher, and answer StoreUnavailable for anything that leaves doubt.
+`redis+cluster://`. Both call a script the same way (Script.command), send each pipeline the same way (exchange: one
+write, the replies in order, one deadline, on a redis-py connection), reload a script on NOSCRIPT by a SCRIPT LOAD
+sent through the same batcher, and answer StoreUnavailable for anything that leaves doubt.
 
 Retries are off: a timeout after a script ran would charge twice on retry. Clients retry with a `request_id`
 instead, which makes the second attempt return the first answer.
@@ -10,10 +11,12 @@ instead, which makes the second attempt return the first answer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -67,8 +70,38 @@ async def eviction_risk(name: str, info: Awaitable[Any]) -> str | None:
 Command = tuple[str | int, ...]
 
 
+def pack(command: Command) -> bytes:
+    """A command as Redis reads it (RESP): an array of bulk strings. The scripts' arguments are text and integers."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+async def exchange(connection: AbstractConnection, commands: list[Command], timeout: float) -> list[Any]:
+    """One round trip: every command in one write, then each one's reply, in order; an error reply is that
+    command's reply alone. One deadline for the whole of it, where redis-py's own pipeline paid a timer per reply
+    and a task per write. Past the deadline, or on any failure, the connection is dropped (replies still on their
+    way would answer the next round trip's commands), and the exception leaves every command in doubt."""
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.send_packed_command(b"".join([pack(command) for command in commands]), False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as e:  # NOSCRIPT, MOVED, a script's error: one command's reply
+                    replies.append(e)
+            return replies
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+
+
 class NodeRunner:
-    """One Redis: every call goes into the one pipeline queue of its client."""
+    """One Redis: every call goes into the one pipeline queue; each pipeline on the wire has a connection of its own
+    (at most MAX_IN_FLIGHT, app/store/batcher.py)."""
 
     def __init__(self, url: str, timeout: float = 1.0) -> None:
         self.url, self.timeout = url, timeout
@@ -80,6 +113,8 @@ class NodeRunner:
             decode_responses=True,
         )
         self.batcher: Batcher[Redis, Command] = Batcher(self._send)
+        self._idle: list[AbstractConnection] = []
+        self._connections: list[AbstractConnection] = []
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         command = script.command(token_id, args, cluster=False)
@@ -98,11 +133,19 @@ class NodeRunner:
         return reply
 
     async def _send(self, client: Redis, batch: list[Command]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for command in batch:
-            pipe.execute_command(*command)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        connection = self._idle.pop() if self._idle else self._connection(client)
+        try:
+            return await exchange(connection, batch, self.timeout)
+        finally:
+            self._idle.append(connection)  # dropped on failure, it connects again when next used
+
+    def _connection(self, client: Redis) -> AbstractConnection:
+        """A connection as the client's pool makes them (URL, TLS, credentials), without its per-read socket
+        timeout: exchange() gives each round trip its deadline."""
+        pool = client.connection_pool
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self._connections.append(connection)
+        return connection
 
     async def listener(self) -> Redis:
         return Redis.from_url(self.url, socket_connect_timeout=self.timeout, decode_responses=True)
@@ -116,4 +159,6 @@ class NodeRunner:
 
     async def close(self) -> None:
         await self.batcher.close()  # first: nothing may open a connection after the client closes
+        for connection in self._connections:
+            await connection.disconnect()
         await self.client.aclose()

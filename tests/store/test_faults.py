@@ -85,10 +85,23 @@ async def test_a_reply_past_the_timeout_is_unavailable_and_a_retry_replays(proxy
 
 async def test_a_reply_late_but_within_the_timeout_is_a_decision(proxy: Proxy, proxied: RedisStore) -> None:
     root = tid()
+    assert (await charge(proxied)).status == "allowed"  # the connection and its handshake, at full speed
     proxy.mode, proxy.delay = "slow", 0.1  # half the store's 0.2 s timeout
-    outcomes = await asyncio.gather(*(charge(proxied, root) for _ in range(12)))
+    outcomes = [await charge(proxied, root) for _ in range(12)]  # one after the other: each reply 0.1 s late
     assert sorted(o.status for o in outcomes) == ["allowed"] * 10 + ["budget_exceeded"] * 2
     assert await spent(root) == 10
+
+
+async def test_the_timeout_bounds_the_whole_call_a_slow_handshake_included(proxy: Proxy, proxied: RedisStore) -> None:
+    """Connecting, its handshake and the script's reply share the store's 0.2 s: each reply 0.1 s late adds up."""
+    proxy.mode, proxy.delay = "slow", 0.1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StoreUnavailable):
+        await charge(proxied)
+    assert loop.time() - started < 0.2 + 0.15
+    proxy.mode = "forward"
+    assert (await charge(proxied)).status == "allowed"
 
 
 async def test_a_server_that_accepts_and_never_answers_is_unavailable_in_time() -> None:
