@@ -1,10 +1,17 @@
 """Coalesce the script calls of concurrent requests into pipelines: one round trip per destination carries many.
 
 A destination is whatever one pipeline goes to (the one Redis, or a cluster node). Each EVALSHA in a pipeline is
-still its own atomic script; batching only shares the socket round trip and redis-py's per-call overhead. Calls
-submitted in the same event-loop turn go out together; at most MAX_IN_FLIGHT pipelines per destination wait for
-replies at once, and the rest gather into the next one meanwhile. `close()` lets the pipelines on the wire finish
-and answers every call not yet sent with StoreUnavailable.
+still its own atomic script; batching only shares the socket round trip and the per-call overhead. Calls
+submitted in the same event-loop turn go out together, in pipelines of FLUSH_AT calls as soon as that many wait
+and the rest when the turn ends; at most MAX_IN_FLIGHT pipelines per destination wait for replies at once, and
+the rest gather into the next one meanwhile. `close()` lets the pipelines on the wire finish and answers every
+call not yet sent with StoreUnavailable.
+
+Why FLUSH_AT: requests tend to arrive together (32 clients answered in one turn send their next calls in one
+turn). Sent as one pipeline, Redis ran all their scripts while the process, every request waiting, sat idle, and
+then the process worked while Redis did: at most one of them busy at a time. In pipelines of 8, Redis runs the
+first scripts while the process still handles the requests that came with them (scripts/bench_http.py: 4.1-4.5k
+-> 5.6-6.5k verify/s on two cores).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Any, Generic, TypeVar
 
 from app.errors import StoreUnavailable
 
-MAX_IN_FLIGHT = 4
+FLUSH_AT = 8
+MAX_IN_FLIGHT = 8
 MAX_BATCH = 256
 
 Dest = TypeVar("Dest", bound=Hashable)
@@ -58,9 +66,12 @@ class Batcher(Generic[Dest, Call]):
             queue = self.queues[dest] = _Queue(dest)
         queue.dest = dest  # an equal but newer object (a cluster node after a topology refresh) is the one to use
         queue.pending.append((call, future))
-        if not queue.scheduled and queue.in_flight < MAX_IN_FLIGHT:
-            queue.scheduled = True
-            loop.call_soon(self._start, queue)
+        if queue.in_flight < MAX_IN_FLIGHT:
+            if len(queue.pending) >= FLUSH_AT:
+                self._send_pending(queue)  # now: the turn's end, scheduled or not, sends what comes after
+            elif not queue.scheduled:
+                queue.scheduled = True
+                loop.call_soon(self._start, queue)
         return future
 
     async def close(self) -> None:
@@ -75,6 +86,9 @@ class Batcher(Generic[Dest, Call]):
 
     def _start(self, queue: _Queue[Dest, Call]) -> None:
         queue.scheduled = False
+        self._send_pending(queue)
+
+    def _send_pending(self, queue: _Queue[Dest, Call]) -> None:
         if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
             batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
             queue.in_flight += 1
