@@ -101,13 +101,9 @@ def _deep_field(body: bytes) -> str | None:
     return name if isinstance(name, str) else None
 
 
-class _Repeated(Exception):
-    pass
-
-
 def _refuse_repeats(pairs: list[tuple[str, Any]]) -> None:
     if len(dict(pairs)) != len(pairs):
-        raise _Repeated
+        raise BadRequest("a key is repeated in the JSON body")
 
 
 # The quick check for a repeated key, on a body msgspec has decoded: the C scanner and one dict per object. Only a
@@ -160,7 +156,7 @@ def decode(body: bytes, kind: type[T]) -> T:
     if body.count(b'"') >= 4:  # a repeated key needs two quoted keys
         try:
             _repeats.decode(body.decode())
-        except _Repeated:
+        except BadRequest:
             _strict_scan(body)  # names the repeated key
-            raise BadRequest("a key is repeated in the JSON body") from None
+            raise
     return value
