@@ -45,7 +45,7 @@ async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect
             raise InternalServerException("client disconnected prematurely")
-        chunk = message["body"]
+        chunk = message.get("body", b"")  # optional in ASGI: none is an empty chunk
         size += len(chunk)
         if size > limit:
             raise RequestEntityTooLarge

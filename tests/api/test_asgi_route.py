@@ -29,7 +29,8 @@ def chunk(body: bytes, more: bool = True) -> dict[str, Any]:
 
 
 async def test_a_body_in_chunks_is_read_whole() -> None:
-    receive = receiver(chunk(b'{"a"'), chunk(b""), chunk(b":1}", more=False))
+    no_body = {"type": "http.request", "more_body": True}  # `body` is optional in ASGI
+    receive = receiver(chunk(b'{"a"'), chunk(b""), no_body, chunk(b":1}", more=False))
     assert await read_body([], receive, 10) == b'{"a":1}'
 
 
