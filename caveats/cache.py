@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 MIB = 1 << 20
@@ -73,9 +74,12 @@ class ByteLRU(Generic[K, V]):
 
 
 class ByteMemo(Generic[K, V]):
-    """A dict bounded by the bytes its entries are accounted at, emptied when the next entry would not fit.
+    """A dict bounded by the bytes its entries are accounted at, emptied when the next entries would not fit.
 
-    `get` is the dict's own: a hit costs what a plain dict lookup does.
+    `get` is the dict's own: a hit costs what a plain dict lookup does. Entries go in one by one with `put`, or,
+    for a caller that remembers several in one call of its own (the new caveats of a chain), each with `add`
+    (the dict's own setitem, after `get` missed) and then all of them with one `account` before that call
+    returns: one estimate over them all costs far less than one per entry.
     """
 
     def __init__(self, share: str) -> None:
@@ -84,6 +88,7 @@ class ByteMemo(Generic[K, V]):
         self.nbytes = 0
         self._values: dict[K, V] = {}
         self.get = self._values.get
+        self.add = self._values.__setitem__
         _caches.add(self)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -98,8 +103,20 @@ class ByteMemo(Generic[K, V]):
         self._values[key] = value
         self.nbytes += nbytes
 
+    def account(self, keys: list[K], nbytes: int) -> None:
+        """Account at `nbytes` together for `keys`, just set with `add`. If the memo is then over its bytes, it
+        empties itself and keeps them alone, unless they do not fit even so: as `put` would have."""
+        self.nbytes += nbytes
+        if self.nbytes > self.max_bytes:
+            values = self._values
+            kept = {key: values[key] for key in keys if key in values}
+            self.clear()
+            if nbytes <= self.max_bytes:
+                values.update(kept)
+                self.nbytes = nbytes
+
     def clear(self) -> None:
-        self._values.clear()  # the same dict: `get` stays bound to it
+        self._values.clear()  # the same dict: `get` and `add` stay bound to it
         self.nbytes = 0
 
     def _shrink(self) -> None:
@@ -128,6 +145,9 @@ def accounted_bytes() -> int:
 
 CAVEAT_OVERHEAD = 384  # the entry, the key and text objects, the parsed Struct and its tuples
 ITEM_BYTES = 80  # one str object and its slot in a tuple
+# What separates the items of a list (`,`) or a path (`.`); the bytes a text has of them is its length less that
+# of the text without them (one bytes.translate: a bytes.count per separator costs twice as much).
+SEPARATORS = b",."
 
 
 def caveat_bytes(raw: bytes | str) -> int:
@@ -136,11 +156,12 @@ def caveat_bytes(raw: bytes | str) -> int:
     own, or a Denial whose reason quotes it."""
     if type(raw) is not bytes:  # a str: the SDK's and tests' own
         raw = raw.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
-    return CAVEAT_OVERHEAD + 12 * len(raw) + ITEM_BYTES * (raw.count(b",") + raw.count(b"."))
+    size = len(raw)
+    return CAVEAT_OVERHEAD + 12 * size + ITEM_BYTES * (size - len(raw.translate(None, SEPARATORS)))
 
 
-def caveats_bytes(raws: tuple[bytes, ...]) -> int:
-    """The sum of caveat_bytes over a chain's caveats, in a few C calls."""
-    joined = b"\0".join(raws)
-    size = len(joined) - max(len(raws) - 1, 0)
-    return CAVEAT_OVERHEAD * len(raws) + 12 * size + ITEM_BYTES * (joined.count(b",") + joined.count(b"."))
+def caveats_bytes(raws: Sequence[bytes]) -> int:
+    """The sum of caveat_bytes over caveats (a chain's, or its new ones), in a few C calls."""
+    joined = b"".join(raws)
+    size = len(joined)
+    return CAVEAT_OVERHEAD * len(raws) + 12 * size + ITEM_BYTES * (size - len(joined.translate(None, SEPARATORS)))

@@ -81,3 +81,19 @@ def test_the_chain_cache_accounts_for_more_than_chains_and_caveats_keep(shape: s
     verifier = Verifier(RING)
     real = traced(lambda: [verifier.verify(t) for t in tokens])  # chains and the caveat memo together
     assert len(verifier.cache) == len(tokens) and verifier.cache.nbytes >= real, (verifier.cache.nbytes, real)
+
+
+def test_a_chain_s_new_caveats_are_accounted_as_each_alone_and_a_full_memo_keeps_only_them() -> None:
+    chain = [f"delegate = a{k}".encode() for k in range(5)] + [b"tools in a,b.c", b"delegate = a0", "arg.x in 1,2"]
+    registry.read_all(chain)
+    assert registry._memo.nbytes == sum(map(cache.caveat_bytes, set(chain)))  # the repeated text counted once
+    assert len(registry._memo) == 7
+    other = [f"delegate = b{k}".encode() for k in range(3)]
+    registry._memo.max_bytes = registry._memo.nbytes + sum(map(cache.caveat_bytes, other)) - 1
+    assert [text for text, _ in registry.read_all(other)] == [c.decode() for c in other]
+    assert set(registry._memo._values) == set(other)  # emptied, then the new ones kept, as a put would
+    assert registry._memo.nbytes == sum(map(cache.caveat_bytes, other))
+    registry._memo.max_bytes = sum(map(cache.caveat_bytes, other[:2]))
+    registry.forget()
+    registry.read_all(other)  # more than the whole memo: none of them kept
+    assert len(registry._memo) == 0 and registry._memo.nbytes == 0
