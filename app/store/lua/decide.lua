@@ -10,8 +10,7 @@
 -- (one argument, not eleven: packing arguments is most of a client's per-call cost)
 -- Returns one string "status,index,retry_after_ms,hold_id,replayed,spent1,held1,...": few bytes to parse; for
 -- approval_required and approval_denied "status,new,0,approval_id,0,state,created,expires,by,reason".
-local a = {}
-for line in string.gmatch(ARGV[1] .. '\n', '([^\n]*)\n') do a[#a + 1] = line end
+local a = split(ARGV[1], '\n')
 local now, call_id, request_id, fingerprint = tonumber(a[1]), a[2], a[3], a[4]
 local mode, hold_ttl, cost, currency = a[5], tonumber(a[6]), a[7], a[8]
 local verifier = a[12] or ''  -- the verifier key's name that asked, '' without verifier keys
@@ -20,8 +19,7 @@ local verifier = a[12] or ''  -- the verifier key's name that asked, '' without 
 local made_up = a[13] == '1'
 local answer_ttl = made_up and MADE_UP_ID_TTL_MS or IDEMPOTENCY_TTL_MS
 local answer_px = made_up and MADE_UP_ID_TTL_MS or IDEMPOTENCY_TTL_MS + GC_SLACK_MS
-local revs = {}
-for p in string.gmatch(a[9], '[^,]+') do revs[#revs + 1] = p end
+local revs = a[9] ~= '' and split(a[9], ',') or {}
 local rates = {}
 for p, n, w in string.gmatch(a[10], '([^,:]+):(%d+):(%d+)') do rates[#rates + 1] = {p, tonumber(n), tonumber(w)} end
 local budgets = {}
