@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import datetime
@@ -38,6 +39,7 @@ def instant(text: str) -> int | None:
     return int(at.timestamp()) if at.year >= 1970 else None
 
 
+@functools.lru_cache(maxsize=4096)  # a chain's expiry, in every answer that allows; entries of fixed small size
 def format_instant(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 

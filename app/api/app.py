@@ -152,7 +152,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
         if verdict.cause is not None:
             store_down(verdict.cause)
         body = verdict.body
-        metrics.decisions.labels("allowed" if body.allowed else getattr(body, "code", "")).inc()
+        metrics.decided("allowed" if body.allowed else getattr(body, "code", ""))
         if verdict.charged is not None:
             metrics.charged(verdict.charged.currency, verdict.charged.micros)
         metrics.latency.observe(time.perf_counter() - started)

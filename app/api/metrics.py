@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -47,6 +48,14 @@ class Metrics:
             registry=self.registry,
         )
         self._spent: dict[str, tuple[int, float]] = {}  # label -> (exact micro-units, what the counter shows)
+        self._decided: dict[str, Any] = {}  # code -> its child of `decisions`: labels() costs a µs a verify
+
+    def decided(self, code: str) -> None:
+        """Count one verify decision by its code ("allowed" or a denial code: a fixed set)."""
+        child = self._decided.get(code)
+        if child is None:
+            child = self._decided[code] = self.decisions.labels(code)
+        child.inc()
 
     def charged(self, currency: str, micros: int) -> None:
         """Count one new charge. The total is kept exactly, in micro-units; the counter, a float by Prometheus'
