@@ -56,8 +56,7 @@ class Batcher(Generic[Dest, Call]):
         self.closed = False
 
     def submit(self, dest: Dest, call: Call) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.closed:
             future.set_exception(not_sent())
             return future
@@ -68,10 +67,10 @@ class Batcher(Generic[Dest, Call]):
         queue.pending.append((call, future))
         if queue.in_flight < MAX_IN_FLIGHT:
             if len(queue.pending) >= FLUSH_AT:
-                self._send_pending(queue)  # now: the turn's end, scheduled or not, sends what comes after
+                self._spawn(queue, self._take(queue))  # now: the turn's end sends what comes after
             elif not queue.scheduled:
                 queue.scheduled = True
-                loop.call_soon(self._start, queue)
+                self._spawn(queue, None)
         return future
 
     async def close(self) -> None:
@@ -84,19 +83,25 @@ class Batcher(Generic[Dest, Call]):
                 _settle(future, not_sent())
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    def _start(self, queue: _Queue[Dest, Call]) -> None:
-        queue.scheduled = False
-        self._send_pending(queue)
+    @staticmethod
+    def _take(queue: _Queue[Dest, Call]) -> list[tuple[Call, asyncio.Future[Any]]]:
+        batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
+        queue.in_flight += 1
+        return batch
 
-    def _send_pending(self, queue: _Queue[Dest, Call]) -> None:
-        if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
-            batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
-            queue.in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+    def _spawn(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]] | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def _flush(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+    async def _flush(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]] | None) -> None:
+        """Send `batch`, or, None, what waits when this task first runs: the turn that scheduled it has ended by
+        then. A task, not a callback that would start one: the write goes out a turn sooner."""
+        if batch is None:
+            queue.scheduled = False
+            if not queue.pending or queue.in_flight >= MAX_IN_FLIGHT:
+                return  # nothing left, or a pipeline that returns sends it (below)
+            batch = self._take(queue)
         try:
             replies = await self.send(queue.dest, [call for call, _ in batch])
             for (_, future), reply in zip(batch, replies, strict=True):
@@ -110,7 +115,7 @@ class Batcher(Generic[Dest, Call]):
             queue.in_flight -= 1
             if queue.pending and not queue.scheduled:
                 queue.scheduled = True
-                asyncio.get_running_loop().call_soon(self._start, queue)
+                self._spawn(queue, None)
 
 
 def _settle(future: asyncio.Future[Any], error: Exception) -> None:
