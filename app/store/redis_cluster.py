@@ -50,7 +50,7 @@ from redis.exceptions import (
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.batcher import Batcher, not_sent
-from app.store.runner import Command, eviction_risk, exchange, unavailable
+from app.store.runner import eviction_risk, exchange, pack, unavailable
 from app.store.scripts import Script, base_key
 
 log = logging.getLogger("agentcaps.store")
@@ -102,9 +102,12 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str 
     return nodes, username, password
 
 
+_ASKING = pack(("ASKING",))
+
+
 @dataclass
 class _Call:
-    command: tuple[str | int, ...]
+    command: bytes  # packed (runner.pack)
     asking: bool = False  # ASKING lets only the command right after it into an importing slot
     writes: bool = False  # with WAIT, the pipeline ends in one WAIT after its writes
 
@@ -155,17 +158,17 @@ class ClusterRunner:
         await asyncio.sleep(REFRESH_GAP_S)
 
     async def _send(self, node: ClusterNode, batch: list[_Call]) -> list[tuple[Any, Any]]:
-        commands: list[Command] = []
+        commands: list[bytes] = []
         positions = []
         for call in batch:
             if call.asking:
-                commands.append(("ASKING",))
+                commands.append(_ASKING)
             positions.append(len(commands))
             commands.append(call.command)
         wait_at = None
         if self.wait is not None and any(call.writes for call in batch):
             wait_at = len(commands)
-            commands.append(("WAIT", self.wait.replicas, self.wait.timeout_ms))
+            commands.append(pack(("WAIT", self.wait.replicas, self.wait.timeout_ms)))
         connection = node.acquire_connection()
         try:
             replies = await exchange(connection, commands, self.timeout)
@@ -178,7 +181,7 @@ class ClusterRunner:
         if self.batcher.closed:  # before _topology, which would open connections
             raise not_sent()
         await self._topology()
-        command = script.command(token_id, args, cluster=True)
+        command = pack(script.command(token_id, args, cluster=True))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         manager = self.cluster.nodes_manager
@@ -258,7 +261,8 @@ class ClusterRunner:
         key = (node.name, script.sha(cluster=True))
         loading = self._loading.get(key)
         if loading is None:
-            loading = self._loading[key] = self.batcher.submit(node, _Call(("SCRIPT", "LOAD", script.source(True))))
+            load = _Call(pack(("SCRIPT", "LOAD", script.source(True))))
+            loading = self._loading[key] = self.batcher.submit(node, load)
             loading.add_done_callback(lambda _: self._loading.pop(key, None))
         try:
             loaded, _ = await asyncio.shield(loading)

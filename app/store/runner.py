@@ -71,22 +71,28 @@ Command = tuple[str | int, ...]
 
 
 def pack(command: Command) -> bytes:
-    """A command as Redis reads it (RESP): an array of bulk strings. The scripts' arguments are text and integers."""
+    """A command as Redis reads it (RESP): an array of bulk strings. Packed by the caller, in its own task: a call
+    that cannot be packed fails alone, never the pipeline it would have joined."""
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        if isinstance(arg, str):
+            data = arg.encode()
+        elif type(arg) is int:  # not a bool, not a float that %d would cut
+            data = b"%d" % arg
+        else:
+            raise TypeError(f"a script argument is text or an integer, not {type(arg).__name__}")
         parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
 
 
-async def exchange(connection: AbstractConnection, commands: list[Command], timeout: float) -> list[Any]:
-    """One round trip: every command in one write, then each one's reply, in order; an error reply is that
+async def exchange(connection: AbstractConnection, commands: list[bytes], timeout: float) -> list[Any]:
+    """One round trip: every command (packed) in one write, then each one's reply, in order; an error reply is that
     command's reply alone. One deadline for the whole of it, where redis-py's own pipeline paid a timer per reply
     and a task per write. Past the deadline, or on any failure, the connection is dropped (replies still on their
     way would answer the next round trip's commands), and the exception leaves every command in doubt."""
     try:
         async with asyncio.timeout(timeout):
-            await connection.send_packed_command(b"".join([pack(command) for command in commands]), False)
+            await connection.send_packed_command(b"".join(commands), False)
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -112,17 +118,17 @@ class NodeRunner:
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
-        self.batcher: Batcher[Redis, Command] = Batcher(self._send)
+        self.batcher: Batcher[Redis, bytes] = Batcher(self._send)
         self._idle: list[AbstractConnection] = []
         self._connections: list[AbstractConnection] = []
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
-        command = script.command(token_id, args, cluster=False)
+        command = pack(script.command(token_id, args, cluster=False))
         try:  # inline, not a helper coroutine: this is the hot path, and every coroutine frame costs
             reply = await self.batcher.submit(self.client, command)
             if isinstance(reply, NoScriptError):
                 # The script did not run (a restarted or failed-over Redis lost its cache): loading it is safe.
-                loaded = await self.batcher.submit(self.client, ("SCRIPT", "LOAD", script.source(cluster=False)))
+                loaded = await self.batcher.submit(self.client, pack(("SCRIPT", "LOAD", script.source(cluster=False))))
                 reply = loaded if isinstance(loaded, Exception) else await self.batcher.submit(self.client, command)
         except (RedisError, OSError) as e:
             raise unavailable(e) from e
@@ -132,7 +138,7 @@ class NodeRunner:
             raise reply
         return reply
 
-    async def _send(self, client: Redis, batch: list[Command]) -> list[Any]:
+    async def _send(self, client: Redis, batch: list[bytes]) -> list[Any]:
         connection = self._idle.pop() if self._idle else self._connection(client)
         try:
             return await exchange(connection, batch, self.timeout)

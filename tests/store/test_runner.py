@@ -1,0 +1,40 @@
+"""How a call reaches Redis (app/store/runner.py): packed by its caller, so one that cannot be packed fails alone and
+never the pipeline it would have joined; packed exactly as Redis reads it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.store.redis import RedisStore
+from app.store.runner import NodeRunner, pack
+from app.store.scripts import SCRIPTS
+from tests.store.conftest import REDIS_URL, budget, decision, tid
+
+
+def test_commands_are_packed_as_redis_reads_them() -> None:
+    assert pack(("EVALSHA", "ab", 1, "ac:{x}", "é\n,")) == (
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$6\r\nac:{x}\r\n$4\r\n\xc3\xa9\n,\r\n"
+    )
+    assert pack(("X", -5, "")) == b"*3\r\n$1\r\nX\r\n$2\r\n-5\r\n$0\r\n\r\n"
+
+
+@pytest.mark.parametrize("arg", [1.5, True, None, b"raw"], ids=["float", "bool", "none", "bytes"])
+def test_only_text_and_integers_are_arguments(arg: object) -> None:
+    with pytest.raises(TypeError, match="text or an integer"):
+        pack(("EVALSHA", arg))  # type: ignore[arg-type]
+
+
+async def test_a_call_that_cannot_be_packed_fails_alone() -> None:
+    store = RedisStore(NodeRunner(REDIS_URL))
+    root = tid()
+    try:
+        # All submitted in one turn: without packing first, they would share one pipeline.
+        charges = [store.decide(decision(root, 1, budgets=(budget("b", 10),))) for _ in range(5)]
+        bad = store.runner.run(SCRIPTS["lookup"], root, (1.5, "x", ""))  # type: ignore[arg-type]
+        results = await asyncio.gather(*charges, bad, return_exceptions=True)
+        assert isinstance(results[-1], TypeError)
+        assert [r.status for r in results[:-1]] == ["allowed"] * 5  # type: ignore[union-attr]
+    finally:
+        await store.close()
