@@ -91,3 +91,22 @@ async def test_close_answers_what_was_not_sent_and_waits_for_what_was() -> None:
     assert all(isinstance(r, StoreUnavailable) for r in results[sent:])
     with pytest.raises(StoreUnavailable):
         await batcher.submit("redis", 0)
+
+
+async def test_a_caller_cancelled_mid_call_leaves_its_neighbours_answered() -> None:
+    send = Recorder(hold=True)
+    batcher: Batcher[str, int] = Batcher(send)
+
+    async def caller(n: int) -> Any:
+        return await batcher.submit("redis", n)
+
+    callers = [asyncio.ensure_future(caller(n)) for n in range(5)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert send.pipelines == [[0, 1, 2, 3, 4]]  # on the wire
+    callers[2].cancel()  # a client that went away: its future is cancelled under the pipeline
+    send.release.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
+    assert await batcher.submit("redis", 7) == 70  # and the queue goes on
