@@ -3,8 +3,8 @@ hand.
 
 Every key of one root shares the hash tag `{token id}` (app/store/scripts.py base_key), so each script runs on the
 one node that owns that slot. Calls to the same node that arrive in the same event-loop turn go out as one
-pipeline (app/store/batcher.py, keyed by node), sent on a connection of that node as on one Redis
-(app/store/runner.py exchange). Routing is done here, not by redis-py's execute_command, for two reasons:
+pipeline (app/store/batcher.py, keyed by node), sent on a connection to that node as on one Redis
+(app/store/runner.py Connections). Routing is done here, not by redis-py's execute_command, for two reasons:
 
 - Retries are explicit. A reply that proves the script did not run (NOSCRIPT, MOVED, ASK, TRYAGAIN, CLUSTERDOWN,
   LOADING) is retried, to the right node, until the store timeout; anything that leaves doubt (a lost connection,
@@ -50,7 +50,7 @@ from redis.exceptions import (
 
 from app.errors import ConfigError, StoreUnavailable
 from app.store.batcher import Batcher, not_sent
-from app.store.runner import eviction_risk, exchange, pack, unavailable
+from app.store.runner import Connections, eviction_risk, pack, unavailable
 from app.store.scripts import Script, base_key
 
 log = logging.getLogger("agentcaps.store")
@@ -130,6 +130,7 @@ class ClusterRunner:
             decode_responses=True,
         )
         self.batcher: Batcher[ClusterNode, _Call] = Batcher(self._send)
+        self.connections = Connections(timeout)
         self._initialized = False
         self._refresh: asyncio.Task[None] | None = None
         self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
@@ -169,11 +170,7 @@ class ClusterRunner:
         if self.wait is not None and any(call.writes for call in batch):
             wait_at = len(commands)
             commands.append(pack(("WAIT", self.wait.replicas, self.wait.timeout_ms)))
-        connection = node.acquire_connection()
-        try:
-            replies = await exchange(connection, commands, self.timeout)
-        finally:
-            node.release(connection)
+        replies = await self.connections.send(node.name, node.connection_class, node.connection_kwargs, commands)
         acked = None if wait_at is None else replies[wait_at]
         return [(replies[at], acked) for at in positions]
 
@@ -276,6 +273,7 @@ class ClusterRunner:
         if self._refresh is not None:
             self._refresh.cancel()
         await self.batcher.close()  # SCRIPT LOADs on the wire included
+        await self.connections.close()
         if self._refresh is not None:  # the cancelled refresh ends before the client closes
             await asyncio.gather(self._refresh, return_exceptions=True)
         await self.cluster.aclose()

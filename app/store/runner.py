@@ -105,9 +105,38 @@ async def exchange(connection: AbstractConnection, commands: list[bytes], timeou
         raise
 
 
+class Connections:
+    """The connections a runner sends its pipelines on: one per pipeline on the wire (at most MAX_IN_FLIGHT per
+    destination, app/store/batcher.py), made as the client makes its own (URL, TLS, credentials) but without its
+    per-read socket timeout and without retries: exchange() gives each round trip its deadline."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._idle: dict[str, list[AbstractConnection]] = {}  # by destination
+        self._made: list[AbstractConnection] = []
+
+    async def send(
+        self, where: str, kind: type[AbstractConnection], kwargs: dict[str, Any], commands: list[bytes]
+    ) -> list[Any]:
+        idle = self._idle.setdefault(where, [])
+        connection = idle.pop() if idle else self._make(kind, kwargs)
+        try:
+            return await exchange(connection, commands, self.timeout)
+        finally:
+            idle.append(connection)  # dropped on failure, it connects again when next used
+
+    def _make(self, kind: type[AbstractConnection], kwargs: dict[str, Any]) -> AbstractConnection:
+        connection = kind(**{**kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)})
+        self._made.append(connection)
+        return connection
+
+    async def close(self) -> None:
+        for connection in self._made:
+            await connection.disconnect()
+
+
 class NodeRunner:
-    """One Redis: every call goes into the one pipeline queue; each pipeline on the wire has a connection of its own
-    (at most MAX_IN_FLIGHT, app/store/batcher.py)."""
+    """One Redis: every call goes into the one pipeline queue, sent on Connections of the runner's own."""
 
     def __init__(self, url: str, timeout: float = 1.0) -> None:
         self.url, self.timeout = url, timeout
@@ -119,8 +148,7 @@ class NodeRunner:
             decode_responses=True,
         )
         self.batcher: Batcher[Redis, bytes] = Batcher(self._send)
-        self._idle: list[AbstractConnection] = []
-        self._connections: list[AbstractConnection] = []
+        self.connections = Connections(timeout)
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         command = pack(script.command(token_id, args, cluster=False))
@@ -139,19 +167,8 @@ class NodeRunner:
         return reply
 
     async def _send(self, client: Redis, batch: list[bytes]) -> list[Any]:
-        connection = self._idle.pop() if self._idle else self._connection(client)
-        try:
-            return await exchange(connection, batch, self.timeout)
-        finally:
-            self._idle.append(connection)  # dropped on failure, it connects again when next used
-
-    def _connection(self, client: Redis) -> AbstractConnection:
-        """A connection as the client's pool makes them (URL, TLS, credentials), without its per-read socket
-        timeout: exchange() gives each round trip its deadline."""
         pool = client.connection_pool
-        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        self._connections.append(connection)
-        return connection
+        return await self.connections.send("", pool.connection_class, pool.connection_kwargs, batch)
 
     async def listener(self) -> Redis:
         return Redis.from_url(self.url, socket_connect_timeout=self.timeout, decode_responses=True)
@@ -165,6 +182,5 @@ class NodeRunner:
 
     async def close(self) -> None:
         await self.batcher.close()  # first: nothing may open a connection after the client closes
-        for connection in self._connections:
-            await connection.disconnect()
+        await self.connections.close()
         await self.client.aclose()
