@@ -203,6 +203,11 @@ class AuditLog:
         chains = {seen.chain for seen in await self.store.chains_seen(root) if mine in seen.prefixes}
         return root, chains | {mine}
 
+    async def page_body(self, who: Credential, query: Query) -> dict[str, Any]:
+        """A page as GET /v1/audit answers it (and the console's Activity): `events`, and `next` when there is more."""
+        events, after = await self.page(who, query)
+        return {"events": events, "next": after} if after else {"events": events}
+
     async def page(self, who: Credential, query: Query) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first, older than `query.after`: up to `limit` events, and the id to page on from (None: no more)."""
         root, chains = await self.visible(who, query)

@@ -427,8 +427,9 @@ class Authority:
         found = await self.store.inspect(chain.token_id, chain.prefixes, (), int(now * 1000))
         return None if found.revoked_index is not None else Credential(chain)
 
-    async def revoke_root(self, token_id: str, chain: str | None = None) -> None:
-        """The operator's revocation: the whole root, or one chain seen under it (NotFound for a chain never seen)."""
+    async def revoke_root(self, token_id: str, chain: str | None = None, reason: str | None = None) -> None:
+        """The operator's revocation: the whole root, or one chain seen under it (NotFound for a chain never seen).
+        `reason`, the event's: who revoked it, when it is not the operator (a holder in the console)."""
         now_ms = int(self.clock() * 1000)
         if chain is None:
             said = members({"token_id": token_id, "chain": "*", "reason": "the operator revoked the whole root"})
@@ -437,7 +438,7 @@ class Authority:
         seen = next((c for c in await self.store.chains_seen(token_id) if c.chain == chain), None)
         if seen is None:
             raise NotFound("no chain with that id was seen under this root token id")
-        said = members({"token_id": token_id, "chain": chain, "reason": "the operator revoked this chain"})
+        said = members({"token_id": token_id, "chain": chain, "reason": reason or "the operator revoked this chain"})
         await self.store.revoke(token_id, chain, 0, now_ms, event_json("revoke", said))
 
     async def inspect(self, token: str) -> InspectResponse:

@@ -152,12 +152,18 @@ def test_keys_generate_and_rotate(
     assert code == 2 and "AGENTCAPS_MASTER_KEYS is set" in err
 
 
-def test_mint_verify_revoke_against_the_service(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
-) -> None:
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, service_factory: object) -> Service:
+    """A memory:// service that the CLI reaches by AGENTCAPS_URL, with the admin key in the environment."""
     service: Service = service_factory("memory://")  # type: ignore[operator]
     monkeypatch.setenv("AGENTCAPS_URL", service.url)
     monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+    return service
+
+
+def test_mint_verify_revoke_against_the_service(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, served: Service
+) -> None:
     code, token, _ = run(capsys, "mint", "--subject", "orchestrator", "--budget", "1 USD", "--tools", "search")
     assert code == 0
     code, out, _ = run(capsys, "verify", token, "--tool", "search", "--cost", "0.75 USD")
@@ -254,12 +260,7 @@ def test_attenuate_says_when_the_parent_expires_sooner_than_asked(capsys: pytest
     assert code == 0 and err == ""
 
 
-def test_minting_an_unbounded_token_warns(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
-) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    monkeypatch.setenv("AGENTCAPS_URL", service.url)
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
+def test_minting_an_unbounded_token_warns(capsys: pytest.CaptureFixture[str], served: Service) -> None:
     code, _, err = run(capsys, "mint", "--subject", "o")
     assert code == 0 and err.startswith("warning: this token has no budget and never expires")
     code, _, err = run(capsys, "mint", "--subject", "o", "--expires-in", "60")
@@ -285,11 +286,8 @@ def test_help_lists_every_command_and_explains_every_verify_flag() -> None:
 
 
 def test_holds_are_settled_released_and_extended_from_the_cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+    capsys: pytest.CaptureFixture[str], served: Service
 ) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    monkeypatch.setenv("AGENTCAPS_URL", service.url)
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
     token = run(capsys, "mint", "--subject", "o", "--budget", "1.00 USD", "--expires-in", "600")[1]
 
     def hold() -> str:
@@ -316,11 +314,8 @@ def test_holds_are_settled_released_and_extended_from_the_cli(
 
 
 def test_approvals_are_listed_approved_and_denied_from_the_cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+    capsys: pytest.CaptureFixture[str], served: Service
 ) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    monkeypatch.setenv("AGENTCAPS_URL", service.url)
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
     root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "10 USD", "--expires-in", "600")[1]
     buyer = run(capsys, "attenuate", root, "--to", "buyer", "--approval-above", "1.00 USD")[1]
     pay = ("verify", buyer, "--tool", "pay", "--cost", "2.00 USD", "--args", '{"to": "acme"}')
@@ -363,11 +358,8 @@ def test_approvals_are_listed_approved_and_denied_from_the_cli(
 
 
 def test_approval_commands_refuse_hostile_input_in_plain_words(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
+    capsys: pytest.CaptureFixture[str], served: Service
 ) -> None:
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    monkeypatch.setenv("AGENTCAPS_URL", service.url)
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
     root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "10 USD", "--expires-in", "600")[1]
     buyer = run(capsys, "attenuate", root, "--to", "buyer", "--approval-tools", "pay")[1]
     code, out, _ = run(capsys, "verify", buyer, "--tool", "pay", "--json")
@@ -401,20 +393,15 @@ def audit_lines(out: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def audited(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, service_factory: object
-) -> tuple[Service, str, str, str]:
+def audited(capsys: pytest.CaptureFixture[str], served: Service) -> tuple[Service, str, str, str]:
     """A service with a root (orchestrator) and two children (a, b), each of which made a call: (service, root,
     a, b)."""
-    service: Service = service_factory("memory://")  # type: ignore[operator]
-    monkeypatch.setenv("AGENTCAPS_URL", service.url)
-    monkeypatch.setenv("AGENTCAPS_ADMIN_KEYS", ADMIN_KEY)
     root = run(capsys, "mint", "--subject", "orchestrator", "--budget", "1 USD", "--expires-in", "600")[1]
     a = run(capsys, "attenuate", root, "--to", "a")[1]
     b = run(capsys, "attenuate", root, "--to", "b")[1]
     assert run(capsys, "verify", a, "--tool", "search")[0] == 0
     assert run(capsys, "verify", b, "--tool", "pay", "--cost", "5 USD")[0] == 3
-    return service, root, a, b
+    return served, root, a, b
 
 
 def test_audit_prints_one_page_oldest_first_as_json_lines(

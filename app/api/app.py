@@ -22,7 +22,7 @@ from litestar.response import Stream
 from app import console
 from app.api import openapi
 from app.api.asgi_route import Answer, Headers, header, json_post
-from app.api.body import decode
+from app.api.body import decode, decode_optional
 from app.api.metrics import Metrics
 from app.approvals import Approvals, Credential
 from app.audit import AuditLog, Query, Trails
@@ -178,16 +178,13 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @post("/v1/holds/{hold_id:str}/settle", status_code=200)
     async def settle(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
         name = verifier_name(request.headers.get("authorization"))
-        body = await request.body()
-        req = decode(body, SettleRequest) if body.strip() else SettleRequest()
+        req = decode_optional(await request.body(), SettleRequest)
         return _json(await authority.settle(hold_id, req.amount, name))
 
     @post("/v1/holds/{hold_id:str}/release", status_code=200)
     async def release(request: Request[Any, Any, Any], hold_id: FromPath[str]) -> Response[bytes]:
         name = verifier_name(request.headers.get("authorization"))
-        body = await request.body()
-        if body.strip():  # no body at all is allowed, as for settle; one that is there must be `{}`
-            decode(body, ReleaseRequest)
+        decode_optional(await request.body(), ReleaseRequest)  # none at all, or `{}`
         return _json(await authority.release(hold_id, name))
 
     @post("/v1/holds/{hold_id:str}/extend", status_code=200)
@@ -227,8 +224,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
 
     async def decide(request: Request[Any, Any, Any], approval_id: str, approve: bool) -> Response[bytes]:
         who = await approver(request, NotFound)
-        body = await request.body()
-        reason = decode(body, DecideRequest).reason if body.strip() else None
+        reason = decode_optional(await request.body(), DecideRequest).reason
         return _json(await approvals.decide(who, approval_id, approve, reason))
 
     @post("/v1/approvals/{approval_id:str}/approve", status_code=200)
@@ -242,8 +238,7 @@ def create_app(settings: Settings, store: Store | None = None, clock: Callable[[
     @get("/v1/audit")
     async def audit(request: Request[Any, Any, Any]) -> Response[bytes]:
         who = await approver(request, Unauthorized)
-        events, after = await audit_log.page(who, Query.parse(request.query_params))
-        return _json({"events": events, "next": after} if after else {"events": events})
+        return _json(await audit_log.page_body(who, Query.parse(request.query_params)))
 
     @get("/v1/audit/stream")
     async def audit_stream(request: Request[Any, Any, Any]) -> Stream:

@@ -128,6 +128,11 @@ def _not_utf8(body: bytes) -> str:
     return "a string is not UTF-8"
 
 
+def decode_optional(body: bytes, kind: type[T]) -> T:
+    """As decode, where the body may be left out: none at all (or only whitespace) is `kind()`, its defaults."""
+    return decode(body, kind) if body.strip() else kind()
+
+
 def decode(body: bytes, kind: type[T]) -> T:
     if _too_deep(body):
         raise BadRequest(

@@ -25,13 +25,13 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.body import decode
+from app.api.body import decode, decode_optional
 from app.approvals import Approvals, Credential
 from app.audit import AuditLog, Query
 from app.authority import Authority
 from app.errors import BadRequest, NotFound, Unauthorized
 from app.schemas import DecideRequest, InspectRequest
-from app.store.base import ChainSeen, RateSpec, event_json
+from app.store.base import ChainSeen, RateSpec
 from caveats.chain import analyse
 from caveats.money import format_micros
 
@@ -200,8 +200,7 @@ def router(
 
     async def decide(request: Request[Any, Any, Any], approval_id: str, approve: bool) -> Response[bytes]:
         who, _ = await signed_in(request, changes=True)
-        body = await request.body()
-        reason = decode(body, DecideRequest).reason if body.strip() else None
+        reason = decode_optional(await request.body(), DecideRequest).reason
         return _json(await approvals.decide(who, approval_id, approve, reason))
 
     @post("/api/approvals/{approval_id:str}/approve", status_code=200)
@@ -215,8 +214,7 @@ def router(
     @get("/api/audit")
     async def audit(request: Request[Any, Any, Any]) -> Response[bytes]:
         who, _ = await signed_in(request)
-        events, after = await audit_log.page(who, Query.parse(request.query_params))
-        return _json({"events": events, "next": after} if after else {"events": events})
+        return _json(await audit_log.page_body(who, Query.parse(request.query_params)))
 
     @get("/api/audit/stream")
     async def audit_stream(request: Request[Any, Any, Any]) -> Stream:
@@ -319,9 +317,7 @@ def router(
         _, visible = await audit_log.visible(who, Query(token_id=req.token_id))
         if visible is None or req.chain not in visible:
             raise NotFound("no chain with that id in this credential's own subtree")
-        said = {"token_id": req.token_id, "chain": req.chain, "reason": f"revoked from the console by {who.decided_by}"}
-        event = event_json("revoke", _encode(said).decode()[1:-1])
-        await authority.store.revoke(req.token_id, req.chain, 0, int(authority.clock() * 1000), event)
+        await authority.revoke_root(req.token_id, req.chain, f"revoked from the console by {who.decided_by}")
         return _json({"revoked": True, "token_id": req.token_id, "chain": req.chain})
 
     @post("/api/inspect", status_code=200)

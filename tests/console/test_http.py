@@ -118,6 +118,12 @@ def test_a_token_revokes_only_inside_its_own_subtree(service: Service, http: htt
         assert revoke(root_id, chains["helper"]).status_code == 200  # a chain derived from its own
         assert call(http, alice_child, "search").json()["code"] == "revoked"
         assert call(http, alice, "search").status_code == 200
+        revokes = http.get(
+            "/v1/audit", params={"kind": "revoke"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ).json()["events"]
+        assert [(e["chain"], e["reason"]) for e in revokes] == [
+            (chains["helper"], "revoked from the console by alice (hop 1)")
+        ]
         # Its own chain too: after which its session ends, as its token no longer holds.
         assert revoke(root_id, chain_of(http, alice)).status_code == 200
         assert client.get("/console/api/session").status_code == 401
