@@ -22,14 +22,14 @@ from caveats.registry import REGISTRY, Registry
 from caveats.tools import Tools
 
 
-class Step(msgspec.Struct, frozen=True):
+class Step(msgspec.Struct, frozen=True, gc=False):
     index: int
     hop: int
     caveat: str
     check: Caveat
 
 
-class Analysis(msgspec.Struct, frozen=True):
+class Analysis(msgspec.Struct, frozen=True, gc=False):
     texts: tuple[str, ...]
     hops: tuple[int, ...]
     parsed: tuple[Caveat | Denial, ...]

@@ -26,7 +26,7 @@ CHAIN_OVERHEAD = 2048  # the VerifiedChain, its Analysis and their tuples, the c
 PER_CAVEAT = 256  # a prefix id (64 hex characters), a Step or counter, a slot in each tuple
 
 
-class VerifiedChain(msgspec.Struct, frozen=True):
+class VerifiedChain(msgspec.Struct, frozen=True, gc=False):
     """A token whose signature holds. `prefixes[i]` names the chain through caveat i-1 (`prefixes[0]`: none)."""
 
     token_id: str
