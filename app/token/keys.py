@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from app.errors import ConfigError
-from app.token.hmac_chain import hmac_sha256
+from app.token.hmac_chain import KeyedHmac
 
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ROOT_TAG = b"agentcaps/root/v1\x00"
@@ -25,6 +25,7 @@ MIN_KEY_BYTES = 32
 class KeyRing:
     keys: dict[str, bytes] = field(repr=False)  # kid -> master key, in order: the first signs; never printed
     version: str = field(init=False)
+    _macs: dict[str, KeyedHmac] = field(init=False, repr=False, compare=False)  # each key hashed once, not per token
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -32,16 +33,17 @@ class KeyRing:
         # Names this exact set of keys without revealing them; caches keyed on it empty on rotation.
         digest = hashlib.sha256(b"".join(k.encode() + b"\x00" + v for k, v in self.keys.items()))
         object.__setattr__(self, "version", digest.hexdigest()[:16])
+        object.__setattr__(self, "_macs", {kid: KeyedHmac(key) for kid, key in self.keys.items()})
 
     @property
     def signing_kid(self) -> str:
         return next(iter(self.keys))
 
     def root_key(self, kid: str, token_id: bytes, location: bytes) -> bytes | None:
-        master = self.keys.get(kid)
-        if master is None:
+        mac = self._macs.get(kid)
+        if mac is None:
             return None
-        return hmac_sha256(master, _ROOT_TAG + token_id + b"\x00" + location, "sha256")
+        return mac.digest(_ROOT_TAG + token_id + b"\x00" + location)
 
     @classmethod
     def parse(cls, text: str) -> KeyRing:
