@@ -73,10 +73,21 @@ def extend(signature: bytes, caveat: bytes) -> bytes:
     return hmac32(signature, caveat)
 
 
+_prefix_tag = sha256(_PREFIX_TAG)  # the tag hashed once; each prefix id starts from a copy
+
+
 def prefix_id(signature: bytes) -> str:
-    return sha256(_PREFIX_TAG + signature).hexdigest()[:32]
+    digest = _prefix_tag.copy()
+    digest.update(signature)
+    return digest.hexdigest()[:32]
 
 
 def prefix_ids(sigs: list[bytes]) -> tuple[str, ...]:
     """prefix_id of each signature, inlined: a verifier computes one per caveat of every new token."""
-    return tuple([sha256(_PREFIX_TAG + sig).hexdigest()[:32] for sig in sigs])
+    copy = _prefix_tag.copy
+    ids = []
+    for sig in sigs:
+        digest = copy()
+        digest.update(sig)
+        ids.append(digest.hexdigest()[:32])
+    return tuple(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import random
 
@@ -61,3 +62,12 @@ def test_root_keys_are_hmac_of_the_master_key() -> None:
         assert root == reference(master, b"agentcaps/root/v1\x00" + bytes(16) + b"\x00" + b"https://example")
     assert ring.root_key("other", bytes(16), b"") is None
     assert "KeyedHmac(...)" not in repr(ring) and "k" * 32 not in repr(ring)
+
+
+def test_prefix_ids_keep_their_derivation() -> None:
+    """Counters and revocation marks in a store are keyed by prefix ids: a change of derivation would lose them."""
+    sigs = [random.Random(n).randbytes(32) for n in range(12)]
+    expected = tuple(hashlib.sha256(b"agentcaps/prefix\x00" + sig).hexdigest()[:32] for sig in sigs)
+    assert hmac_chain.prefix_ids(sigs) == expected
+    assert tuple(map(hmac_chain.prefix_id, sigs)) == expected
+    assert hmac_chain.prefix_id(bytes(32)) == "15129dd26cd77ee0e7f6c3be55ff7f4c"  # as stores hold it today
