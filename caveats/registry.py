@@ -9,6 +9,7 @@ module plus one line in KINDS; a counter kind also needs its part in the store. 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, overload
 
 from caveats.approval import Approval
 from caveats.arg import Arg
@@ -105,8 +106,13 @@ class Registry:
                 memo.account(new, nbytes)
         return entries
 
-    def _read(self, raw: bytes | str) -> tuple[str, Caveat | Denial]:
-        """(text, caveat): the kind's PATTERN first, the full parser for what it does not take."""
+    @overload
+    def _read(self, raw: bytes | str) -> tuple[str, Caveat | Denial]: ...
+    @overload
+    def _read(self, raw: bytes | str, fully: Literal[False]) -> tuple[str, Caveat | Denial | None]: ...
+    def _read(self, raw: bytes | str, fully: bool = True) -> tuple[str, Caveat | Denial | None]:
+        """(text, caveat): the kind's PATTERN first, then the full parser for what it does not take (`fully`) or
+        None. One function, not one a step: a verifier runs it for every text it has not seen yet."""
         if isinstance(raw, str):
             text = raw
         else:
@@ -114,21 +120,24 @@ class Registry:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 return text_of(raw), Denial(Code.MALFORMED_CAVEAT, "caveat is not valid UTF-8")
-        caveat = self.by_pattern(text)
-        return text, caveat if caveat is not None else self.parse_fully(text)
-
-    def by_pattern(self, text: str) -> Caveat | None:
-        """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
         # The key is what comes before the first space; the PATTERN, which holds the whole key, decides.
         # str.partition, not a slice at str.find: find parses its arguments the slow way, ~0.09 us a text.
         key = text.partition(" ")[0]
         kind = self.by_key.get(key)
         if kind is None:
             kind = self.by_key.get(key[: key.find(".") + 1])  # a prefix kind's (`arg.`); "" is no key
-            if kind is None:
-                return None
-        m = kind.PATTERN.fullmatch(text)
-        return None if m is None else kind.from_match(m)
+        if kind is not None:
+            m = kind.PATTERN.fullmatch(text)
+            if m is not None:
+                caveat = kind.from_match(m)
+                if caveat is not None:
+                    return text, caveat
+        return text, self.parse_fully(text) if fully else None
+
+    def by_pattern(self, text: str) -> Caveat | None:
+        """The caveat if its kind's PATTERN takes the text whole, else None: the full parser decides and explains."""
+        caveat = self._read(text, fully=False)[1]
+        return None if isinstance(caveat, Denial) else caveat  # a str is never refused as bytes are
 
     def parse_fully(self, text: str) -> Caveat | Denial:
         """Parse by the grammar's parts (shape, key, operator, value), each refusal saying what is wrong."""
