@@ -28,6 +28,7 @@ MAX_IN_FLIGHT = 8
 MAX_BATCH = 256
 
 Dest = TypeVar("Dest", bound=Hashable)
+Answer = Callable[[list[Any]], None]
 Call = TypeVar("Call")
 
 
@@ -45,11 +46,14 @@ class _Queue(Generic[Dest, Call]):
 
 
 class Batcher(Generic[Dest, Call]):
-    """`send(dest, calls)` sends one pipeline and returns one reply per call, in order; a reply may be the error
-    object for that command alone, and the caller's future gets it as its result. An exception from `send` (the
-    round trip failed) is every call's exception."""
+    """`send(dest, calls, answer)` starts one pipeline and returns what to await for its round trip: it writes the
+    pipeline before it returns when it has a connection open (so the first pipeline of a burst is on its way while
+    this turn still handles the requests after it), and calls `answer` with one reply per call, in order, from the
+    callback that reads them (the callers resume in the next turn, not a turn after a reading task). A reply may be
+    the error object for that command alone: the caller's future gets it as its result. An exception from the
+    round trip is the exception of every call not answered yet."""
 
-    def __init__(self, send: Callable[[Dest, list[Call]], Awaitable[list[Any]]]) -> None:
+    def __init__(self, send: Callable[[Dest, list[Call], Answer], Awaitable[None]]) -> None:
         self.send = send
         self.queues: dict[Dest, _Queue[Dest, Call]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
@@ -67,10 +71,10 @@ class Batcher(Generic[Dest, Call]):
         queue.pending.append((call, future))
         if queue.in_flight < MAX_IN_FLIGHT:
             if len(queue.pending) >= FLUSH_AT:
-                self._spawn(queue, self._take(queue))  # now: the turn's end sends what comes after
+                self._send(queue)  # now, while this turn still handles the requests that came with this one
             elif not queue.scheduled:
                 queue.scheduled = True
-                self._spawn(queue, None)
+                asyncio.get_running_loop().call_soon(self._turn_end, queue)
         return future
 
     async def close(self) -> None:
@@ -83,39 +87,49 @@ class Batcher(Generic[Dest, Call]):
                 _settle(future, not_sent())
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    @staticmethod
-    def _take(queue: _Queue[Dest, Call]) -> list[tuple[Call, asyncio.Future[Any]]]:
+    def _turn_end(self, queue: _Queue[Dest, Call]) -> None:
+        """Send what waits once the turn that scheduled this has ended (unless MAX_IN_FLIGHT are on the wire: the
+        first to return sends it)."""
+        queue.scheduled = False
+        if queue.pending and queue.in_flight < MAX_IN_FLIGHT:
+            self._send(queue)
+
+    def _send(self, queue: _Queue[Dest, Call]) -> None:
+        """Hand the next pipeline to `send`, which writes it at once when it has a connection open, and wait for its
+        round trip in a task of its own."""
         batch, queue.pending = queue.pending[:MAX_BATCH], queue.pending[MAX_BATCH:]
         queue.in_flight += 1
-        return batch
 
-    def _spawn(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]] | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush(queue, batch))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _flush(self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]] | None) -> None:
-        """Send `batch`, or, None, what waits when this task first runs: the turn that scheduled it has ended by
-        then. A task, not a callback that would start one: the write goes out a turn sooner."""
-        if batch is None:
-            queue.scheduled = False
-            if not queue.pending or queue.in_flight >= MAX_IN_FLIGHT:
-                return  # nothing left, or a pipeline that returns sends it (below)
-            batch = self._take(queue)
-        try:
-            replies = await self.send(queue.dest, [call for call, _ in batch])
+        def answer(replies: list[Any]) -> None:
             for (_, future), reply in zip(batch, replies, strict=True):
                 if not future.done():  # the caller may have gone (a cancelled request)
                     future.set_result(reply)
-        except BaseException as e:  # the round trip failed: every call in it is in doubt
+
+        try:
+            sent = self.send(queue.dest, [call for call, _ in batch], answer)
+        except Exception as e:  # could not even start: as a failed round trip
+            sent = _raise(e)
+        task = asyncio.get_running_loop().create_task(self._round_trip(queue, batch, sent))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _round_trip(
+        self, queue: _Queue[Dest, Call], batch: list[tuple[Call, asyncio.Future[Any]]], sent: Awaitable[None]
+    ) -> None:
+        try:
+            await sent
+        except BaseException as e:  # the round trip failed: every call in it not answered yet is in doubt
             error = e if isinstance(e, Exception) else ConnectionError("cancelled")
             for _, future in batch:
                 _settle(future, error)
         finally:
             queue.in_flight -= 1
-            if queue.pending and not queue.scheduled:
-                queue.scheduled = True
-                self._spawn(queue, None)
+            if queue.pending and not self.closed:
+                self._send(queue)  # what waited for this pipeline's place on the wire
+
+
+async def _raise(error: Exception) -> None:
+    raise error
 
 
 def _settle(future: asyncio.Future[Any], error: Exception) -> None:

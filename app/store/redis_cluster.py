@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -49,9 +49,10 @@ from redis.exceptions import (
 )
 
 from app.errors import ConfigError, StoreUnavailable
-from app.store.batcher import Batcher, not_sent
-from app.store.runner import Connections, eviction_risk, pack, unavailable
+from app.store.batcher import Answer, Batcher, not_sent
+from app.store.runner import Connections, eviction_risk, unavailable
 from app.store.scripts import Script, base_key
+from app.store.wire import pack
 
 log = logging.getLogger("agentcaps.store")
 
@@ -158,7 +159,7 @@ class ClusterRunner:
         # A refresh recycles every pooled connection: at most one per REFRESH_GAP_S, however many calls fail.
         await asyncio.sleep(REFRESH_GAP_S)
 
-    async def _send(self, node: ClusterNode, batch: list[_Call]) -> list[tuple[Any, Any]]:
+    def _send(self, node: ClusterNode, batch: list[_Call], answer: Answer) -> Awaitable[None]:
         commands: list[bytes] = []
         positions = []
         for call in batch:
@@ -170,9 +171,12 @@ class ClusterRunner:
         if self.wait is not None and any(call.writes for call in batch):
             wait_at = len(commands)
             commands.append(pack(("WAIT", self.wait.replicas, self.wait.timeout_ms)))
-        replies = await self.connections.send(node.name, node.connection_class, node.connection_kwargs, commands)
-        acked = None if wait_at is None else replies[wait_at]
-        return [(replies[at], acked) for at in positions]
+
+        def each_call(replies: list[Any]) -> None:
+            acked = None if wait_at is None else replies[wait_at]
+            answer([(replies[at], acked) for at in positions])
+
+        return self.connections.send(node.name, node.connection_class, node.connection_kwargs, commands, each_call)
 
     async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
         if self.batcher.closed:  # before _topology, which would open connections

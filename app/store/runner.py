@@ -1,9 +1,10 @@
 """How RedisStore's scripts reach Redis: a Runner sends each call through one Batcher and fails closed on doubt.
 
 `NodeRunner` serves `redis://` and `rediss://` (one Redis); `ClusterRunner` (app/store/redis_cluster.py) serves
-`redis+cluster://`. Both call a script the same way (Script.command), send each pipeline the same way (exchange: one
-write, the replies in order, one deadline, on a redis-py connection), reload a script on NOSCRIPT by a SCRIPT LOAD
-sent through the same batcher, and answer StoreUnavailable for anything that leaves doubt.
+`redis+cluster://`. Both call a script the same way (Script.command), send each pipeline the same way (Connections:
+one write, the replies handed over as they are read, one deadline, on connections of app/store/wire.py), reload a
+script on NOSCRIPT by a SCRIPT LOAD sent through the same batcher, and answer StoreUnavailable for anything that
+leaves doubt.
 
 Retries are off: a timeout after a script ran would charge twice on retry. Clients retry with a `request_id`
 instead, which makes the second attempt return the first answer.
@@ -22,8 +23,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from app.errors import StoreUnavailable
-from app.store.batcher import Batcher
+from app.store.batcher import Answer, Batcher
 from app.store.scripts import Script
+from app.store.wire import Wire, open_wire, pack
 
 
 class Runner(Protocol):
@@ -67,72 +69,55 @@ async def eviction_risk(name: str, info: Awaitable[Any]) -> str | None:
     return None
 
 
-Command = tuple[str | int, ...]
-
-
-def pack(command: Command) -> bytes:
-    """A command as Redis reads it (RESP): an array of bulk strings. Packed by the caller, in its own task: a call
-    that cannot be packed fails alone, never the pipeline it would have joined."""
-    parts = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        if isinstance(arg, str):
-            data = arg.encode()
-        elif type(arg) is int:  # not a bool, not a float that %d would cut
-            data = b"%d" % arg
-        else:
-            raise TypeError(f"a script argument is text or an integer, not {type(arg).__name__}")
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
-
-
-async def exchange(connection: AbstractConnection, commands: list[bytes], timeout: float) -> list[Any]:
-    """One round trip: every command (packed) in one write, then each one's reply, in order; an error reply is that
-    command's reply alone. One deadline for the whole of it, where redis-py's own pipeline paid a timer per reply
-    and a task per write. Past the deadline, or on any failure, the connection is dropped (replies still on their
-    way would answer the next round trip's commands), and the exception leaves every command in doubt."""
-    try:
-        async with asyncio.timeout(timeout):
-            await connection.send_packed_command(b"".join(commands), False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as e:  # NOSCRIPT, MOVED, a script's error: one command's reply
-                    replies.append(e)
-            return replies
-    except BaseException:
-        await connection.disconnect(nowait=True)
-        raise
-
-
 class Connections:
-    """The connections a runner sends its pipelines on: one per pipeline on the wire (at most MAX_IN_FLIGHT per
-    destination, app/store/batcher.py), made as the client makes its own (URL, TLS, credentials) but without its
-    per-read socket timeout and without retries: exchange() gives each round trip its deadline."""
+    """The connections a runner sends its pipelines on (app/store/wire.py): one per pipeline on the wire (at most
+    MAX_IN_FLIGHT per destination, app/store/batcher.py), opened as redis-py would open them from the same URL (TLS,
+    credentials, database). Each round trip, a connection's opening included, has the store timeout as its deadline;
+    past it, or on any failure, the connection is dropped (replies still on their way would answer the next round
+    trip's commands), and the exception leaves every command of the round trip in doubt."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._idle: dict[str, list[AbstractConnection]] = {}  # by destination
-        self._made: list[AbstractConnection] = []
+        self._idle: dict[str, list[Wire]] = {}  # by destination
+        self._made: list[Wire] = []
 
-    async def send(
-        self, where: str, kind: type[AbstractConnection], kwargs: dict[str, Any], commands: list[bytes]
-    ) -> list[Any]:
+    def send(
+        self, where: str, kind: type[AbstractConnection], kwargs: dict[str, Any], commands: list[bytes], answer: Answer
+    ) -> Awaitable[None]:
+        """Send `commands` in one write to `where`, now if a connection there is open, else once one is; `answer`
+        gets their replies as soon as the last one is read. Returns what to await for the round trip."""
         idle = self._idle.setdefault(where, [])
-        connection = idle.pop() if idle else self._make(kind, kwargs)
-        try:
-            return await exchange(connection, commands, self.timeout)
-        finally:
-            idle.append(connection)  # dropped on failure, it connects again when next used
+        wire = idle.pop() if idle else None
+        if wire is not None and wire.is_connected:
+            return self._round_trip(idle, wire, wire.start(commands, answer), kind, kwargs, commands, answer)
+        return self._round_trip(idle, None, None, kind, kwargs, commands, answer)
 
-    def _make(self, kind: type[AbstractConnection], kwargs: dict[str, Any]) -> AbstractConnection:
-        connection = kind(**{**kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)})
-        self._made.append(connection)
-        return connection
+    async def _round_trip(
+        self,
+        idle: list[Wire],
+        wire: Wire | None,
+        answered: Awaitable[None] | None,
+        kind: type[AbstractConnection],
+        kwargs: dict[str, Any],
+        commands: list[bytes],
+        answer: Answer,
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if wire is None or answered is None:  # no connection open: open one, then write
+                    wire = await open_wire(kind, kwargs)
+                    self._made = [*(w for w in self._made if w.is_connected), wire]
+                    answered = wire.start(commands, answer)
+                await answered
+        except BaseException:
+            if wire is not None:
+                wire.abort()
+            raise
+        idle.append(wire)
 
     async def close(self) -> None:
-        for connection in self._made:
-            await connection.disconnect()
+        for wire in self._made:
+            await wire.disconnect()
 
 
 class NodeRunner:
@@ -166,9 +151,9 @@ class NodeRunner:
             raise reply
         return reply
 
-    async def _send(self, client: Redis, batch: list[bytes]) -> list[Any]:
+    def _send(self, client: Redis, batch: list[bytes], answer: Answer) -> Awaitable[None]:
         pool = client.connection_pool
-        return await self.connections.send("", pool.connection_class, pool.connection_kwargs, batch)
+        return self.connections.send("", pool.connection_class, pool.connection_kwargs, batch, answer)
 
     async def listener(self) -> Redis:
         return Redis.from_url(self.url, socket_connect_timeout=self.timeout, decode_responses=True)

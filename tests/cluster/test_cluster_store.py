@@ -416,8 +416,8 @@ async def test_close_with_calls_in_flight_answers_each_and_leaves_no_connection_
     tid = secrets.token_hex(16)
     assert (await store.decide(charge(tid, 0))).status == "allowed"  # connected, the script loaded on its node
     calls = [asyncio.ensure_future(store.decide(charge(tid, 1, 10**6 * USD))) for _ in range(600)]  # > one batch
-    while not any(queue.in_flight for queue in runner(store).batcher.queues.values()):
-        await asyncio.sleep(0)  # until the first pipeline is on its way; the rest wait
+    while not any(queue.in_flight and queue.pending for queue in runner(store).batcher.queues.values()):
+        await asyncio.sleep(0)  # until the first pipelines are on their way and the rest wait
     await store.close()
     results = await asyncio.gather(*calls, return_exceptions=True)
     allowed = sum(not isinstance(r, BaseException) and r.status == "allowed" for r in results)

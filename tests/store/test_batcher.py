@@ -5,6 +5,7 @@ fails its own calls only, and close() answers what it kept off the wire."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,12 +24,15 @@ class Recorder:
             self.release.set()
         self.fail_with: Exception | None = None
 
-    async def __call__(self, dest: str, calls: list[int]) -> list[Any]:
-        self.pipelines.append(calls)
+    def __call__(self, dest: str, calls: list[int], answer: Callable[[list[Any]], None]) -> Awaitable[None]:
+        self.pipelines.append(calls)  # "written" at once, as a connection that is open writes
+        return self._round_trip(calls, answer)
+
+    async def _round_trip(self, calls: list[int], answer: Callable[[list[Any]], None]) -> None:
         await self.release.wait()
         if self.fail_with is not None and calls[0] == 0:
             raise self.fail_with
-        return [call * 10 for call in calls]
+        answer([call * 10 for call in calls])
 
 
 async def test_a_turns_calls_share_a_pipeline_and_each_gets_its_own_reply() -> None:
@@ -43,8 +47,9 @@ async def test_flush_at_calls_go_out_before_the_turn_ends_and_the_rest_at_its_en
     send = Recorder()
     batcher: Batcher[str, int] = Batcher(send)
     futures = [batcher.submit("redis", n) for n in range(2 * FLUSH_AT + 3)]
-    # the first two pipelines were started inside submit, in this very turn: their tasks exist already
-    assert len(batcher.tasks) == 3 and send.pipelines == []  # and the one that sends the rest
+    # the first two pipelines were written inside submit, in this very turn; the rest waits for the turn's end
+    assert send.pipelines == [list(range(FLUSH_AT)), list(range(FLUSH_AT, 2 * FLUSH_AT))]
+    assert len(batcher.tasks) == 2
     await asyncio.gather(*futures)
     assert sorted(send.pipelines) == [
         list(range(FLUSH_AT)),

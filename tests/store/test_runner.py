@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from app.store.redis import RedisStore
-from app.store.runner import NodeRunner, pack
+from app.store.runner import NodeRunner
 from app.store.scripts import SCRIPTS
+from app.store.wire import pack
 from tests.store.conftest import REDIS_URL, budget, decision, tid
 
 
@@ -38,3 +40,22 @@ async def test_a_call_that_cannot_be_packed_fails_alone() -> None:
         assert [r.status for r in results[:-1]] == ["allowed"] * 5  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+def test_pipelines_run_on_uvloop_as_the_service_serves_them() -> None:
+    """uvicorn runs the service on uvloop, whose transports are not asyncio.Transport subclasses: the connections of
+    app/store/wire.py must work there as on asyncio's own loop (a first version refused them, every call a 503)."""
+
+    async def charges() -> list[str]:
+        store = RedisStore(NodeRunner(REDIS_URL))
+        root = tid()
+        try:
+            outcomes = await asyncio.gather(
+                *(store.decide(decision(root, 1, budgets=(budget("b", 3),))) for _ in range(4))
+            )
+            return [o.status for o in outcomes]
+        finally:
+            await store.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert sorted(runner.run(charges())) == ["allowed"] * 3 + ["budget_exceeded"]
