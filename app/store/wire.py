@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import hiredis
-# redis-py's own reading of an error reply (NOSCRIPT, MOVED, ASK, TRYAGAIN... as its exception classes, which the
-# runners test for), from the module its connections use; pinned with redis-py's major version in pyproject.toml.
 from redis._parsers import BaseParser
 from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -57,6 +55,8 @@ class _Pipeline:
 class Wire(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # An error reply as redis-py reads it (NOSCRIPT, MOVED, ASK, TRYAGAIN... as its exception classes, which the
+        # runners test for), by the parser its own connections use; pinned with redis-py's major version.
         self.reader = hiredis.Reader(encoding="utf-8", replyError=BaseParser.parse_error, protocolError=InvalidResponse)
         self.waiting: deque[_Pipeline] = deque()
 
@@ -73,8 +73,8 @@ class Wire(asyncio.Protocol):
         while True:
             try:
                 reply = self.reader.gets()
-            except InvalidResponse as e:  # not RESP: nothing after it can be trusted
-                self._fail(e)
+            except Exception as e:  # not RESP, or not text: nothing after it can be trusted
+                self._fail(e if isinstance(e, InvalidResponse) else InvalidResponse(f"unreadable reply: {e}"))
                 return
             if reply is False:
                 return

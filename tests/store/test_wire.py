@@ -141,3 +141,15 @@ async def test_a_connection_cut_between_two_replies_answers_nothing(
     with pytest.raises(RedisConnectionError):
         await wire.start([pack(("A",)), pack(("B",))], answer)
     assert answers == []  # half a pipeline's replies are no answer: its calls stay in doubt, as the runner says
+
+
+async def test_a_reply_that_is_not_text_fails_the_round_trip(serve: Callable[[Handler], Awaitable[Wire]]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"$2\r\n\xff\xfe\r\n")
+
+    wire = await serve(handler)
+    answers, answer = collect()
+    with pytest.raises(InvalidResponse, match="unreadable reply"):  # a RedisError: the runners say unavailable
+        await wire.start([pack(("GET", "a"))], answer)
+    assert answers == [] and not wire.is_connected
