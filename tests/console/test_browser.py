@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -31,7 +32,8 @@ def stays_on_the_origin(browser: WebDriver, service: Service) -> Iterator[None]:
 
 
 def wait(driver: WebDriver, until: Any) -> Any:
-    return WebDriverWait(driver, WAIT_S).until(until)
+    # The Tokens view re-renders itself every few seconds: an element found just before that is stale, look again.
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(until)
 
 
 def button(driver: WebDriver | WebElement, text: str) -> WebElement:
