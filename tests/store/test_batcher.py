@@ -115,3 +115,34 @@ async def test_a_caller_cancelled_mid_call_leaves_its_neighbours_answered() -> N
     assert isinstance(results[2], asyncio.CancelledError)
     assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
     assert await batcher.submit("redis", 7) == 70  # and the queue goes on
+
+
+async def test_callers_are_answered_when_their_replies_are_read_not_when_the_round_trip_ends() -> None:
+    """A connection hands the replies over from the callback that reads them: the callers go on, while the round
+    trip's own task (its bookkeeping, the connection's return) has not run yet."""
+    done = asyncio.Event()
+
+    def send(dest: str, calls: list[int], answer: Callable[[list[Any]], None]) -> Awaitable[None]:
+        async def round_trip() -> None:
+            answer([call * 10 for call in calls])
+            await done.wait()
+
+        return round_trip()
+
+    batcher: Batcher[str, int] = Batcher(send)
+    futures = [batcher.submit("redis", n) for n in range(3)]
+    assert await asyncio.wait_for(asyncio.gather(*futures), 1) == [0, 10, 20]
+    assert batcher.queues["redis"].in_flight == 1  # the pipeline still counts as on the wire
+    done.set()
+    await batcher.close()
+    assert batcher.queues["redis"].in_flight == 0
+
+
+async def test_a_send_that_cannot_start_fails_its_calls_and_frees_its_place() -> None:
+    def send(dest: str, calls: list[int], answer: Callable[[list[Any]], None]) -> Awaitable[None]:
+        raise ConnectionError("no connection")
+
+    batcher: Batcher[str, int] = Batcher(send)
+    results = await asyncio.gather(*(batcher.submit("redis", n) for n in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError] * 3
+    assert batcher.queues["redis"].in_flight == 0
