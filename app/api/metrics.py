@@ -48,14 +48,12 @@ class Metrics:
             registry=self.registry,
         )
         self._spent: dict[str, tuple[int, float]] = {}  # label -> (exact micro-units, what the counter shows)
-        self._decided: dict[str, Any] = {}  # code -> its child of `decisions`: labels() costs a µs a verify
+        self._decided: dict[str, Any] = {}  # code -> its child of `decisions` (_child)
+        self._spend_of: dict[str, Any] = {}  # label -> its child of `spend`
 
     def decided(self, code: str) -> None:
         """Count one verify decision by its code ("allowed" or a denial code: a fixed set)."""
-        child = self._decided.get(code)
-        if child is None:
-            child = self._decided[code] = self.decisions.labels(code)
-        child.inc()
+        _child(self.decisions, self._decided, code).inc()
 
     def charged(self, currency: str, micros: int) -> None:
         """Count one new charge. The total is kept exactly, in micro-units; the counter, a float by Prometheus'
@@ -70,7 +68,7 @@ class Metrics:
             step = math.nextafter(step, math.inf)
         while shown + step > target:
             step = math.nextafter(step, -math.inf)
-        self.spend.labels(label).inc(step)
+        _child(self.spend, self._spend_of, label).inc(step)
         self._spent[label] = (total, shown + step)
 
     def render(self) -> bytes:
@@ -80,3 +78,11 @@ class Metrics:
             MultiProcessCollector(everyone)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             return generate_latest(everyone)
         return generate_latest(self.registry)
+
+
+def _child(metric: Counter, children: dict[str, Any], label: str) -> Any:
+    """`metric.labels(label)`, kept in `children`: labels() costs about a µs, and every verify counts."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = metric.labels(label)
+    return child
