@@ -10,7 +10,7 @@ import logging
 import re
 import time
 import typing
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import msgspec
@@ -123,8 +123,8 @@ class RedisStore(Store):
         self.policy = f"{audit.retention_ms}:{audit.max_events}"  # as lib.lua audit_policy reads it
         self._noted: dict[str, float] = {}  # root -> when this process last put it in the audit index
 
-    async def _run(self, name: str, token_id: str, *args: str | int) -> Any:
-        return await self.runner.run(SCRIPTS[name], token_id, args)
+    def _run(self, name: str, token_id: str, *args: str | int) -> Awaitable[Any]:
+        return self.runner.run(SCRIPTS[name], token_id, args)  # the runner's coroutine, not one more around it
 
     async def decide(self, d: Attempt) -> Outcome:
         args: tuple[str, ...] = (
