@@ -14,6 +14,7 @@ Connections) bounds each round trip and drops the connection on any doubt.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,6 +28,7 @@ from redis.exceptions import InvalidResponse
 from app.store.batcher import Answer
 
 Command = tuple[str | int, ...]
+_MORE = object()  # what the reader gives back until a whole reply is in
 
 
 def pack(command: Command) -> bytes:
@@ -57,7 +59,9 @@ class Wire(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         # An error reply as redis-py reads it (NOSCRIPT, MOVED, ASK, TRYAGAIN... as its exception classes, which the
         # runners test for), by the parser its own connections use; pinned with redis-py's major version.
-        self.reader = hiredis.Reader(encoding="utf-8", replyError=BaseParser.parse_error, protocolError=InvalidResponse)
+        self.reader = hiredis.Reader(
+            encoding="utf-8", replyError=BaseParser.parse_error, protocolError=InvalidResponse, notEnoughData=_MORE
+        )
         self.waiting: deque[_Pipeline] = deque()
 
     @property
@@ -76,7 +80,7 @@ class Wire(asyncio.Protocol):
             except Exception as e:  # not RESP, or not text: nothing after it can be trusted
                 self._fail(e if isinstance(e, InvalidResponse) else InvalidResponse(f"unreadable reply: {e}"))
                 return
-            if reply is False:
+            if reply is _MORE:  # not False, which is also a RESP3 boolean
                 return
             if not waiting:  # a reply nobody asked for: the stream is out of step
                 self._fail(InvalidResponse("a reply with no command waiting for it"))
@@ -125,10 +129,17 @@ class Wire(asyncio.Protocol):
 
 
 async def open_wire(kind: type[AbstractConnection], kwargs: dict[str, Any]) -> Wire:
-    """A connection as redis-py's `kind(**kwargs)` would make it: TLS, then AUTH, SELECT and CLIENT SETNAME."""
-    ssl = kind(**kwargs).ssl_context.get() if issubclass(kind, SSLConnection) else None
-    _, wire = await asyncio.get_running_loop().create_connection(Wire, kwargs["host"], kwargs["port"], ssl=ssl)
+    """A connection as redis-py's `kind(**kwargs)` would make it: its TLS context, its TCP keepalive (a peer gone
+    without a word is found in about 45 s, not at the next pipeline's timeout), then AUTH, SELECT, CLIENT SETNAME."""
+    like: Any = kind(**kwargs)  # redis-py's reading of the URL's options; never connected itself
+    ssl = like.ssl_context.get() if isinstance(like, SSLConnection) else None
+    transport, wire = await asyncio.get_running_loop().create_connection(Wire, kwargs["host"], kwargs["port"], ssl=ssl)
     try:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and like.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in like.socket_keepalive_options.items():
+                sock.setsockopt(socket.SOL_TCP, option, value)
         hello: list[bytes] = []
         username, password = str(kwargs.get("username") or ""), str(kwargs.get("password") or "")
         if username or password:  # as redis-py: AUTH [username] password

@@ -4,6 +4,7 @@ never the pipeline it would have joined; packed exactly as Redis reads it."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 import uvloop
@@ -59,3 +60,28 @@ def test_pipelines_run_on_uvloop_as_the_service_serves_them() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert sorted(runner.run(charges())) == ["allowed"] * 3 + ["budget_exceeded"]
+
+
+@pytest.mark.parametrize(("query", "keepalive"), [("", 1), ("?socket_keepalive=false", 0)])
+def test_pipeline_connections_keep_tcp_alive_as_redis_py_does(query: str, keepalive: int) -> None:
+    """A peer gone without a word (a host down, a dropped NAT entry) is found by TCP keepalive, as on redis-py's own
+    connections, rather than by the next pipeline waiting out its timeout; the URL can turn it off, as there."""
+
+    async def options() -> tuple[int, int]:
+        runner = NodeRunner(REDIS_URL.split("?")[0] + query)
+        store = RedisStore(runner)
+        try:
+            await store.decide(decision(tid(), 1, budgets=(budget("b", 3),)))
+            sock = runner.connections._made[0].transport.get_extra_info("socket")  # type: ignore[union-attr]
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), sock.getsockopt(
+                socket.SOL_TCP, socket.TCP_KEEPIDLE
+            )
+        finally:
+            await store.close()
+
+    for loop_factory in (asyncio.new_event_loop, uvloop.new_event_loop):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            on, idle = runner.run(options())
+        assert on == keepalive
+        if keepalive:
+            assert idle == 30  # redis-py's default keepalive options

@@ -153,3 +153,17 @@ async def test_a_reply_that_is_not_text_fails_the_round_trip(serve: Callable[[Ha
     with pytest.raises(InvalidResponse, match="unreadable reply"):  # a RedisError: the runners say unavailable
         await wire.start([pack(("GET", "a"))], answer)
     assert answers == [] and not wire.is_connected
+
+
+async def test_a_false_reply_is_a_reply_not_a_wait_for_more(serve: Callable[[Handler], Awaitable[Wire]]) -> None:
+    """hiredis gives back False for a RESP3 boolean false and, by default, for "not a whole reply yet": the wire
+    tells them apart, so such a reply never stalls its pipeline and the ones after it."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"#f\r\n+OK\r\n")
+
+    wire = await serve(handler)
+    answers, answer = collect()
+    await asyncio.wait_for(wire.start([pack(("A",)), pack(("B",))], answer), 1)
+    assert answers == [[False, "OK"]]
