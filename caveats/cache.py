@@ -156,8 +156,7 @@ def caveat_bytes(raw: bytes | str) -> int:
     own, or a Denial whose reason quotes it."""
     if type(raw) is not bytes:  # a str: the SDK's and tests' own
         raw = raw.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
-    size = len(raw)
-    return CAVEAT_OVERHEAD + 12 * size + ITEM_BYTES * (size - len(raw.translate(None, SEPARATORS)))
+    return caveats_bytes((raw,))
 
 
 def caveats_bytes(raws: Sequence[bytes]) -> int:

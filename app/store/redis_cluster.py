@@ -108,7 +108,7 @@ _ASKING = pack(("ASKING",))
 
 @dataclass
 class _Call:
-    command: bytes  # packed (runner.pack)
+    command: bytes  # packed (wire.pack)
     asking: bool = False  # ASKING lets only the command right after it into an importing slot
     writes: bool = False  # with WAIT, the pipeline ends in one WAIT after its writes
 

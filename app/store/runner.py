@@ -86,32 +86,34 @@ class Connections:
     ) -> Awaitable[None]:
         """Send `commands` in one write to `where`, now if a connection there is open, else once one is; `answer`
         gets their replies as soon as the last one is read. Returns what to await for the round trip."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         idle = self._idle.setdefault(where, [])
         wire = idle.pop() if idle else None
         if wire is not None and wire.is_connected:
-            return self._round_trip(idle, wire, wire.start(commands, answer), kind, kwargs, commands, answer)
-        return self._round_trip(idle, None, None, kind, kwargs, commands, answer)
+            return self._round_trip(idle, wire, wire.start(commands, answer), deadline)
+        return self._open_and_send(idle, kind, kwargs, commands, answer, deadline)
 
-    async def _round_trip(
+    async def _open_and_send(
         self,
         idle: list[Wire],
-        wire: Wire | None,
-        answered: Awaitable[None] | None,
         kind: type[AbstractConnection],
         kwargs: dict[str, Any],
         commands: list[bytes],
         answer: Answer,
+        deadline: float,
     ) -> None:
+        async with asyncio.timeout_at(deadline):
+            wire = await open_wire(kind, kwargs)  # which drops the connection itself if it fails
+        self._made = [*(w for w in self._made if w.is_connected), wire]
+        await self._round_trip(idle, wire, wire.start(commands, answer), deadline)
+
+    @staticmethod
+    async def _round_trip(idle: list[Wire], wire: Wire, answered: Awaitable[None], deadline: float) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
-                if wire is None or answered is None:  # no connection open: open one, then write
-                    wire = await open_wire(kind, kwargs)
-                    self._made = [*(w for w in self._made if w.is_connected), wire]
-                    answered = wire.start(commands, answer)
+            async with asyncio.timeout_at(deadline):
                 await answered
         except BaseException:
-            if wire is not None:
-                wire.abort()
+            wire.abort()
             raise
         idle.append(wire)
 
