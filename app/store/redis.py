@@ -39,6 +39,7 @@ from app.store.base import (
 )
 from app.store.runner import Runner, unavailable
 from app.store.scripts import SCRIPTS
+from app.store.wire import Arg
 
 log = logging.getLogger("agentcaps")
 DECISIONS = "agentcaps:approvals"  # the channel approve.lua publishes decided approval ids on
@@ -57,6 +58,7 @@ ROOTS_PAGE = 200  # roots one read of the index returns
 _EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})\.([0-9a-f]{32})")
 _encode_chain = msgspec.json.Encoder().encode
 _decode_chain = msgspec.json.Decoder(ChainSeen).decode
+_pack_fields = msgspec.msgpack.Encoder().encode  # decide.lua's argument, which cmsgpack unpacks
 
 Position = tuple[int, int, str]  # an event's place among every root's: stream id (ms, seq), then its root
 
@@ -123,25 +125,10 @@ class RedisStore(Store):
         self.policy = f"{audit.retention_ms}:{audit.max_events}"  # as lib.lua audit_policy reads it
         self._noted: dict[str, float] = {}  # root -> when this process last put it in the audit index
 
-    def _run(self, name: str, token_id: str, *args: str | int) -> Awaitable[Any]:
+    def _run(self, name: str, token_id: str, *args: Arg) -> Awaitable[Any]:
         return self.runner.run(SCRIPTS[name], token_id, args)  # the runner's coroutine, not one more around it
 
     async def decide(self, d: Attempt) -> Outcome:
-        args: tuple[str, ...] = (
-            str(d.now_ms),
-            d.call_id,
-            "" if d.request_id is None else _digest(d.request_id),
-            _digest(d.fingerprint),
-            d.mode,
-            str(d.hold_ttl_ms),
-            str(d.cost),
-            d.currency,
-            ",".join(d.revocation),
-            ",".join(f"{r.prefix}:{r.count}:{r.window_ms}" for r in d.rates),
-            ",".join(f"{b.prefix}:{b.limit}:{1 if b.charge else 0}:{b.expires_at_ms}" for b in d.budgets),
-            d.verifier,
-            "1" if d.made_up_id else "",
-        )
         gate: tuple[str, ...] = ("", "", "")
         details = ""
         if d.approval is not None:
@@ -154,8 +141,27 @@ class RedisStore(Store):
             chain_id = d.revocation[-1] if d.revocation else ""  # the last prefix is the chain's id
             trail = (d.trail.head, d.trail.charged, gate_at, chain_id)
             seen = _seen(d.trail.chain)
-        # One argument for all that is small (packing an argument is most of a client's per-call cost).
-        packed = "\n".join((*args, *gate, self.policy, *trail))
+        # One argument for all that is small, as decide.lua reads it (strings: a Lua number would round an amount).
+        packed = _pack_fields(
+            (
+                str(d.now_ms),
+                d.call_id,
+                "" if d.request_id is None else _digest(d.request_id),
+                _digest(d.fingerprint),
+                d.mode,
+                str(d.hold_ttl_ms),
+                str(d.cost),
+                d.currency,
+                d.revocation,
+                [(r.prefix, str(r.count), str(r.window_ms)) for r in d.rates],
+                [(b.prefix, str(b.limit), "1" if b.charge else "0", str(b.expires_at_ms)) for b in d.budgets],
+                d.verifier,
+                "1" if d.made_up_id else "",
+                *gate,
+                self.policy,
+                *trail,
+            )
+        )
         extra = (details, *seen) if seen else ((details,) if details else ())
         outcome = await stepwise(lambda: self._decide_step(d.token_id, packed, extra))
         if d.trail is not None:  # its verify event (and any expired hold's: holds have heads from trails)
@@ -172,7 +178,7 @@ class RedisStore(Store):
         except StoreUnavailable as e:
             log.warning("approval %s is not in the operator's index yet: %s", approval.id, e)
 
-    async def _decide_step(self, token_id: str, packed: str, extra: tuple[str, ...]) -> Outcome | None:
+    async def _decide_step(self, token_id: str, packed: bytes, extra: tuple[str, ...]) -> Outcome | None:
         reply = await self._run("decide", token_id, packed, *extra)
         with _expected_reply("decide"):
             outcome = _outcome(reply)
@@ -335,7 +341,7 @@ class RedisStore(Store):
         return await stepwise(lambda: self._inspect_step(token_id, args, rates))
 
     async def _inspect_step(
-        self, token_id: str, args: tuple[str | int, ...], rates: tuple[RateSpec, ...]
+        self, token_id: str, args: tuple[Arg, ...], rates: tuple[RateSpec, ...]
     ) -> Inspection | None:
         reply = await self._run("inspect", token_id, *args)
         await self._note(token_id)  # an expired hold's event

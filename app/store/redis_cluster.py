@@ -52,7 +52,7 @@ from app.errors import ConfigError, StoreUnavailable
 from app.store.batcher import Answer, Batcher, not_sent
 from app.store.runner import Connections, eviction_risk, unavailable
 from app.store.scripts import Script, base_key
-from app.store.wire import pack
+from app.store.wire import Arg, pack
 
 log = logging.getLogger("agentcaps.store")
 
@@ -178,7 +178,7 @@ class ClusterRunner:
 
         return self.connections.send(node.name, node.connection_class, node.connection_kwargs, commands, each_call)
 
-    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
+    async def run(self, script: Script, token_id: str, args: tuple[Arg, ...]) -> Any:
         if self.batcher.closed:  # before _topology, which would open connections
             raise not_sent()
         await self._topology()

@@ -25,11 +25,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from app.errors import StoreUnavailable
 from app.store.batcher import Answer, Batcher
 from app.store.scripts import Script
-from app.store.wire import Wire, open_wire, pack
+from app.store.wire import Arg, Wire, open_wire, pack
 
 
 class Runner(Protocol):
-    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
+    async def run(self, script: Script, token_id: str, args: tuple[Arg, ...]) -> Any:
         """The script's reply; StoreUnavailable when the store cannot say for sure."""
 
     async def ready(self) -> str | None:
@@ -137,7 +137,7 @@ class NodeRunner:
         self.batcher: Batcher[Redis, bytes] = Batcher(self._send)
         self.connections = Connections(timeout)
 
-    async def run(self, script: Script, token_id: str, args: tuple[str | int, ...]) -> Any:
+    async def run(self, script: Script, token_id: str, args: tuple[Arg, ...]) -> Any:
         command = pack(script.command(token_id, args, cluster=False))
         try:  # inline, not a helper coroutine: this is the hot path, and every coroutine frame costs
             reply = await self.batcher.submit(self.client, command)

@@ -20,6 +20,7 @@ from app.store.base import (
     PURGE_STEP,
     SETTLED_HOLD_TTL_MS,
 )
+from app.store.wire import Arg, Command
 
 # Every expiry is decided in the scripts against the caller's now_ms (lib.lua `live`); Redis's own TTLs only
 # collect the garbage, this long after a record's end. Redis judges a TTL by its own clock, so a TTL at the exact
@@ -90,7 +91,7 @@ class Script:
     def sha(self, cluster: bool) -> str:
         return self._shas[cluster]
 
-    def command(self, token_id: str, args: tuple[str | int, ...], cluster: bool) -> tuple[str | int, ...]:
+    def command(self, token_id: str, args: tuple[Arg, ...], cluster: bool) -> Command:
         """The one way a script is called: the root's base key (and on a cluster its fence) declared, then the
         script's arguments. One Redis has no slot to guard, and the fence would cost every call a key."""
         if cluster:

@@ -27,7 +27,8 @@ from redis.exceptions import InvalidResponse
 
 from app.store.batcher import Answer
 
-Command = tuple[str | int, ...]
+Arg = str | bytes | int  # bytes as they are, text as UTF-8, an integer in decimal
+Command = tuple[Arg, ...]
 _MORE = object()  # what the reader gives back until a whole reply is in
 
 
@@ -38,10 +39,12 @@ def pack(command: Command) -> bytes:
     for arg in command:
         if isinstance(arg, str):
             data = arg.encode()
+        elif isinstance(arg, bytes):
+            data = arg
         elif type(arg) is int:  # not a bool, not a float that %d would cut
             data = b"%d" % arg
         else:
-            raise TypeError(f"a script argument is text or an integer, not {type(arg).__name__}")
+            raise TypeError(f"a script argument is text, bytes or an integer, not {type(arg).__name__}")
         parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
 

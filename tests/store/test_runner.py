@@ -21,11 +21,12 @@ def test_commands_are_packed_as_redis_reads_them() -> None:
         b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$6\r\nac:{x}\r\n$4\r\n\xc3\xa9\n,\r\n"
     )
     assert pack(("X", -5, "")) == b"*3\r\n$1\r\nX\r\n$2\r\n-5\r\n$0\r\n\r\n"
+    assert pack(("X", b"\x00\r\n\xff")) == b"*2\r\n$1\r\nX\r\n$4\r\n\x00\r\n\xff\r\n"  # bytes as they are
 
 
-@pytest.mark.parametrize("arg", [1.5, True, None, b"raw"], ids=["float", "bool", "none", "bytes"])
-def test_only_text_and_integers_are_arguments(arg: object) -> None:
-    with pytest.raises(TypeError, match="text or an integer"):
+@pytest.mark.parametrize("arg", [1.5, True, None, bytearray(b"raw")], ids=["float", "bool", "none", "bytearray"])
+def test_only_text_bytes_and_integers_are_arguments(arg: object) -> None:
+    with pytest.raises(TypeError, match="text, bytes or an integer"):
         pack(("EVALSHA", arg))  # type: ignore[arg-type]
 
 

@@ -4,21 +4,6 @@ local base = KEYS[1]
 local function key(kind, name) return base .. ':' .. kind .. ':' .. name end
 local HOLDS = base .. ':holds'
 
--- The parts of `s` between each `sep` (one character), '' ones kept. A plain find runs in C at memchr speed;
--- a pattern (gmatch) steps through the text a character at a time: 10 µs for a 1 KB argument.
-local function split(s, sep)
-  local parts, pos = {}, 1
-  while true do
-    local at = string.find(s, sep, pos, true)
-    if not at then
-      parts[#parts + 1] = string.sub(s, pos)
-      return parts
-    end
-    parts[#parts + 1] = string.sub(s, pos, at - 1)
-    pos = at + 1
-  end
-end
-
 -- Micro-unit amounts reach 10^18, past a Lua double's exact range: compare them as two base-10^9 limbs.
 local LIMB = 1000000000
 local function big(s)
