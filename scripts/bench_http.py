@@ -3,9 +3,11 @@
 that only decodes the same body, on the same server, in the same run, with the same load generator (wrk).
 
 Runs both endpoints in turns for --rounds rounds and prints each round's ratio verify/bare (and their median),
-then requests/s, p50 and p99 of each endpoint's best round, and p99 at about 80 % of that peak.
+then requests/s, p50 and p99 of each endpoint's best round, and p99 at about 80 % of that peak. --floor adds
+/bare-store to the turns (the bare endpoint plus one store call that finds nothing): what any endpoint that asks the
+store pays for the round trip alone, on this machine.
 Usage: scripts/bench_http.py [--store redis://127.0.0.1:6379/15] [--duration 5] [--connections 32] [--workers 1]
-    [--rounds 3]
+    [--rounds 3] [--floor]
 (`--store local://` runs in a fresh data dir, removed at exit; AGENTCAPS_FSYNC=always in the environment applies.)
 
 --cluster instead compares /v1/verify on --store (one Redis) with a local Redis Cluster (scripts/redis-cluster, 3
@@ -140,6 +142,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3, help="runs of each endpoint, in turns")
+    ap.add_argument("--floor", action="store_true", help="also /bare-store: bare plus one store round trip")
     ap.add_argument("--cluster", action="store_true", help="compare one Redis with a Redis Cluster (see above)")
     args = ap.parse_args()
     wrk = ensure_wrk()
@@ -166,6 +169,8 @@ def main() -> None:
     server, port = start_service(ring, args.store, args.workers)
     location = f"http://127.0.0.1:{port}"
     paths = {"bare": location + "/bare", "verify": location + "/v1/verify"}
+    if args.floor:
+        paths["bare-store"] = location + "/bare-store"
     try:
         for url in paths.values():
             run_wrk(wrk, url, one_body(body), args.connections, 1)  # warm up
@@ -193,8 +198,10 @@ def main() -> None:
     fsync = os.environ.get("AGENTCAPS_FSYNC")
     store = args.store + (f" (AGENTCAPS_FSYNC={fsync})" if fsync else "")
     print(f"store {store}, {args.workers} worker(s), {args.connections} connections, {args.duration}s per run")
-    ratios = sorted(r["verify"]["rps"] / r["bare"]["rps"] for r in rounds)
-    print("ratio verify/bare by round: " + " ".join(f"{x:.2f}" for x in ratios))
+    others = [name for name in paths if name != "bare"]
+    ratios = {name: sorted(r[name]["rps"] / r["bare"]["rps"] for r in rounds) for name in others}
+    for name in others:
+        print(f"ratio {name}/bare by round: " + " ".join(f"{x:.2f}" for x in ratios[name]))
     header = f"{'endpoint':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
     print(f"best round of {args.rounds}:")
     print(header)
@@ -208,10 +215,12 @@ def main() -> None:
         share = " - ".join(f"{f(r['rps'] for r in runs) / results[name]['rps']:.0%}" for f in (min, max))
         p99 = " - ".join(f"{f(r['p99'] for r in runs):.2f}" for f in (min, max))
         print(f"{name:<10}{rps:>18}{share:>14}{p99:>18}{sum(r['errors'] for r in runs):>9.0f}")
-    p99_ratios = sorted(r["verify"]["p99"] / r["bare"]["p99"] for r in paced)
-    print("p99 at ~80 %, verify/bare by round: " + " ".join(f"{x:.2f}" for x in p99_ratios))
-    print(f"ratio verify/bare (median of rounds): {ratios[len(ratios) // 2]:.2f}")
-    print(f"p99 at ~80 %, verify/bare (median of rounds): {p99_ratios[len(p99_ratios) // 2]:.2f}")
+    p99_ratios = {name: sorted(r[name]["p99"] / r["bare"]["p99"] for r in paced) for name in others}
+    for name in others:
+        print(f"p99 at ~80 %, {name}/bare by round: " + " ".join(f"{x:.2f}" for x in p99_ratios[name]))
+    for name in others:
+        print(f"ratio {name}/bare (median of rounds): {ratios[name][len(ratios[name]) // 2]:.2f}")
+        print(f"p99 at ~80 %, {name}/bare (median of rounds): {p99_ratios[name][len(paced) // 2]:.2f}")
 
 
 # -- --cluster ---------------------------------------------------------------------------------------------------
