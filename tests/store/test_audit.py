@@ -68,6 +68,22 @@ async def test_an_allowed_charge_writes_one_verify_event_with_what_it_charged(st
     assert at == T0 and event_id
 
 
+async def test_every_byte_of_a_head_and_a_cost_reaches_the_event_as_sent(store: Store) -> None:
+    """The texts a call packs (decide.lua's one MessagePack argument) are data: newlines, commas, colons, NUL and
+    bytes that open a MessagePack value or a Lua pattern shift no field and come back as they were."""
+    root = tid()
+    odd = "a\nb,c:d\x00\xc1\x93\xdc\xff%%[é🙂"
+    cost = json.dumps({"amount": "0.01", "currency": odd})
+    sent = Trail(head(root, tool=json.dumps(odd)[1:-1]), cost, chain())
+    call = decision(root, CENT, budgets=(budget("b", CENT),), revocation=("p0", "c1"), trail=sent)
+    assert (await store.decide(call)).status == "allowed"
+    over = await store.decide(decision(root, 1, budgets=(budget("b", CENT),), revocation=("p0", "c1"), trail=sent))
+    assert (over.status, over.balances) == ("budget_exceeded", [(CENT, 0)])
+    first, second = await events(store, root)
+    assert first == event_json("verify", sent.head, '"allowed":true', f'"charged":{cost}')
+    assert json.loads(first)["tool"] == odd and json.loads(second)["code"] == "budget_exceeded"
+
+
 async def test_a_denial_says_what_the_chain_kept_for_it_even_when_the_chain_is_not_sent_again(store: Store) -> None:
     root = tid()
     await store.decide(call(root, 50 * CENT))  # the first call sends the chain: its denials are kept

@@ -691,8 +691,8 @@ async def test_ready(store: Store) -> None:
 
 # -- what a caller passes is data, never syntax ------------------------------------------------------------
 
-# RedisStore.decide packs its arguments into one newline-joined script argument; the request id goes in as a
-# digest, so no newline or comma in it can shift the fields, and an empty id is still an id.
+# RedisStore.decide packs its arguments into one MessagePack argument (decide.lua); the request id goes in as a
+# digest, so no byte of it can shift the fields or the keys, and an empty id is still an id.
 
 
 async def test_a_request_id_with_a_newline_checks_every_budget_and_rate(store: Store) -> None:
