@@ -7,7 +7,7 @@ then requests/s, p50 and p99 of each endpoint's best round, and p99 at about 80 
 /bare-store to the turns (the bare endpoint plus one store call that finds nothing): what any endpoint that asks the
 store pays for the round trip alone, on this machine.
 Usage: scripts/bench_http.py [--store redis://127.0.0.1:6379/15] [--duration 5] [--connections 32] [--workers 1]
-    [--rounds 3] [--floor]
+    [--rounds 5] [--floor]
 (`--store local://` runs in a fresh data dir, removed at exit; AGENTCAPS_FSYNC=always in the environment applies.)
 
 --cluster instead compares /v1/verify on --store (one Redis) with a local Redis Cluster (scripts/redis-cluster, 3
@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3, help="runs of each endpoint, in turns")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each endpoint, in turns")
     ap.add_argument("--floor", action="store_true", help="also /bare-store: bare plus one store round trip")
     ap.add_argument("--cluster", action="store_true", help="compare one Redis with a Redis Cluster (see above)")
     args = ap.parse_args()
