@@ -138,7 +138,9 @@ class Attempt(msgspec.Struct, frozen=True):
     hold_ttl_ms: int = 300_000
     request_id: str | None = None
     fingerprint: str = ""
-    made_up_id: bool = False  # the service made request_id up for this call: its answer is kept MADE_UP_ID_TTL_MS
+    # The service made request_id up for this call: new, so nothing is looked up under it; its answer is kept
+    # MADE_UP_ID_TTL_MS, for the resend of a 503, which carries it as the caller's own id.
+    made_up_id: bool = False
     verifier: str = ""  # the verifier key's name that asked ("" without verifier keys): only it closes the hold
     approval: ApprovalSpec | None = None  # an `approval` caveat gates this call: decided last, with the rest
     trail: Trail | None = None  # the audit event this decision writes (None: none, as in the store's own tests)

@@ -54,7 +54,8 @@ end
 local idem
 if request_id ~= '' then
   idem = key('i', request_id)
-  local stored, used_before = stored_answer(redis.call('GET', idem), fingerprint, now)
+  -- A made-up id is new (128 random bits, made for this call): nothing is stored under it to read.
+  local stored, used_before = stored_answer(not made_up and redis.call('GET', idem), fingerprint, now)
   if stored then
     local status, index, hold = string.match(stored, '^([^,]*),([^,]*),[^,]*,([^,]*),')
     if status ~= 'conflict' then verify_event(status, index, hold, used_before, true) end

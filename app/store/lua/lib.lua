@@ -64,9 +64,9 @@ local audit_bucket
 -- The first revoked of `prefixes` (0-based; -1: the whole root), or nil. A mark's value is its end; a mark
 -- holding '1' was written before marks carried their end, and counts until Redis expires it, as it did then.
 local function first_revoked(prefixes, now)
-  local rv = {}
-  rv[1] = key('rv', '*')
-  for j, p in ipairs(prefixes) do rv[j + 1] = key('rv', p) end
+  local marks_at = key('rv', '')  -- every mark's key is this and its prefix: one concatenation each
+  local rv = {marks_at .. '*'}
+  for j = 1, #prefixes do rv[j + 1] = marks_at .. prefixes[j] end
   rv[#rv + 1] = key('audit', 'aged')  -- AGED, the audit log's care interval, read here for free (append)
   local marks = redis.call('MGET', unpack(rv))
   audit_bucket = marks[#rv]
