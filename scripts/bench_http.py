@@ -219,7 +219,7 @@ def main() -> None:
     for name in others:
         print(f"p99 at ~80 %, {name}/bare by round: " + " ".join(f"{x:.2f}" for x in p99_ratios[name]))
     for name in others:
-        print(f"ratio {name}/bare (median of rounds): {ratios[name][len(ratios[name]) // 2]:.2f}")
+        print(f"ratio {name}/bare (median of rounds): {ratios[name][len(rounds) // 2]:.2f}")
         print(f"p99 at ~80 %, {name}/bare (median of rounds): {p99_ratios[name][len(paced) // 2]:.2f}")
 
 

@@ -69,8 +69,8 @@ async def test_an_allowed_charge_writes_one_verify_event_with_what_it_charged(st
 
 
 async def test_every_byte_of_a_head_and_a_cost_reaches_the_event_as_sent(store: Store) -> None:
-    """The texts a call packs (decide.lua's one MessagePack argument) are data: newlines, commas, colons, NUL and
-    bytes that open a MessagePack value or a Lua pattern shift no field and come back as they were."""
+    """The texts a call packs (decide.lua's one MessagePack argument) are data: newlines, commas, colons, NUL, Lua
+    pattern characters and characters past ASCII shift no field and come back as they were."""
     root = tid()
     odd = "a\nb,c:d\x00\xc1\x93\xdc\xff%%[é🙂"
     cost = json.dumps({"amount": "0.01", "currency": odd})
