@@ -1,6 +1,7 @@
 """The pipeline connection (app/store/wire.py) against a hostile server of the test's own: replies cut into single
-bytes, two pipelines' replies in one segment, error replies, bytes that are not RESP, replies nobody asked for, and a
-connection cut between two replies. What a real Redis does through it is the stores' tests (and test_faults.py)."""
+bytes, two pipelines' replies in one segment, error replies, bytes that are not RESP or not text, replies nobody
+asked for, a connection cut between two replies, and a caller whose reading of its replies raises.
+What a real Redis does through it is the stores' tests (and test_faults.py)."""
 
 from __future__ import annotations
 
@@ -95,18 +96,48 @@ async def test_an_error_reply_is_that_commands_reply_alone(serve: Callable[[Hand
     assert wire.is_connected
 
 
-async def test_bytes_that_are_not_resp_fail_the_round_trip_and_drop_the_connection(
+@pytest.mark.parametrize(
+    ("sent", "match"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "Protocol error"),  # not RESP at all
+        (b"$2\r\n\xff\xfe\r\n", "unreadable reply"),  # RESP, but not UTF-8 text
+    ],
+    ids=["not-resp", "not-text"],
+)
+async def test_a_reply_that_cannot_be_read_fails_the_round_trip_and_drops_the_connection(
+    serve: Callable[[Handler], Awaitable[Wire]], sent: bytes, match: str
+) -> None:
+    """An InvalidResponse, a RedisError: the runners say unavailable. Nothing after such bytes can be trusted."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(sent)
+
+    wire = await serve(handler)
+    answers, answer = collect()
+    with pytest.raises(InvalidResponse, match=match):
+        await wire.start([pack(("GET", "a"))], answer)
+    assert answers == [] and not wire.is_connected
+
+
+async def test_an_answer_that_raises_fails_its_own_round_trip_and_the_next_is_read_in_step(
     serve: Callable[[Handler], Awaitable[Wire]],
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
-        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        writer.write(b"+first\r\n")
+        await reader.read(1024)
+        writer.write(b"+second\r\n")
+
+    def refuse(replies: list[Any]) -> None:
+        raise ValueError(f"cannot read {replies}")
 
     wire = await serve(handler)
+    with pytest.raises(ValueError, match="cannot read"):
+        await wire.start([pack(("A",))], refuse)
     answers, answer = collect()
-    with pytest.raises(InvalidResponse):
-        await wire.start([pack(("PING",))], answer)
-    assert answers == [] and not wire.is_connected
+    await wire.start([pack(("B",))], answer)
+    assert answers == [["second"]] and wire.is_connected
 
 
 async def test_a_reply_nobody_asked_for_drops_the_connection(serve: Callable[[Handler], Awaitable[Wire]]) -> None:
@@ -141,18 +172,6 @@ async def test_a_connection_cut_between_two_replies_answers_nothing(
     with pytest.raises(RedisConnectionError):
         await wire.start([pack(("A",)), pack(("B",))], answer)
     assert answers == []  # half a pipeline's replies are no answer: its calls stay in doubt, as the runner says
-
-
-async def test_a_reply_that_is_not_text_fails_the_round_trip(serve: Callable[[Handler], Awaitable[Wire]]) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1024)
-        writer.write(b"$2\r\n\xff\xfe\r\n")
-
-    wire = await serve(handler)
-    answers, answer = collect()
-    with pytest.raises(InvalidResponse, match="unreadable reply"):  # a RedisError: the runners say unavailable
-        await wire.start([pack(("GET", "a"))], answer)
-    assert answers == [] and not wire.is_connected
 
 
 async def test_a_false_reply_is_a_reply_not_a_wait_for_more(serve: Callable[[Handler], Awaitable[Wire]]) -> None:
